@@ -1,0 +1,1 @@
+"""People: accounts, password checks, browser sign-in sessions and API keys."""

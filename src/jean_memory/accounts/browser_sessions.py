@@ -1,0 +1,41 @@
+"""Browser sign-in sessions: a random cookie value, stored only as its hash."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from jean_memory import clock
+from jean_memory.db.tables import browser_sessions
+
+COOKIE_NAME = "jm_session"
+
+
+def start_session(engine: Engine, user_id: str, lifetime_seconds: int) -> str:
+    token = clock.new_token()
+    now = clock.now()
+    with engine.begin() as conn:
+        conn.execute(
+            browser_sessions.insert().values(
+                token_hash=clock.sha256_hex(token), user_id=user_id, created_at=now, expires_at=now + lifetime_seconds
+            )
+        )
+    return token
+
+
+def session_user_id(engine: Engine, token: str | None) -> str | None:
+    if not token:
+        return None
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(browser_sessions.c.user_id).where(
+                browser_sessions.c.token_hash == clock.sha256_hex(token),
+                browser_sessions.c.expires_at > clock.now(),
+            )
+        ).first()
+    return row.user_id if row else None
+
+
+def end_session(engine: Engine, token: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(browser_sessions.delete().where(browser_sessions.c.token_hash == clock.sha256_hex(token)))

@@ -1,0 +1,73 @@
+"""User accounts: creating them and checking a sign-in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from jean_memory import clock
+from jean_memory.accounts.passwords import hash_password, verify_password
+from jean_memory.db.tables import users
+
+
+class AccountError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    email: str
+
+
+def normalise_email(email: str) -> str:
+    email = email.strip().lower()
+    local, _, domain = email.partition("@")
+    if not local or "." not in domain or any(c.isspace() for c in email) or len(email) > 320:
+        raise AccountError(f"{email!r} is not an email address")
+    return email
+
+
+def create_user(engine: Engine, email: str, password: str) -> User:
+    email = normalise_email(email)
+    password_hash = hash_password(password)
+    user = User(id=clock.new_id(), email=email)
+    with engine.begin() as conn:
+        if conn.execute(sa.select(users.c.id).where(users.c.email == email)).first():
+            raise AccountError(f"an account for {email} already exists")
+        conn.execute(
+            users.insert().values(id=user.id, email=email, password_hash=password_hash, created_at=clock.now())
+        )
+    return user
+
+
+def get_user(engine: Engine, user_id: str) -> User | None:
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(users.c.id, users.c.email).where(users.c.id == user_id)).first()
+    return User(row.id, row.email) if row else None
+
+
+def find_user_by_email(engine: Engine, email: str) -> User | None:
+    try:
+        email = normalise_email(email)
+    except AccountError:
+        return None
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(users.c.id, users.c.email).where(users.c.email == email)).first()
+    return User(row.id, row.email) if row else None
+
+
+def authenticate(engine: Engine, email: str, password: str) -> User | None:
+    """The user for a correct email and password, else None (the same for either mistake)."""
+    try:
+        email = normalise_email(email)
+    except AccountError:
+        email = ""
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(users.c.id, users.c.email, users.c.password_hash).where(users.c.email == email)
+        ).first()
+    ok = verify_password(row.password_hash if row else None, password)
+    return User(row.id, row.email) if ok and row else None

@@ -1,0 +1,163 @@
+"""Assembles the one ASGI application: discovery, the authorization server, the sign-in pages,
+the MCP endpoint, static files and health, plus request logging and maintenance."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from sqlalchemy.engine import Engine
+from starlette.applications import Starlette
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import BaseRoute, Mount, Route, request_response
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from jean_memory.config import Settings
+from jean_memory.db.engine import run_db
+from jean_memory.db.migrate import upgrade
+from jean_memory.mcp_server.endpoint import McpEndpoint
+from jean_memory.mcp_server.legacy import LegacyEndpoint
+from jean_memory.memory.service import MemoryService
+from jean_memory.oauth.authorize import AuthorizationEndpoints
+from jean_memory.oauth.clients import sweep_unused_clients
+from jean_memory.oauth.grants import sweep_expired
+from jean_memory.oauth.metadata import MetadataEndpoints
+from jean_memory.oauth.register import RegistrationEndpoint
+from jean_memory.oauth.revoke import RevocationEndpoint
+from jean_memory.oauth.service import OAuthService
+from jean_memory.oauth.token import TokenEndpoint
+from jean_memory.web.templating import STATIC_DIR
+
+logger = logging.getLogger("jean_memory.http")
+MAINTENANCE_INTERVAL_SECONDS = 3600
+
+
+def public_cors(app: ASGIApp, methods: list[str]) -> ASGIApp:
+    """Discovery, registration, token and revocation are called from browsers (MCP Inspector);
+    they use no cookies, so any origin may call them. `Authorization` is named explicitly:
+    browsers do not let `*` cover it."""
+    return CORSMiddleware(
+        app,
+        allow_origins=["*"],
+        allow_methods=[*methods, "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "MCP-Protocol-Version"],
+        max_age=600,
+    )
+
+
+class RequestLogMiddleware:
+    """One line per request: method, path (never the query, which can hold codes), status, time."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            client = scope.get("client") or ("-", 0)
+            principal = scope.get("state", {}).get("principal")
+            logger.info(
+                "%s %s %d %.1fms client=%s user=%s",
+                scope["method"],
+                scope["path"],
+                status,
+                (time.perf_counter() - started) * 1000,
+                client[0],
+                principal.user_id if principal else "-",
+            )
+
+
+def _maintenance(engine: Engine, settings: Settings) -> None:
+    sweep_expired(engine)
+    removed = sweep_unused_clients(engine, settings.unused_client_days)
+    if removed:
+        logger.info(
+            "removed %d dynamically registered clients unused for %d days", removed, settings.unused_client_days
+        )
+
+
+def build_app(settings: Settings, engine: Engine, migrate: bool = True) -> Starlette:
+    if migrate:
+        upgrade(engine)
+    oauth = OAuthService.create(engine, settings)
+    memory = MemoryService(engine)
+    mcp = McpEndpoint(oauth, memory, settings)
+    metadata = MetadataEndpoints(settings)
+    authorize = AuthorizationEndpoints(oauth)
+    register = public_cors(request_response(RegistrationEndpoint(oauth)), ["POST"])
+    token = public_cors(request_response(TokenEndpoint(oauth)), ["POST"])
+    revoke = public_cors(request_response(RevocationEndpoint(oauth)), ["POST"])
+    as_metadata = public_cors(request_response(metadata.authorization_server), ["GET"])
+    pr_metadata = public_cors(request_response(metadata.protected_resource), ["GET"])
+
+    async def healthz(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    async def home(request: Request) -> JSONResponse:
+        return JSONResponse({"name": "Jean Memory", "connector_url": settings.resource})
+
+    routes: list[BaseRoute] = [
+        Route("/", home),
+        Route("/healthz", healthz),
+        Route("/.well-known/oauth-authorization-server", as_metadata),
+        Route("/.well-known/openid-configuration", as_metadata),
+        Route("/oauth/.well-known/oauth-authorization-server", as_metadata),
+        Route("/.well-known/oauth-protected-resource/mcp", pr_metadata),
+        Route("/.well-known/oauth-protected-resource", pr_metadata),
+        Route("/oauth/authorize", authorize.authorize, methods=["GET", "POST"]),
+        Route("/authorize", authorize.authorize, methods=["GET", "POST"]),
+        Route("/oauth/complete", authorize.complete, methods=["POST"]),
+        Route("/oauth/consent", authorize.consent, methods=["POST"]),
+        Route("/oauth/register", register),
+        Route("/register", register),
+        Route("/oauth/token", token),
+        Route("/token", token),
+        Route("/oauth/revoke", revoke),
+        Route("/revoke", revoke),
+        Route("/mcp", mcp),
+        Route("/mcp/", mcp),
+        Route("/mcp/v2/{client_name}/{user_id}", LegacyEndpoint(mcp)),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with mcp.lifespan(), anyio.create_task_group() as tasks:
+
+            async def maintain() -> None:
+                while True:
+                    try:
+                        await run_db(_maintenance, engine, settings)
+                    except Exception:
+                        logger.exception("maintenance failed; will retry")
+                    await anyio.sleep(MAINTENANCE_INTERVAL_SECONDS)
+
+            tasks.start_soon(maintain)
+            yield
+            tasks.cancel_scope.cancel()
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.router.redirect_slashes = False  # a 307 from /mcp to /mcp/ breaks MCP clients
+    app.add_middleware(RequestLogMiddleware)
+    app.state.engine = engine
+    app.state.oauth = oauth
+    return app

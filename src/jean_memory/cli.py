@@ -1,0 +1,209 @@
+"""The `jean-memory` command: run the server and manage accounts, clients and keys.
+
+Every command reads the same settings as `serve`, so it works on the database a running server
+uses (SQLite in WAL mode lets both write).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import sys
+
+import uvicorn
+
+from jean_memory.config import ConfigError, Settings, ensure_secret_key, load_settings
+from jean_memory.db.engine import create_engine
+from jean_memory.db.migrate import current_and_head, upgrade
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+        issuer=getattr(args, "issuer", None),
+        database_url=getattr(args, "database", None),
+    )
+
+
+def _engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    engine = create_engine(_settings(args).database_url)
+    upgrade(engine)
+    return engine
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
+    )
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)  # our own request log replaces it
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from jean_memory.app import build_app
+
+    settings = ensure_secret_key(_settings(args))
+    configure_logging(settings.log_level)
+    log = logging.getLogger("jean_memory")
+    if settings.jwt_secret_key_source != "env":
+        log.info("JWT_SECRET_KEY is not set; using the key stored in %s", settings.jwt_secret_key_source)
+    if not settings.issuer_is_https and not settings.issuer_is_loopback:
+        log.warning(
+            "!!! The issuer %s is not https. Claude and ChatGPT only connect over https: put the server behind "
+            "a TLS proxy and set --issuer https://your-host (JEAN_MEMORY_ISSUER).",
+            settings.issuer,
+        )
+    engine = create_engine(settings.database_url)
+    app = build_app(settings, engine)
+    configure_logging(settings.log_level)  # the MCP SDK configures logging on import; ours wins
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, proxy_headers=False)
+    )
+
+    async def announce_when_ready() -> None:
+        while not server.started:
+            if server.should_exit:
+                return
+            await asyncio.sleep(0.05)
+        print(
+            f"\nJean Memory is ready. Paste this URL into Claude's \"Add custom connector\":\n\n"
+            f"    {settings.resource}\n",
+            flush=True,
+        )
+
+    async def run() -> None:
+        announcer = asyncio.create_task(announce_when_ready())
+        await server.serve()
+        announcer.cancel()
+
+    asyncio.run(run())
+    return 0
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("Password: ")
+    if first != getpass.getpass("Repeat password: "):
+        raise ConfigError("the passwords differ")
+    return first
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    from jean_memory.accounts.passwords import WeakPasswordError
+    from jean_memory.accounts.users import AccountError, create_user
+
+    engine = _engine(args)
+    try:
+        user = create_user(engine, args.email, _read_password(args.password_stdin))
+    except (AccountError, WeakPasswordError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"user_id: {user.id}\nemail: {user.email}")
+    return 0
+
+
+def cmd_client_add(args: argparse.Namespace) -> int:
+    from jean_memory.oauth.clients import ClientMetadataError, register_client
+
+    engine = _engine(args)
+    body = {
+        "client_name": args.name,
+        "redirect_uris": args.redirect_uri,
+        "token_endpoint_auth_method": "client_secret_basic" if args.secret else "none",
+        "grant_types": ["authorization_code", "refresh_token"],
+    }
+    try:
+        registration = register_client(engine, body, source="static")
+    except ClientMetadataError as exc:
+        print(f"error: {exc.description}", file=sys.stderr)
+        return 1
+    print(f"client_id: {registration.client.client_id}")
+    if registration.client_secret:
+        print(f"client_secret: {registration.client_secret}")
+    return 0
+
+
+def cmd_apikey_create(args: argparse.Namespace) -> int:
+    from jean_memory.accounts.api_keys import create_api_key
+    from jean_memory.accounts.users import find_user_by_email
+
+    engine = _engine(args)
+    user = find_user_by_email(engine, args.email)
+    if user is None:
+        print(f"error: no account for {args.email}; create it with: jean-memory user add {args.email}", file=sys.stderr)
+        return 1
+    print(create_api_key(engine, user.id))
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    engine = create_engine(_settings(args).database_url)
+    upgrade(engine)
+    current, _ = current_and_head(engine)
+    print(f"database schema at revision {current}")
+    return 0
+
+
+def cmd_db_check(args: argparse.Namespace) -> int:
+    engine = create_engine(_settings(args).database_url)
+    current, head = current_and_head(engine)
+    if current != head:
+        print(f"database schema at {current}, code expects {head}: run jean-memory db upgrade", file=sys.stderr)
+        return 1
+    print(f"database schema current ({head})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jean-memory", description="Self-hosted memory for AI assistants.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--database", help="database URL (default: env DATABASE_URL, else SQLite in the data dir)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the server", parents=[common])
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    serve.add_argument("--issuer", help="public base URL, e.g. https://memory.example.com (env JEAN_MEMORY_ISSUER)")
+    serve.set_defaults(handler=cmd_serve)
+
+    user = commands.add_parser("user", help="manage accounts").add_subparsers(dest="action", required=True)
+    user_add = user.add_parser("add", help="create an account", parents=[common])
+    user_add.add_argument("email")
+    user_add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    user_add.set_defaults(handler=cmd_user_add)
+
+    client = commands.add_parser("client", help="manage OAuth clients").add_subparsers(dest="action", required=True)
+    client_add = client.add_parser("add", help="pre-register a static OAuth client", parents=[common])
+    client_add.add_argument("--name", required=True)
+    client_add.add_argument("--redirect-uri", action="append", required=True)
+    client_add.add_argument("--secret", action="store_true", help="make a confidential client with a secret")
+    client_add.set_defaults(handler=cmd_client_add)
+
+    apikey = commands.add_parser("apikey", help="API keys for the legacy endpoint").add_subparsers(
+        dest="action", required=True
+    )
+    apikey_create = apikey.add_parser("create", help="create an API key", parents=[common])
+    apikey_create.add_argument("email")
+    apikey_create.set_defaults(handler=cmd_apikey_create)
+
+    db = commands.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
+    db.add_parser("upgrade", help="apply migrations", parents=[common]).set_defaults(handler=cmd_db_upgrade)
+    db.add_parser("check", help="exit non-zero unless migrations are current", parents=[common]).set_defaults(handler=cmd_db_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Every setting of the server, read once from the environment and the command line.
+
+One frozen object is built at start-up and handed to whatever needs it, so nothing reads the
+environment on a hot path and a test can build a second server with other settings in the same
+process.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+SECRET_KEY_FILE = "jwt_secret.key"
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+class ConfigError(ValueError):
+    """A setting is wrong in a way the person starting the server must fix."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    issuer: str = ""
+    database_url: str = ""
+    data_dir: Path = Path("data")
+    jwt_secret_key: str = field(default="", repr=False)
+    jwt_secret_key_source: str = "env"
+    access_token_seconds: int = 3600
+    refresh_token_days: int = 30
+    refresh_grace_seconds: int = 60
+    code_seconds: int = 60
+    authorization_request_seconds: int = 600
+    browser_session_days: int = 14
+    unused_client_days: int = 30
+    revocation_cache_seconds: int = 30
+    max_mcp_body_bytes: int = 10 * 1024 * 1024
+    log_level: str = "INFO"
+
+    @property
+    def resource(self) -> str:
+        """The one protected resource this server is: the URL people paste into Claude."""
+        return f"{self.issuer}/mcp"
+
+    @property
+    def issuer_is_https(self) -> bool:
+        return self.issuer.startswith("https://")
+
+    @property
+    def issuer_is_loopback(self) -> bool:
+        host = urlsplit(self.issuer).hostname or ""
+        return is_loopback_host(host)
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)
+
+
+def is_loopback_host(host: str) -> bool:
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def validate_issuer(issuer: str) -> str:
+    """The issuer must be byte-identical everywhere clients compare it, so refuse any spelling
+    that some client would normalise differently (a path, a trailing slash, a query)."""
+    parts = urlsplit(issuer)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"issuer {issuer!r} must be an http(s) URL such as https://memory.example.com")
+    if parts.path not in ("",):
+        hint = issuer.rstrip("/") if parts.path == "/" else f"{parts.scheme}://{parts.netloc}"
+        raise ConfigError(
+            f"issuer {issuer!r} must have no path and no trailing slash; use {hint!r} "
+            "(the MCP endpoint is always {issuer}/mcp)"
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError(f"issuer {issuer!r} must have no query string or fragment")
+    if parts.username or parts.password:
+        raise ConfigError(f"issuer {issuer!r} must not contain credentials")
+    return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
+def _env_int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from exc
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {value}")
+    return value
+
+
+def load_settings(
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    issuer: str | None = None,
+    database_url: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Settings:
+    """Build the settings from command-line values (which win) and the environment."""
+    env = dict(os.environ if env is None else env)
+    host = host or env.get("JEAN_MEMORY_HOST") or DEFAULT_HOST
+    port = port or _env_int(env, "JEAN_MEMORY_PORT", DEFAULT_PORT)
+    data_dir = Path(env.get("JEAN_MEMORY_DATA_DIR") or "data")
+    raw_issuer = issuer or env.get("JEAN_MEMORY_ISSUER") or ""
+    if not raw_issuer:
+        shown_host = f"[{host}]" if ":" in host else host
+        raw_issuer = f"http://{shown_host}:{port}"
+    database_url = database_url or env.get("DATABASE_URL") or ""
+    if not database_url:
+        database_url = f"sqlite:///{(data_dir / 'jean_memory.db').resolve()}"
+    return Settings(
+        host=host,
+        port=port,
+        issuer=validate_issuer(raw_issuer),
+        database_url=database_url,
+        data_dir=data_dir,
+        jwt_secret_key=env.get("JWT_SECRET_KEY", ""),
+        access_token_seconds=_env_int(env, "JEAN_MEMORY_ACCESS_TOKEN_SECONDS", 3600),
+        refresh_token_days=_env_int(env, "JEAN_MEMORY_REFRESH_TOKEN_DAYS", 30),
+        refresh_grace_seconds=_env_int(env, "JEAN_MEMORY_REFRESH_GRACE_SECONDS", 60),
+        code_seconds=_env_int(env, "JEAN_MEMORY_CODE_SECONDS", 60),
+        unused_client_days=_env_int(env, "JEAN_MEMORY_UNUSED_CLIENT_DAYS", 30),
+        log_level=(env.get("JEAN_MEMORY_LOG_LEVEL") or "INFO").upper(),
+    )
+
+
+def ensure_secret_key(settings: Settings) -> Settings:
+    """Use JWT_SECRET_KEY when set; otherwise create a random key once in the data directory
+    (mode 0600) so tokens survive restarts. Never fall back to a constant."""
+    if settings.jwt_secret_key:
+        if len(settings.jwt_secret_key) < 32:
+            raise ConfigError("JWT_SECRET_KEY must be at least 32 characters (try: openssl rand -hex 32)")
+        return settings
+    key_path = settings.data_dir / SECRET_KEY_FILE
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if key_path.exists():
+        key = key_path.read_text().strip()
+        if len(key) < 32:
+            raise ConfigError(f"{key_path} holds a key shorter than 32 characters; delete it to make a new one")
+        return settings.with_overrides(jwt_secret_key=key, jwt_secret_key_source=str(key_path))
+    key = secrets.token_hex(32)
+    try:
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first: use theirs
+        return ensure_secret_key(settings)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return settings.with_overrides(jwt_secret_key=key, jwt_secret_key_source=f"{key_path} (new)")

@@ -1,0 +1,1 @@
+"""Database access: the engine, the schema and its migrations."""

@@ -1,0 +1,141 @@
+"""The schema, as SQLAlchemy Core tables: the single description Alembic migrations and queries share.
+
+Times are epoch seconds (float) taken from `jean_memory.clock`, so a test that moves the clock
+moves every lifetime at once. Every secret column holds a hash, never the secret.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Time = sa.Float(precision=53)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("email", sa.String(320), nullable=False, unique=True),
+    sa.Column("password_hash", sa.String(200), nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+)
+
+browser_sessions = sa.Table(
+    "browser_sessions",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("expires_at", Time, nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("key_hash", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("last_used_at", Time),
+)
+
+oauth_clients = sa.Table(
+    "oauth_clients",
+    metadata,
+    sa.Column("client_id", sa.String(2048), primary_key=True),
+    sa.Column("client_secret_hash", sa.String(64)),
+    sa.Column("client_name", sa.String(255), nullable=False),
+    sa.Column("redirect_uris", sa.JSON, nullable=False),
+    sa.Column("token_endpoint_auth_method", sa.String(40), nullable=False),
+    sa.Column("grant_types", sa.JSON, nullable=False),
+    sa.Column("scope", sa.String(1000)),
+    sa.Column("source", sa.String(10), nullable=False),  # dcr | static | cimd
+    sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("last_used_at", Time),
+    sa.Column("expires_at", Time),  # CIMD cache expiry; unused DCR clients are swept by last use
+)
+
+authorization_requests = sa.Table(
+    "authorization_requests",
+    metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),
+    sa.Column("client_id", sa.String(2048), nullable=False),
+    sa.Column("redirect_uri", sa.String(2048), nullable=False),
+    sa.Column("code_challenge", sa.String(128), nullable=False),
+    sa.Column("state", sa.String(2048)),
+    sa.Column("scope", sa.String(1000), nullable=False),
+    sa.Column("resource", sa.String(2048), nullable=False),
+    sa.Column("user_id", sa.String(32)),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("expires_at", Time, nullable=False),
+)
+
+consents = sa.Table(
+    "consents",
+    metadata,
+    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("client_id", sa.String(2048), primary_key=True),
+    sa.Column("scope", sa.String(1000), nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+)
+
+grants = sa.Table(
+    "grants",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("client_id", sa.String(2048), nullable=False),
+    sa.Column("scope", sa.String(1000), nullable=False),
+    sa.Column("resource", sa.String(2048), nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("revoked_at", Time),
+    sa.Column("revoked_reason", sa.String(40)),
+)
+
+authorization_codes = sa.Table(
+    "authorization_codes",
+    metadata,
+    sa.Column("code_hash", sa.String(64), primary_key=True),
+    sa.Column("grant_id", sa.String(32), sa.ForeignKey("grants.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("client_id", sa.String(2048), nullable=False),
+    sa.Column("redirect_uri", sa.String(2048), nullable=False),
+    sa.Column("code_challenge", sa.String(128), nullable=False),
+    sa.Column("expires_at", Time, nullable=False),
+    sa.Column("used_at", Time),
+)
+
+refresh_tokens = sa.Table(
+    "refresh_tokens",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("grant_id", sa.String(32), sa.ForeignKey("grants.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("expires_at", Time, nullable=False),
+    sa.Column("rotated_at", Time),
+)
+
+memories = sa.Table(
+    "memories",
+    metadata,
+    # An integer key so SQLite's FTS5 index can point at rows; `id` is what clients see.
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(32), nullable=False, unique=True),
+    sa.Column("user_id", sa.String(32), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("tags", sa.JSON, nullable=False),
+    sa.Column("client", sa.String(255)),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+    sa.Index("ix_memories_user_created", "user_id", "created_at"),
+    sa.Index("ix_memories_user_hash", "user_id", "content_hash"),
+)

@@ -1,0 +1,191 @@
+"""`/mcp`: origin check, CORS, authentication, then the
+official SDK's Streamable HTTP transport for the caller's client profile.
+
+The challenge follows RFC 6750 §3 and RFC 9728 §5.1 as MCP clients read it: a missing token
+gets 401 with `resource_metadata` and `scope` (no error code), a bad one adds
+`error="invalid_token"`, a token without our scope gets 403 `insufficient_scope`. Never a
+redirect, never another status for an auth problem: Claude decides to run OAuth only on a 401.
+
+The SDK runs stateless (no session ids), so any instance can answer any request and a restart
+loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from urllib.parse import urlsplit
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.datastructures import Headers
+from starlette.types import Message, Receive, Scope, Send
+
+from jean_memory.config import Settings, is_loopback_host
+from jean_memory.db.engine import run_db
+from jean_memory.mcp_server.principal import Principal, current_principal
+from jean_memory.mcp_server.profiles import PROFILE_TOOLS, profile_for
+from jean_memory.mcp_server.tools import ToolSet
+from jean_memory.memory.service import MemoryService
+from jean_memory.oauth.jwt_tokens import InvalidAccessToken
+from jean_memory.oauth.scopes import MEMORY_SCOPE
+from jean_memory.oauth.service import OAuthService
+
+logger = logging.getLogger("jean_memory.mcp")
+
+INSTRUCTIONS = (
+    "Jean Memory is the person's long-term memory. Call jean_memory at the start of each conversation "
+    "and whenever personal context would help; save lasting facts with add_memories."
+)
+ALLOW_HEADERS = "Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID"
+EXPOSE_HEADERS = "WWW-Authenticate, Mcp-Session-Id, MCP-Protocol-Version"
+
+
+def origin_allowed(origin: str, issuer: str) -> bool:
+    """Our own origin and browser tools on this machine (the MCP Inspector); no other site."""
+    if origin == issuer:
+        return True
+    parts = urlsplit(origin)
+    return parts.scheme in ("http", "https") and is_loopback_host(parts.hostname or "") and not parts.path
+
+
+async def send_json(send: Send, status: int, body: dict, headers: list[tuple[bytes, bytes]]) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                (b"cache-control", b"no-store"),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+class McpEndpoint:
+    def __init__(self, oauth: OAuthService, memory: MemoryService, settings: Settings) -> None:
+        self._oauth = oauth
+        self._settings = settings
+        self.engine = oauth.engine
+        self._metadata_url = f"{settings.issuer}/.well-known/oauth-protected-resource/mcp"
+        tools = ToolSet(memory, settings.issuer)
+        self._managers: dict[str, StreamableHTTPSessionManager] = {}
+        for profile, names in PROFILE_TOOLS.items():
+            server: MCPServer = MCPServer(name="jean-memory", instructions=INSTRUCTIONS, version="0.1.0")
+            tools.register(server, names)
+            server.streamable_http_app(
+                json_response=True,
+                stateless_http=True,
+                max_request_body_size=settings.max_mcp_body_bytes,
+                # The Origin check is ours (below); the SDK's Host allow-list would break proxies.
+                transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+            )
+            self._managers[profile] = server.session_manager
+
+    @asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            for manager in self._managers.values():
+                await stack.enter_async_context(manager.run())
+            yield
+
+    # --- /mcp -------------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = Headers(scope=scope)
+        cors = await self.cors_or_reject(scope, headers, send)
+        if cors is None:
+            return
+        authorization = headers.get("authorization", "")
+        scheme, _, token = authorization.partition(" ")
+        if not authorization or scheme.lower() != "bearer" or not token.strip():
+            await self._challenge(send, cors, None)
+            return
+        try:
+            claims = await run_db(self._oauth.verify, token.strip())
+        except InvalidAccessToken as exc:
+            await self._challenge(send, cors, str(exc))
+            return
+        if MEMORY_SCOPE not in claims.scopes:
+            www = (
+                f'Bearer error="insufficient_scope", scope="{MEMORY_SCOPE}", '
+                f'resource_metadata="{self._metadata_url}", error_description="the token lacks the memory scope"'
+            )
+            await send_json(
+                send,
+                403,
+                {"error": "insufficient_scope", "error_description": f"scope {MEMORY_SCOPE} required"},
+                [(b"www-authenticate", www.encode()), *cors],
+            )
+            return
+        principal = Principal(
+            user_id=claims.sub,
+            email=claims.email,
+            profile=profile_for(claims.client),
+            client_id=claims.client_id,
+            scopes=tuple(claims.scopes),
+        )
+        scope.setdefault("state", {})["principal"] = principal
+        await self.dispatch(principal, scope, receive, send, cors)
+
+    async def _challenge(self, send: Send, cors: list[tuple[bytes, bytes]], problem: str | None) -> None:
+        parts = [f'resource_metadata="{self._metadata_url}"', f'scope="{MEMORY_SCOPE}"']
+        body = {"error": "unauthorized", "error_description": "Bearer token required: connect with OAuth"}
+        if problem is not None:
+            parts.insert(0, f'error="invalid_token", error_description="{problem}"')
+            body = {"error": "invalid_token", "error_description": problem}
+        await send_json(send, 401, body, [(b"www-authenticate", ("Bearer " + ", ".join(parts)).encode()), *cors])
+
+    async def cors_or_reject(self, scope: Scope, headers: Headers, send: Send) -> list[tuple[bytes, bytes]] | None:
+        """CORS headers to add for an allowed browser origin; None when the request was answered
+        here (a refused origin, or a preflight)."""
+        origin = headers.get("origin")
+        if origin is None:
+            return []  # server-to-server clients (Claude's cloud, SDKs) send no Origin
+        if not origin_allowed(origin, self._settings.issuer):
+            await send_json(
+                send, 403, {"error": "forbidden_origin", "error_description": f"origin {origin} is not allowed"}, []
+            )
+            return None
+        cors = [
+            (b"access-control-allow-origin", origin.encode()),
+            (b"vary", b"Origin"),
+            (b"access-control-expose-headers", EXPOSE_HEADERS.encode()),
+        ]
+        if scope["method"] == "OPTIONS":
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 204,
+                    "headers": [
+                        *cors,
+                        (b"access-control-allow-methods", b"GET, POST, DELETE, OPTIONS"),
+                        (b"access-control-allow-headers", ALLOW_HEADERS.encode()),
+                        (b"access-control-max-age", b"600"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
+            return None
+        return cors
+
+    async def dispatch(
+        self, principal: Principal, scope: Scope, receive: Receive, send: Send, cors: list[tuple[bytes, bytes]]
+    ) -> None:
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start" and cors:
+                message = {**message, "headers": [*message.get("headers", []), *cors]}
+            await send(message)
+
+        token = current_principal.set(principal)
+        try:
+            await self._managers[principal.profile].handle_request(scope, receive, send_with_cors)
+        finally:
+            current_principal.reset(token)

@@ -1,0 +1,218 @@
+"""The MCP tools: thin adapters from tool arguments to the memory service.
+
+Each tool reads the caller from `current_principal` (set by the auth layer from a verified token
+or API key), runs the blocking service call in a worker thread, and turns bad input into a tool
+error (`isError: true`) whose message says what to change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import ToolAnnotations
+from pydantic import BaseModel, Field
+
+from jean_memory.db.engine import run_db
+from jean_memory.mcp_server.principal import require_principal
+from jean_memory.memory.service import Memory, MemoryInputError, MemoryService
+
+CONTEXT_LIMIT = 8
+PROFILE_LIMIT = 12
+
+
+class MemoryItem(BaseModel):
+    id: str
+    text: str
+    tags: list[str]
+    created_at: str
+    score: float | None = None
+
+
+class MemoryResults(BaseModel):
+    results: list[MemoryItem]
+    next_cursor: str | None = None
+
+
+class SavedMemory(BaseModel):
+    id: str
+    text: str
+
+
+class AddResult(BaseModel):
+    saved: list[SavedMemory]
+    similar: list[SavedMemory]
+
+
+class DeleteResult(BaseModel):
+    deleted: str
+
+
+class SearchHit(BaseModel):
+    id: str
+    title: str
+    url: str
+
+
+class SearchHits(BaseModel):
+    results: list[SearchHit]
+
+
+class FetchedDocument(BaseModel):
+    id: str
+    title: str
+    text: str
+    url: str
+    metadata: dict[str, Any]
+
+
+def _items(memories: list[Memory]) -> list[MemoryItem]:
+    return [MemoryItem(**m.as_dict()) for m in memories]
+
+
+async def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return await run_db(fn, *args)
+    except MemoryInputError as exc:
+        raise ToolError(str(exc)) from exc
+
+
+def _title(text: str) -> str:
+    first_line = text.strip().splitlines()[0] if text.strip() else ""
+    return first_line[:80] + ("…" if len(first_line) > 80 else "")
+
+
+def format_context(memories: list[Memory], heading: str) -> str:
+    """Compact, dated lines: the assistant reads them, so no JSON noise and no ids it must ignore."""
+    if not memories:
+        return f"{heading}\n(no memories yet)"
+    lines = [heading]
+    for memory in memories:
+        lines.append(f"- [{memory.as_dict()['created_at'][:10]}] {memory.text}")
+    return "\n".join(lines)
+
+
+class ToolSet:
+    """Builds the tools for one server; `issuer` makes the URLs ChatGPT cites."""
+
+    def __init__(self, memory: MemoryService, issuer: str) -> None:
+        self._memory = memory
+        self._issuer = issuer
+
+    def register(self, server: MCPServer, names: tuple[str, ...]) -> None:
+        for name in names:
+            fn, description, read_only = self._tools()[name]
+            server.add_tool(
+                fn,
+                name=name,
+                description=description,
+                annotations=ToolAnnotations(
+                    readOnlyHint=read_only, destructiveHint=name == "delete_memory", openWorldHint=False
+                ),
+            )
+
+    def _tools(self) -> dict[str, tuple[Callable[..., Any], str, bool]]:
+        memory = self._memory
+        issuer = self._issuer
+
+        async def jean_memory(
+            user_message: Annotated[str, Field(description="The person's latest message, verbatim")],
+            is_new_conversation: Annotated[bool, Field(description="True on the first message of a conversation")],
+            needs_context: Annotated[
+                bool, Field(description="False when the message needs no personal context")
+            ] = True,
+        ) -> str:
+            principal = require_principal()
+            if not needs_context:
+                return "No context needed for this message."
+            if is_new_conversation:
+                recent, _ = await _call(memory.list, principal.user_id, PROFILE_LIMIT, None)
+                return format_context(recent, "What you know about this person (most recent first):")
+            if not user_message.strip():
+                raise ToolError("user_message is empty: pass the person's message")
+            relevant = await _call(memory.search, principal.user_id, user_message, CONTEXT_LIMIT, None)
+            return format_context(relevant, "Memories relevant to this message:")
+
+        async def add_memories(
+            text: Annotated[str, Field(description="One fact about the person, in a full sentence")],
+            tags: Annotated[list[str] | None, Field(description="Optional labels, e.g. ['work']")] = None,
+        ) -> AddResult:
+            principal = require_principal()
+            result = await _call(memory.add, principal.user_id, text, tags, principal.profile)
+            return AddResult(
+                saved=[SavedMemory(id=m.id, text=m.text) for m in result.saved],
+                similar=[SavedMemory(id=m.id, text=m.text) for m in result.similar],
+            )
+
+        async def search_memory(
+            query: Annotated[str, Field(description="What to look for, in natural language")],
+            limit: Annotated[int, Field(description="How many results, 1-100")] = 10,
+            tags: Annotated[list[str] | None, Field(description="Only memories with all these tags")] = None,
+        ) -> MemoryResults:
+            principal = require_principal()
+            hits = await _call(memory.search, principal.user_id, query, limit, tags)
+            return MemoryResults(results=_items(hits))
+
+        async def list_memories(
+            limit: Annotated[int, Field(description="How many memories, 1-100, newest first")] = 20,
+            cursor: Annotated[str | None, Field(description="next_cursor from the previous page")] = None,
+        ) -> MemoryResults:
+            principal = require_principal()
+            items, next_cursor = await _call(memory.list, principal.user_id, limit, cursor)
+            return MemoryResults(results=_items(items), next_cursor=next_cursor)
+
+        async def delete_memory(
+            memory_id: Annotated[str, Field(description="The id from search_memory or list_memories")],
+        ) -> DeleteResult:
+            principal = require_principal()
+            if not await _call(memory.delete, principal.user_id, memory_id):
+                raise ToolError(f"no memory with id {memory_id!r}; list_memories shows the ids that exist")
+            return DeleteResult(deleted=memory_id)
+
+        async def search(query: Annotated[str, Field(description="What to look for")]) -> SearchHits:
+            principal = require_principal()
+            hits = await _call(memory.search, principal.user_id, query, 10, None)
+            return SearchHits(
+                results=[SearchHit(id=m.id, title=_title(m.text), url=f"{issuer}/memories/{m.id}") for m in hits]
+            )
+
+        async def fetch(id: Annotated[str, Field(description="An id from search")]) -> FetchedDocument:
+            principal = require_principal()
+            found = await _call(memory.get, principal.user_id, id)
+            if found is None:
+                raise ToolError(f"no memory with id {id!r}; use an id that search returned")
+            return FetchedDocument(
+                id=found.id,
+                title=_title(found.text),
+                text=found.text,
+                url=f"{issuer}/memories/{found.id}",
+                metadata={"tags": found.tags, "created_at": found.as_dict()["created_at"]},
+            )
+
+        return {
+            "jean_memory": (jean_memory, JEAN_MEMORY_DESCRIPTION, False),
+            "add_memories": (
+                add_memories,
+                "Save a fact about the person (preferences, plans, people, "
+                "projects). Returns the saved id, or the existing memory it merged into.",
+                False,
+            ),
+            "search_memory": (search_memory, "Search the person's memories by meaning and keywords.", True),
+            "list_memories": (list_memories, "List the person's memories, newest first, page by page.", True),
+            "delete_memory": (
+                delete_memory,
+                "Delete one memory by id (when the person asks to forget it or it is wrong).",
+                False,
+            ),
+            "search": (search, "Search the person's memories. Returns ids, titles and URLs.", True),
+            "fetch": (fetch, "Fetch one memory by the id search returned.", True),
+        }
+
+
+JEAN_MEMORY_DESCRIPTION = (
+    "Call on every message of the person: returns what you know about them that is relevant to the "
+    "message (a short profile at the start of a conversation). Set needs_context=false for messages "
+    "that need no personal context."
+)

@@ -1,0 +1,242 @@
+"""The authorization endpoint and the pages behind it: sign-in, consent, and the redirect back.
+
+Order of checks follows RFC 6749 §4.1.2.1: while the client or its redirect URI is in doubt we
+show an error page and never redirect (an open redirector otherwise); once both are known good,
+every other problem goes back to the client as an error redirect carrying `state` and `iss`.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from jean_memory.accounts.browser_sessions import session_user_id, start_session
+from jean_memory.accounts.users import authenticate, get_user
+from jean_memory.db.engine import run_db
+from jean_memory.oauth import grants as grant_store
+from jean_memory.oauth.browser import (
+    csrf_cookie,
+    csrf_token,
+    csrf_valid,
+    ensure_csrf_cookie,
+    session_cookie,
+    set_session_cookie,
+)
+from jean_memory.oauth.clients import Client
+from jean_memory.oauth.errors import OAuthError
+from jean_memory.oauth.redirects import matches_registered
+from jean_memory.oauth.resource import resolve_resource
+from jean_memory.oauth.scopes import SCOPE_DESCRIPTIONS, grantable_scope
+from jean_memory.oauth.service import OAuthService
+from jean_memory.web.templating import render_page
+
+CODE_CHALLENGE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
+SIGN_IN_FAILED = "That email and password do not match an account. Check both and try again."
+EXPIRED = "This sign-in link has expired or was already used. Go back to the app and connect again."
+
+
+def error_page(title: str, message: str, status: int = 400, hint: str | None = None) -> Response:
+    return render_page("error.html", status_code=status, title=title, message=message, hint=hint)
+
+
+def redirect_to_client(redirect_uri: str, params: dict[str, str | None]) -> RedirectResponse:
+    parts = urlsplit(redirect_uri)
+    extra = urlencode({k: v for k, v in params.items() if v is not None})
+    query = f"{parts.query}&{extra}" if parts.query else extra
+    return RedirectResponse(
+        urlunsplit(parts._replace(query=query)), status_code=302, headers={"Cache-Control": "no-store"}
+    )
+
+
+class AuthorizationEndpoints:
+    def __init__(self, service: OAuthService) -> None:
+        self._service = service
+        self._settings = service.settings
+
+    # --- GET /oauth/authorize -------------------------------------------------------------------
+
+    async def authorize(self, request: Request) -> Response:
+        params = request.query_params if request.method == "GET" else await request.form()
+        client = await run_db(self._service.client, params.get("client_id"))
+        if client is None:
+            return error_page(
+                "Unknown app",
+                "This app is not registered with this server (or its registration expired).",
+                hint="Remove the connector in your app and add it again.",
+            )
+        redirect_uri = self._pick_redirect_uri(client, params.get("redirect_uri"))
+        if redirect_uri is None:
+            return error_page(
+                "Redirect address not allowed",
+                "The app asked to be sent back to an address it did not register. Nothing was sent.",
+                hint="If you did not start this connection yourself, close this page.",
+            )
+        state = params.get("state")
+        try:
+            pending = self._validate(client, redirect_uri, params)
+        except OAuthError as exc:
+            return self._error_redirect(redirect_uri, exc.error, exc.description, state)
+
+        user_id = await run_db(session_user_id, self._service.engine, session_cookie(request))
+        if user_id is not None:
+            pending = grant_store.PendingAuthorization(**{**pending.__dict__, "user_id": user_id})
+        session_id = await run_db(
+            grant_store.save_pending, self._service.engine, pending, self._settings.authorization_request_seconds
+        )
+        if user_id is None:
+            return self._login_page(request, client, session_id)
+        return await self._consent_or_code(request, client, pending, session_id, user_id)
+
+    def _pick_redirect_uri(self, client: Client, requested: str | None) -> str | None:
+        if not requested:
+            # OAuth 2.1 §4.1.1: optional only when exactly one is registered.
+            return client.redirect_uris[0] if len(client.redirect_uris) == 1 else None
+        return requested if matches_registered(requested, client.redirect_uris) else None
+
+    def _validate(self, client: Client, redirect_uri: str, params) -> grant_store.PendingAuthorization:  # type: ignore[no-untyped-def]
+        if params.get("response_type") != "code":
+            raise OAuthError("unsupported_response_type", "response_type must be code")
+        challenge = params.get("code_challenge")
+        method = params.get("code_challenge_method")
+        if not challenge:
+            raise OAuthError("invalid_request", "PKCE is required: send code_challenge with method S256")
+        if method != "S256":
+            raise OAuthError("invalid_request", "code_challenge_method must be S256 (plain is not allowed)")
+        if not CODE_CHALLENGE.match(challenge):
+            raise OAuthError("invalid_request", "code_challenge must be 43-128 base64url characters")
+        resources = params.getlist("resource")
+        if len(resources) > 1:
+            raise OAuthError("invalid_target", "only one resource may be requested")
+        resource = resolve_resource(resources[0] if resources else None, self._settings.resource)
+        return grant_store.PendingAuthorization(
+            client_id=client.client_id,
+            redirect_uri=redirect_uri,
+            code_challenge=challenge,
+            state=params.get("state"),
+            scope=grantable_scope(params.get("scope") or client.scope),
+            resource=resource,
+            user_id=None,
+        )
+
+    def _error_redirect(self, redirect_uri: str, error: str, description: str, state: str | None) -> Response:
+        return redirect_to_client(
+            redirect_uri,
+            {"error": error, "error_description": description, "state": state, "iss": self._settings.issuer},
+        )
+
+    # --- pages ----------------------------------------------------------------------------------
+
+    def _login_page(
+        self, request: Request, client: Client, session_id: str, error: str | None = None, email: str = ""
+    ) -> Response:
+        cookie = csrf_cookie(request)
+        response = render_page(
+            "login.html",
+            status_code=400 if error else 200,
+            client_name=client.client_name,
+            session_id=session_id,
+            csrf_token=csrf_token(self._settings, cookie, session_id),
+            error=error,
+            email=email,
+        )
+        ensure_csrf_cookie(request, response, self._settings, cookie)
+        return response
+
+    async def _consent_or_code(
+        self,
+        request: Request,
+        client: Client,
+        pending: grant_store.PendingAuthorization,
+        session_id: str,
+        user_id: str,
+    ) -> Response:
+        engine = self._service.engine
+        if await run_db(grant_store.has_consent, engine, user_id, client.client_id, pending.scope):
+            return await self._issue_code(pending, session_id, user_id, remember=False)
+        user = await run_db(get_user, engine, user_id)
+        cookie = csrf_cookie(request)
+        redirect = urlsplit(pending.redirect_uri)
+        response = render_page(
+            "consent.html",
+            client_name=client.client_name,
+            email=user.email if user else "",
+            redirect_host=redirect.netloc or f"{redirect.scheme}:",
+            scope_descriptions=[SCOPE_DESCRIPTIONS.get(s, s) for s in pending.scope.split()],
+            session_id=session_id,
+            csrf_token=csrf_token(self._settings, cookie, session_id),
+        )
+        ensure_csrf_cookie(request, response, self._settings, cookie)
+        return response
+
+    async def _issue_code(
+        self, pending: grant_store.PendingAuthorization, session_id: str, user_id: str, remember: bool
+    ) -> Response:
+        engine = self._service.engine
+        if not await run_db(grant_store.finish_pending, engine, session_id):
+            return error_page("Link already used", EXPIRED)
+        code = await run_db(grant_store.issue_code, engine, pending, user_id, self._settings.code_seconds, remember)
+        return redirect_to_client(
+            pending.redirect_uri, {"code": code, "state": pending.state, "iss": self._settings.issuer}
+        )
+
+    # --- POST /oauth/complete (sign-in form) ----------------------------------------------------
+
+    async def complete(self, request: Request) -> Response:
+        session_id = request.query_params.get("session_id") or ""
+        engine = self._service.engine
+        pending = await run_db(grant_store.load_pending, engine, session_id)
+        if pending is None:
+            return error_page("Sign-in expired", EXPIRED)
+        client = await run_db(self._service.client, pending.client_id)
+        if client is None:
+            return error_page("Unknown app", "This app's registration is gone. Connect again from the app.")
+        form = await request.form()
+        if not csrf_valid(self._settings, request, session_id, _str(form.get("csrf_token"))):
+            return error_page(
+                "Please try again",
+                "The sign-in form was stale or came from another site.",
+                status=403,
+                hint="Go back to the app and start connecting again; make sure cookies are enabled.",
+            )
+        email = _str(form.get("email")) or ""
+        password = _str(form.get("password")) or ""
+        user = await run_db(authenticate, engine, email, password)
+        if user is None:
+            return self._login_page(request, client, session_id, error=SIGN_IN_FAILED, email=email[:320])
+        await run_db(grant_store.attach_user, engine, session_id, user.id)
+        token = await run_db(start_session, engine, user.id, self._settings.browser_session_days * 86400)
+        pending = grant_store.PendingAuthorization(**{**pending.__dict__, "user_id": user.id})
+        response = await self._consent_or_code(request, client, pending, session_id, user.id)
+        set_session_cookie(response, self._settings, token)
+        return response
+
+    # --- POST /oauth/consent --------------------------------------------------------------------
+
+    async def consent(self, request: Request) -> Response:
+        session_id = request.query_params.get("session_id") or ""
+        engine = self._service.engine
+        pending = await run_db(grant_store.load_pending, engine, session_id)
+        if pending is None or pending.user_id is None:
+            return error_page("Approval expired", EXPIRED)
+        form = await request.form()
+        if not csrf_valid(self._settings, request, session_id, _str(form.get("csrf_token"))):
+            return error_page("Please try again", "The approval form was stale or came from another site.", 403)
+        signed_in = await run_db(session_user_id, engine, session_cookie(request))
+        if signed_in != pending.user_id:
+            return error_page("Signed out", "Your sign-in session ended. Go back to the app and connect again.", 403)
+        decision = _str(form.get("decision"))
+        if decision == "approve":
+            return await self._issue_code(pending, session_id, pending.user_id, remember=True)
+        if decision == "deny":
+            await run_db(grant_store.finish_pending, engine, session_id)
+            return self._error_redirect(
+                pending.redirect_uri, "access_denied", "the person denied access", pending.state
+            )
+        return error_page("Choose Allow or Deny", "The form was sent without a decision.")
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None

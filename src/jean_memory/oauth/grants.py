@@ -1,0 +1,318 @@
+"""Grants and what hangs off them: pending authorization requests, codes and refresh tokens.
+
+A grant is one person's approval of one client for one resource and scope. Every code,
+refresh token and access token belongs to exactly one grant, so revoking the grant (code
+replay, refresh-token reuse, RFC 7009, "disconnect") ends all of them at once. Codes and
+refresh tokens are stored as SHA-256 hashes; single use is enforced by conditional updates,
+so two instances racing on one code cannot both win.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from jean_memory import clock
+from jean_memory.db.tables import (
+    authorization_codes,
+    authorization_requests,
+    consents,
+    grants,
+    refresh_tokens,
+)
+
+CODE_PREFIX = "jmac_"
+REFRESH_PREFIX = "jmrt_"
+
+
+@dataclass(frozen=True)
+class PendingAuthorization:
+    client_id: str
+    redirect_uri: str
+    code_challenge: str
+    state: str | None
+    scope: str
+    resource: str
+    user_id: str | None
+
+
+@dataclass(frozen=True)
+class Grant:
+    id: str
+    user_id: str
+    client_id: str
+    scope: str
+    resource: str
+    revoked: bool
+
+
+@dataclass(frozen=True)
+class CodeRedemption:
+    grant: Grant
+    redirect_uri: str
+    code_challenge: str
+    expired: bool
+
+
+class CodeReplayed(Exception):
+    """The code was used before: the caller must revoke `grant_id`."""
+
+    def __init__(self, grant_id: str) -> None:
+        super().__init__("authorization code replayed")
+        self.grant_id = grant_id
+
+
+# --- pending authorization requests (between /authorize and the consent decision) ---------------
+
+
+def save_pending(engine: Engine, pending: PendingAuthorization, lifetime_seconds: int) -> str:
+    session_id = clock.new_token()
+    now = clock.now()
+    with engine.begin() as conn:
+        conn.execute(
+            authorization_requests.insert().values(
+                id_hash=clock.sha256_hex(session_id),
+                client_id=pending.client_id,
+                redirect_uri=pending.redirect_uri,
+                code_challenge=pending.code_challenge,
+                state=pending.state,
+                scope=pending.scope,
+                resource=pending.resource,
+                user_id=pending.user_id,
+                created_at=now,
+                expires_at=now + lifetime_seconds,
+            )
+        )
+    return session_id
+
+
+def load_pending(engine: Engine, session_id: str | None) -> PendingAuthorization | None:
+    if not session_id:
+        return None
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(authorization_requests).where(
+                authorization_requests.c.id_hash == clock.sha256_hex(session_id),
+                authorization_requests.c.expires_at > clock.now(),
+            )
+        ).first()
+    if row is None:
+        return None
+    return PendingAuthorization(
+        client_id=row.client_id,
+        redirect_uri=row.redirect_uri,
+        code_challenge=row.code_challenge,
+        state=row.state,
+        scope=row.scope,
+        resource=row.resource,
+        user_id=row.user_id,
+    )
+
+
+def attach_user(engine: Engine, session_id: str, user_id: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            authorization_requests.update()
+            .where(authorization_requests.c.id_hash == clock.sha256_hex(session_id))
+            .values(user_id=user_id)
+        )
+
+
+def finish_pending(engine: Engine, session_id: str) -> bool:
+    """Remove the request; False when another submit already finished it (double click, replay)."""
+    with engine.begin() as conn:
+        result = conn.execute(
+            authorization_requests.delete().where(authorization_requests.c.id_hash == clock.sha256_hex(session_id))
+        )
+    return bool(result.rowcount)
+
+
+# --- consent --------------------------------------------------------------------------------------
+
+
+def has_consent(engine: Engine, user_id: str, client_id: str, scope: str) -> bool:
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(consents.c.scope).where(consents.c.user_id == user_id, consents.c.client_id == client_id)
+        ).first()
+    return row is not None and set(scope.split()) <= set(row.scope.split())
+
+
+def remember_consent(conn: Connection, user_id: str, client_id: str, scope: str) -> None:
+    conn.execute(consents.delete().where(consents.c.user_id == user_id, consents.c.client_id == client_id))
+    conn.execute(consents.insert().values(user_id=user_id, client_id=client_id, scope=scope, created_at=clock.now()))
+
+
+# --- codes ------------------------------------------------------------------------------------------
+
+
+def issue_code(
+    engine: Engine, pending: PendingAuthorization, user_id: str, lifetime_seconds: int, remember: bool
+) -> str:
+    """Create the grant and its single-use code (and remember the consent) in one transaction."""
+    code = clock.new_token(CODE_PREFIX)
+    now = clock.now()
+    grant_id = clock.new_id()
+    with engine.begin() as conn:
+        conn.execute(
+            grants.insert().values(
+                id=grant_id,
+                user_id=user_id,
+                client_id=pending.client_id,
+                scope=pending.scope,
+                resource=pending.resource,
+                created_at=now,
+            )
+        )
+        conn.execute(
+            authorization_codes.insert().values(
+                code_hash=clock.sha256_hex(code),
+                grant_id=grant_id,
+                client_id=pending.client_id,
+                redirect_uri=pending.redirect_uri,
+                code_challenge=pending.code_challenge,
+                expires_at=now + lifetime_seconds,
+            )
+        )
+        if remember:
+            remember_consent(conn, user_id, pending.client_id, pending.scope)
+    return code
+
+
+def _grant_from_row(row: sa.Row) -> Grant:
+    return Grant(
+        id=row.id,
+        user_id=row.user_id,
+        client_id=row.client_id,
+        scope=row.scope,
+        resource=row.resource,
+        revoked=row.revoked_at is not None,
+    )
+
+
+def redeem_code(engine: Engine, code: str, client_id: str) -> CodeRedemption | None:
+    """Use a code once. None when unknown or another client's (left unused: a client must not
+    be able to burn someone else's code); CodeReplayed when used before."""
+    code_hash = clock.sha256_hex(code)
+    with engine.begin() as conn:
+        row = conn.execute(
+            sa.select(authorization_codes, grants)
+            .join(grants, grants.c.id == authorization_codes.c.grant_id)
+            .where(authorization_codes.c.code_hash == code_hash)
+        ).first()
+        if row is None or row.client_id != client_id:
+            return None
+        used = conn.execute(
+            authorization_codes.update()
+            .where(authorization_codes.c.code_hash == code_hash, authorization_codes.c.used_at.is_(None))
+            .values(used_at=clock.now())
+        )
+    if not used.rowcount:
+        raise CodeReplayed(row.grant_id)
+    return CodeRedemption(
+        grant=_grant_from_row(row),
+        redirect_uri=row.redirect_uri,
+        code_challenge=row.code_challenge,
+        expired=row.expires_at <= clock.now(),
+    )
+
+
+# --- refresh tokens --------------------------------------------------------------------------------
+
+
+def issue_refresh_token(engine: Engine, grant_id: str, lifetime_seconds: int) -> str:
+    token = clock.new_token(REFRESH_PREFIX)
+    now = clock.now()
+    with engine.begin() as conn:
+        conn.execute(
+            refresh_tokens.insert().values(
+                token_hash=clock.sha256_hex(token), grant_id=grant_id, created_at=now, expires_at=now + lifetime_seconds
+            )
+        )
+    return token
+
+
+class RefreshRejected(Exception):
+    """`revoke_grant_id` is set when the rejection means the grant must be revoked (reuse)."""
+
+    def __init__(self, description: str, revoke_grant_id: str | None = None) -> None:
+        super().__init__(description)
+        self.description = description
+        self.revoke_grant_id = revoke_grant_id
+
+
+def rotate_refresh_token(engine: Engine, token: str, client_id: str, grace_seconds: int) -> Grant:
+    """Accept a refresh token once, or again within the grace window (a retried or concurrent
+    refresh); any later reuse means it leaked, so the whole grant must go (RFC 9700 §4.14)."""
+    token_hash = clock.sha256_hex(token)
+    now = clock.now()
+    with engine.begin() as conn:
+        row = conn.execute(
+            sa.select(refresh_tokens, grants)
+            .join(grants, grants.c.id == refresh_tokens.c.grant_id)
+            .where(refresh_tokens.c.token_hash == token_hash)
+        ).first()
+        if row is None or row.client_id != client_id:
+            raise RefreshRejected("the refresh token is unknown or was issued to another client")
+        if row.revoked_at is not None:
+            raise RefreshRejected("the refresh token's grant has been revoked; sign in again")
+        if row.expires_at <= now:
+            raise RefreshRejected("the refresh token has expired; sign in again")
+        first_use = conn.execute(
+            refresh_tokens.update()
+            .where(refresh_tokens.c.token_hash == token_hash, refresh_tokens.c.rotated_at.is_(None))
+            .values(rotated_at=now)
+        )
+        rotated_at = (
+            now
+            if first_use.rowcount
+            else conn.execute(
+                sa.select(refresh_tokens.c.rotated_at).where(refresh_tokens.c.token_hash == token_hash)
+            ).scalar_one()
+        )
+    if now - rotated_at > grace_seconds:
+        raise RefreshRejected(
+            "the refresh token was already used; the connection has been revoked, sign in again",
+            revoke_grant_id=row.grant_id,
+        )
+    return _grant_from_row(row)
+
+
+def find_refresh_grant(engine: Engine, token: str) -> Grant | None:
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(grants)
+            .join(refresh_tokens, grants.c.id == refresh_tokens.c.grant_id)
+            .where(refresh_tokens.c.token_hash == clock.sha256_hex(token))
+        ).first()
+    return _grant_from_row(row) if row else None
+
+
+# --- grants ------------------------------------------------------------------------------------------
+
+
+def get_grant(engine: Engine, grant_id: str) -> Grant | None:
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(grants).where(grants.c.id == grant_id)).first()
+    return _grant_from_row(row) if row else None
+
+
+def revoke_grant(engine: Engine, grant_id: str, reason: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            grants.update()
+            .where(grants.c.id == grant_id, grants.c.revoked_at.is_(None))
+            .values(revoked_at=clock.now(), revoked_reason=reason)
+        )
+        conn.execute(refresh_tokens.delete().where(refresh_tokens.c.grant_id == grant_id))
+
+
+def sweep_expired(engine: Engine) -> None:
+    """Drop what can never be used again, so tables do not grow without bound."""
+    now = clock.now()
+    with engine.begin() as conn:
+        conn.execute(authorization_requests.delete().where(authorization_requests.c.expires_at < now))
+        conn.execute(authorization_codes.delete().where(authorization_codes.c.expires_at < now - 86400))
+        conn.execute(refresh_tokens.delete().where(refresh_tokens.c.expires_at < now))

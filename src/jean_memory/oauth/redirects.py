@@ -1,0 +1,85 @@
+"""Redirect URI rules: which URIs a client may register, and exact matching at authorize time.
+
+RFC 9700 and OAuth 2.1 require exact string matching, with one exception from RFC 8252 §7.3:
+a loopback `http` redirect may use any port, because native apps (Claude Code, VS Code) bind
+an ephemeral one.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+from jean_memory.config import is_loopback_host
+
+# Schemes that must never receive a code: script or local-content schemes, and plain-web
+# schemes other than https (http is allowed for loopback only).
+FORBIDDEN_SCHEMES = frozenset(
+    {
+        "javascript",
+        "data",
+        "vbscript",
+        "file",
+        "about",
+        "blob",
+        "ftp",
+        "ws",
+        "wss",
+        "mailto",
+        "tel",
+        "chrome",
+        "view-source",
+    }
+)
+SCHEME_PATTERN = re.compile(r"^[a-z][a-z0-9+.\-]*$")
+
+
+class RedirectUriError(ValueError):
+    pass
+
+
+def check_registrable(uri: str) -> str:
+    """The URI if a client may register it, else RedirectUriError saying why."""
+    if not isinstance(uri, str) or not uri or len(uri) > 2000:
+        raise RedirectUriError("each redirect URI must be a non-empty string of at most 2000 characters")
+    if any(c.isspace() for c in uri):
+        raise RedirectUriError(f"redirect URI {uri!r} contains white space")
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if not scheme or not SCHEME_PATTERN.match(scheme):
+        raise RedirectUriError(f"redirect URI {uri!r} must be an absolute URI")
+    if parts.fragment or "#" in uri:
+        raise RedirectUriError(f"redirect URI {uri!r} must not contain a fragment")
+    if scheme in FORBIDDEN_SCHEMES:
+        raise RedirectUriError(f"redirect URI scheme {scheme!r} is not allowed")
+    if scheme == "http":
+        if not is_loopback_host(parts.hostname or ""):
+            raise RedirectUriError(
+                f"redirect URI {uri!r} uses http on a non-loopback host; use https, or http://127.0.0.1 / "
+                "http://localhost for apps on this machine"
+            )
+    elif scheme == "https":
+        if not parts.hostname:
+            raise RedirectUriError(f"redirect URI {uri!r} has no host")
+    elif "." not in scheme and scheme not in {"cursor", "vscode", "vscode-insiders", "claude", "windsurf"}:
+        # RFC 8252 §7.1: private-use schemes are reverse domain names (com.example.app:/cb);
+        # a few well-known MCP clients use short registered names.
+        raise RedirectUriError(
+            f"redirect URI scheme {scheme!r} is not a private-use scheme (expected a reverse domain name "
+            "such as com.example.app)"
+        )
+    return uri
+
+
+def _loopback_key(uri: str) -> tuple[str, str, str, str] | None:
+    parts = urlsplit(uri)
+    if parts.scheme.lower() != "http" or not is_loopback_host(parts.hostname or ""):
+        return None
+    return ("http", (parts.hostname or "").lower(), parts.path, parts.query)
+
+
+def matches_registered(requested: str, registered: list[str]) -> bool:
+    if requested in registered:
+        return True
+    key = _loopback_key(requested)
+    return key is not None and any(_loopback_key(r) == key for r in registered)

@@ -1,0 +1,49 @@
+"""RFC 7009 token revocation: a refresh token or an access token ends its whole grant.
+
+Unknown or foreign tokens still get 200 (§2.2), so the endpoint reveals nothing about tokens.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from jean_memory.db.engine import run_db
+from jean_memory.oauth import grants as grant_store
+from jean_memory.oauth.client_auth import authenticate_client
+from jean_memory.oauth.errors import NO_STORE, OAuthError
+from jean_memory.oauth.jwt_tokens import InvalidAccessToken
+from jean_memory.oauth.service import OAuthService
+
+
+class RevocationEndpoint:
+    def __init__(self, service: OAuthService) -> None:
+        self._service = service
+
+    async def __call__(self, request: Request) -> Response:
+        try:
+            content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if content_type != "application/x-www-form-urlencoded":
+                raise OAuthError("invalid_request", "the revocation request must be form-encoded")
+            form = await request.form()
+            client = await authenticate_client(self._service, request, form)
+            token = form.get("token")
+            if not isinstance(token, str) or not token:
+                raise OAuthError("invalid_request", "token is required")
+            grant_id = await run_db(self._grant_of, token)
+            if grant_id is not None:
+                grant = await run_db(grant_store.get_grant, self._service.engine, grant_id)
+                if grant is not None and grant.client_id == client.client_id:
+                    await run_db(self._service.revoke, grant.id, "rfc7009")
+        except OAuthError as exc:
+            return exc.response()
+        return JSONResponse({}, headers=NO_STORE)
+
+    def _grant_of(self, token: str) -> str | None:
+        if token.startswith(grant_store.REFRESH_PREFIX):
+            grant = grant_store.find_refresh_grant(self._service.engine, token)
+            return grant.id if grant else None
+        try:
+            return self._service.verify(token).grant_id
+        except InvalidAccessToken:
+            return None

@@ -1,0 +1,85 @@
+"""The authorization server's shared state and the one place tokens are issued and checked.
+
+Handlers (one module per endpoint) and the MCP resource server's verifier all go through an
+`OAuthService`, so issuing and revoking follow one set of rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from jean_memory.accounts.users import get_user
+from jean_memory.config import Settings
+from jean_memory.oauth import grants as grant_store
+from jean_memory.oauth.clients import Client, client_profile, get_client, touch_client
+from jean_memory.oauth.jwt_tokens import (
+    AccessTokenClaims,
+    InvalidAccessToken,
+    mint_access_token,
+    verify_access_token,
+)
+from jean_memory.oauth.revocation import RevocationCache
+
+
+@dataclass
+class OAuthService:
+    engine: Engine
+    settings: Settings
+    revocations: RevocationCache
+
+    @classmethod
+    def create(cls, engine: Engine, settings: Settings) -> OAuthService:
+        return cls(engine, settings, RevocationCache(engine, settings.revocation_cache_seconds))
+
+    def token_response(self, grant: grant_store.Grant, client: Client, scope: str | None = None) -> dict[str, Any]:
+        """Mint an access token (and a rotated refresh token) for a live grant."""
+        user = get_user(self.engine, grant.user_id)
+        if user is None:
+            raise InvalidAccessToken("the account no longer exists")
+        scope = scope or grant.scope
+        access_token, expires_in = mint_access_token(
+            secret=self.settings.jwt_secret_key,
+            issuer=self.settings.issuer,
+            audience=grant.resource,
+            user_id=user.id,
+            email=user.email,
+            client_profile=client_profile(client.client_name),
+            client_id=client.client_id,
+            scope=scope,
+            grant_id=grant.id,
+            lifetime_seconds=self.settings.access_token_seconds,
+        )
+        body: dict[str, Any] = {
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": expires_in,
+            "scope": scope,
+        }
+        if "refresh_token" in client.grant_types:
+            body["refresh_token"] = grant_store.issue_refresh_token(
+                self.engine, grant.id, self.settings.refresh_token_days * 86400
+            )
+        touch_client(self.engine, client.client_id)
+        return body
+
+    def verify(self, token: str) -> AccessTokenClaims:
+        """Signature, `iss`, `aud`, `exp`, then the grant: raises InvalidAccessToken."""
+        claims = verify_access_token(
+            token,
+            secret=self.settings.jwt_secret_key,
+            issuer=self.settings.issuer,
+            audience=self.settings.resource,
+        )
+        if self.revocations.is_revoked(claims.grant_id):
+            raise InvalidAccessToken("the token's grant has been revoked")
+        return claims
+
+    def revoke(self, grant_id: str, reason: str) -> None:
+        grant_store.revoke_grant(self.engine, grant_id, reason)
+        self.revocations.mark_revoked(grant_id)
+
+    def client(self, client_id: str | None) -> Client | None:
+        return get_client(self.engine, client_id)

@@ -1,0 +1,133 @@
+"""The token endpoint: `authorization_code` (with PKCE) and `refresh_token` grants.
+
+Every answer is JSON with `Cache-Control: no-store`; every failure carries the RFC 6749 §5.2
+code clients branch on (`invalid_grant` for any dead code or refresh token).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import re
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from jean_memory.db.engine import run_db
+from jean_memory.oauth import grants as grant_store
+from jean_memory.oauth.client_auth import authenticate_client
+from jean_memory.oauth.clients import Client
+from jean_memory.oauth.errors import NO_STORE, OAuthError
+from jean_memory.oauth.resource import resolve_resource
+from jean_memory.oauth.scopes import is_subset
+from jean_memory.oauth.service import OAuthService
+
+CODE_VERIFIER = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+MAX_FORM_BYTES = 64 * 1024
+logger = logging.getLogger("jean_memory.oauth")
+
+
+def pkce_matches(verifier: str, challenge: str) -> bool:
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    expected = base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    return hmac.compare_digest(expected, challenge)
+
+
+class TokenEndpoint:
+    def __init__(self, service: OAuthService) -> None:
+        self._service = service
+
+    async def __call__(self, request: Request) -> JSONResponse:
+        try:
+            content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if content_type not in FORM_TYPES:
+                raise OAuthError(
+                    "invalid_request", "the token request must be form-encoded (application/x-www-form-urlencoded)"
+                )
+            length = request.headers.get("content-length", "")
+            if length.isdigit() and int(length) > MAX_FORM_BYTES:
+                raise OAuthError("invalid_request", "the token request body is too large", 413)
+            form = await request.form()
+            client = await authenticate_client(self._service, request, form)
+            grant_type = form.get("grant_type")
+            if grant_type == "authorization_code":
+                body = await self._authorization_code(client, form)
+            elif grant_type == "refresh_token":
+                body = await self._refresh(client, form)
+            elif not grant_type:
+                raise OAuthError("invalid_request", "grant_type is required")
+            else:
+                raise OAuthError(
+                    "unsupported_grant_type",
+                    f"grant_type {grant_type!r} is not supported here; use authorization_code or refresh_token",
+                )
+        except OAuthError as exc:
+            return exc.response()
+        return JSONResponse(body, headers=NO_STORE)
+
+    def _check_grant_type(self, client: Client, grant_type: str) -> None:
+        if grant_type not in client.grant_types:
+            raise OAuthError("unauthorized_client", f"this client did not register the {grant_type} grant")
+
+    async def _authorization_code(self, client: Client, form) -> dict:  # type: ignore[no-untyped-def]
+        self._check_grant_type(client, "authorization_code")
+        code = form.get("code")
+        verifier = form.get("code_verifier")
+        if not isinstance(code, str) or not code:
+            raise OAuthError("invalid_request", "code is required")
+        if not isinstance(verifier, str) or not verifier:
+            raise OAuthError("invalid_request", "code_verifier is required (PKCE)")
+        engine = self._service.engine
+        try:
+            redemption = await run_db(grant_store.redeem_code, engine, code, client.client_id)
+        except grant_store.CodeReplayed as exc:
+            await run_db(self._service.revoke, exc.grant_id, "code_replay")
+            logger.warning("authorization code replayed; grant revoked (client %s)", client.client_id)
+            raise OAuthError("invalid_grant", "the authorization code was already used; sign in again") from exc
+        if redemption is None:
+            raise OAuthError("invalid_grant", "the authorization code is unknown or was issued to another client")
+        if redemption.expired:
+            raise OAuthError("invalid_grant", "the authorization code has expired; sign in again")
+        if redemption.grant.revoked:
+            raise OAuthError("invalid_grant", "the authorization has been revoked")
+        redirect_uri = form.get("redirect_uri")
+        if redirect_uri != redemption.redirect_uri:
+            raise OAuthError("invalid_grant", "redirect_uri does not match the one used to get the code")
+        if not CODE_VERIFIER.match(verifier) or not pkce_matches(verifier, redemption.code_challenge):
+            raise OAuthError("invalid_grant", "code_verifier does not match the code_challenge (PKCE)")
+        self._check_resource(form, redemption.grant)
+        return await run_db(self._service.token_response, redemption.grant, client)
+
+    async def _refresh(self, client: Client, form) -> dict:  # type: ignore[no-untyped-def]
+        self._check_grant_type(client, "refresh_token")
+        token = form.get("refresh_token")
+        if not isinstance(token, str) or not token:
+            raise OAuthError("invalid_request", "refresh_token is required")
+        try:
+            grant = await run_db(
+                grant_store.rotate_refresh_token,
+                self._service.engine,
+                token,
+                client.client_id,
+                self._service.settings.refresh_grace_seconds,
+            )
+        except grant_store.RefreshRejected as exc:
+            if exc.revoke_grant_id:
+                await run_db(self._service.revoke, exc.revoke_grant_id, "refresh_reuse")
+                logger.warning("refresh token reused after rotation; grant revoked (client %s)", client.client_id)
+            raise OAuthError("invalid_grant", exc.description) from exc
+        scope = form.get("scope")
+        if isinstance(scope, str) and scope and not is_subset(scope, grant.scope):
+            raise OAuthError("invalid_scope", f"scope may only narrow the granted {grant.scope!r}")
+        self._check_resource(form, grant)
+        return await run_db(self._service.token_response, grant, client, scope or None)
+
+    def _check_resource(self, form, grant: grant_store.Grant) -> None:  # type: ignore[no-untyped-def]
+        resources = form.getlist("resource")
+        if len(resources) > 1:
+            raise OAuthError("invalid_target", "only one resource may be requested")
+        if resources and resolve_resource(resources[0], self._service.settings.resource) != grant.resource:
+            raise OAuthError("invalid_target", "resource differs from the one authorized")

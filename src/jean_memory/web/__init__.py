@@ -1,0 +1,1 @@
+"""Templates and static files: the one template environment every page renders through."""
