@@ -69,7 +69,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 return
             await asyncio.sleep(0.05)
         print(
-            f"\nJean Memory is ready. Paste this URL into Claude's \"Add custom connector\":\n\n"
+            f'\nJean Memory is ready. Paste this URL into Claude\'s "Add custom connector":\n\n'
             f"    {settings.resource}\n",
             flush=True,
         )
@@ -192,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = commands.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
     db.add_parser("upgrade", help="apply migrations", parents=[common]).set_defaults(handler=cmd_db_upgrade)
-    db.add_parser("check", help="exit non-zero unless migrations are current", parents=[common]).set_defaults(handler=cmd_db_check)
+    db.add_parser("check", help="exit non-zero unless migrations are current", parents=[common]).set_defaults(
+        handler=cmd_db_check
+    )
     return parser
 
 

@@ -184,6 +184,15 @@ class McpEndpoint:
                 message = {**message, "headers": [*message.get("headers", []), *cors]}
             await send(message)
 
+        if scope["method"] not in ("POST",):
+            # Stateless: no server-initiated stream to offer (GET) and no session to end (DELETE).
+            await send_json(
+                send,
+                405,
+                {"error": "method_not_allowed", "error_description": "this server is stateless: use POST"},
+                [(b"allow", b"POST, OPTIONS"), *cors],
+            )
+            return
         token = current_principal.set(principal)
         try:
             await self._managers[principal.profile].handle_request(scope, receive, send_with_cors)

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 from jean_memory.db.engine import run_db
 from jean_memory.mcp_server.principal import require_principal
@@ -23,7 +23,15 @@ CONTEXT_LIMIT = 8
 PROFILE_LIMIT = 12
 
 
-class MemoryItem(BaseModel):
+class Compact(BaseModel):
+    """Leaves out fields that do not apply (a score outside search, the cursor on the last page)."""
+
+    @model_serializer(mode="wrap")
+    def _drop_none(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class MemoryItem(Compact):
     id: str
     text: str
     tags: list[str]
@@ -31,7 +39,7 @@ class MemoryItem(BaseModel):
     score: float | None = None
 
 
-class MemoryResults(BaseModel):
+class MemoryResults(Compact):
     results: list[MemoryItem]
     next_cursor: str | None = None
 

@@ -1,0 +1,121 @@
+"""Real servers for tests: the app under uvicorn in a background thread (so tests can move the
+shared clock), or the `jean-memory serve` command as a separate process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import uvicorn
+from sqlalchemy.engine import Engine
+
+from jean_memory.app import build_app
+from jean_memory.config import Settings, load_settings
+from jean_memory.db.engine import create_engine
+
+TEST_SECRET = "test-secret-key-0123456789abcdef0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_up(url: str, timeout: float = 20.0, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} did not come up within {timeout}s")
+
+
+@dataclass
+class RunningServer:
+    base_url: str
+    settings: Settings
+    engine: Engine
+
+    @property
+    def mcp_url(self) -> str:
+        return f"{self.base_url}/mcp"
+
+
+def make_settings(database_url: str, data_dir: Path, port: int, **overrides: object) -> Settings:
+    env = {"JEAN_MEMORY_DATA_DIR": str(data_dir), "JWT_SECRET_KEY": TEST_SECRET}
+    settings = load_settings(port=port, database_url=database_url, env=env)
+    return settings.with_overrides(**overrides) if overrides else settings
+
+
+@contextmanager
+def threaded_server(database_url: str, data_dir: Path, **overrides: object) -> Iterator[RunningServer]:
+    port = free_port()
+    settings = make_settings(database_url, data_dir, port, **overrides)
+    engine = create_engine(settings.database_url)
+    app = build_app(settings, engine)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until_up(settings.issuer)
+        yield RunningServer(settings.issuer, settings, engine)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        engine.dispose()
+
+
+def cli_env(database_url: str, data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JEAN_MEMORY_")}
+    env.update({"DATABASE_URL": database_url, "JEAN_MEMORY_DATA_DIR": str(data_dir), "JWT_SECRET_KEY": TEST_SECRET})
+    return env
+
+
+def run_cli(args: list[str], env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "jean_memory.cli", *args],
+        input=stdin,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@contextmanager
+def server_process(env: dict[str, str], port: int | None = None, extra: list[str] | None = None) -> Iterator[str]:
+    """`jean-memory serve` as its own process; yields the base URL and stops it afterwards."""
+    port = port or free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jean_memory.cli", "serve", "--port", str(port), *(extra or [])],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(url, process=process)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
