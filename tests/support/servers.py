@@ -71,9 +71,10 @@ def threaded_server(database_url: str, data_dir: Path, **overrides: object) -> I
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
+    listen_url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_up(settings.issuer)
-        yield RunningServer(settings.issuer, settings, engine)
+        wait_until_up(listen_url)
+        yield RunningServer(listen_url, settings, engine)
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -74,6 +74,7 @@ authorization_requests = sa.Table(
     sa.Column("state", sa.String(2048)),
     sa.Column("scope", sa.String(1000), nullable=False),
     sa.Column("resource", sa.String(2048), nullable=False),
+    sa.Column("prompt", sa.String(100)),
     sa.Column("user_id", sa.String(32)),
     sa.Column("created_at", Time, nullable=False),
     sa.Column("expires_at", Time, nullable=False),

@@ -8,6 +8,7 @@ every other problem goes back to the client as an error redirect carrying `state
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from starlette.requests import Request
@@ -81,14 +82,37 @@ class AuthorizationEndpoints:
             return self._error_redirect(redirect_uri, exc.error, exc.description, state)
 
         user_id = await run_db(session_user_id, self._service.engine, session_cookie(request))
+        if pending.wants("login"):
+            user_id = None  # OIDC prompt=login: ask again even when signed in
+        if pending.wants("none"):
+            return await self._without_interaction(client, pending, user_id)
         if user_id is not None:
-            pending = grant_store.PendingAuthorization(**{**pending.__dict__, "user_id": user_id})
+            pending = replace(pending, user_id=user_id)
         session_id = await run_db(
             grant_store.save_pending, self._service.engine, pending, self._settings.authorization_request_seconds
         )
         if user_id is None:
             return self._login_page(request, client, session_id)
         return await self._consent_or_code(request, client, pending, session_id, user_id)
+
+    async def _without_interaction(
+        self, client: Client, pending: grant_store.PendingAuthorization, user_id: str | None
+    ) -> Response:
+        """OIDC prompt=none: a code when no page would be shown, else the error naming the page."""
+        engine = self._service.engine
+        if user_id is None:
+            return self._error_redirect(
+                pending.redirect_uri, "login_required", "the person is not signed in", pending.state
+            )
+        if not await run_db(grant_store.has_consent, engine, user_id, client.client_id, pending.scope):
+            return self._error_redirect(
+                pending.redirect_uri, "consent_required", "the person has not approved this app", pending.state
+            )
+        pending = replace(pending, user_id=user_id)
+        session_id = await run_db(
+            grant_store.save_pending, engine, pending, self._settings.authorization_request_seconds
+        )
+        return await self._issue_code(pending, session_id, user_id, remember=False)
 
     def _pick_redirect_uri(self, client: Client, requested: str | None) -> str | None:
         if not requested:
@@ -119,6 +143,7 @@ class AuthorizationEndpoints:
             scope=grantable_scope(params.get("scope") or client.scope),
             resource=resource,
             user_id=None,
+            prompt=(params.get("prompt") or "")[:100] or None,
         )
 
     def _error_redirect(self, redirect_uri: str, error: str, description: str, state: str | None) -> Response:
@@ -154,7 +179,8 @@ class AuthorizationEndpoints:
         user_id: str,
     ) -> Response:
         engine = self._service.engine
-        if await run_db(grant_store.has_consent, engine, user_id, client.client_id, pending.scope):
+        remembered = await run_db(grant_store.has_consent, engine, user_id, client.client_id, pending.scope)
+        if remembered and not pending.wants("consent"):
             return await self._issue_code(pending, session_id, user_id, remember=False)
         user = await run_db(get_user, engine, user_id)
         cookie = csrf_cookie(request)
@@ -208,7 +234,7 @@ class AuthorizationEndpoints:
             return self._login_page(request, client, session_id, error=SIGN_IN_FAILED, email=email[:320])
         await run_db(grant_store.attach_user, engine, session_id, user.id)
         token = await run_db(start_session, engine, user.id, self._settings.browser_session_days * 86400)
-        pending = grant_store.PendingAuthorization(**{**pending.__dict__, "user_id": user.id})
+        pending = replace(pending, user_id=user.id)
         response = await self._consent_or_code(request, client, pending, session_id, user.id)
         set_session_cookie(response, self._settings, token)
         return response

@@ -36,6 +36,11 @@ class PendingAuthorization:
     scope: str
     resource: str
     user_id: str | None
+    prompt: str | None = None
+
+    def wants(self, prompt: str) -> bool:
+        """OpenID Connect `prompt` values (login, consent, none) the client asked for."""
+        return prompt in (self.prompt or "").split()
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,7 @@ def save_pending(engine: Engine, pending: PendingAuthorization, lifetime_seconds
                 state=pending.state,
                 scope=pending.scope,
                 resource=pending.resource,
+                prompt=pending.prompt,
                 user_id=pending.user_id,
                 created_at=now,
                 expires_at=now + lifetime_seconds,
@@ -108,6 +114,7 @@ def load_pending(engine: Engine, session_id: str | None) -> PendingAuthorization
         scope=row.scope,
         resource=row.resource,
         user_id=row.user_id,
+        prompt=row.prompt,
     )
 
 

@@ -24,6 +24,7 @@ def upgrade() -> None:
         sa.Column("state", sa.String(length=2048), nullable=True),
         sa.Column("scope", sa.String(length=1000), nullable=False),
         sa.Column("resource", sa.String(length=2048), nullable=False),
+        sa.Column("prompt", sa.String(length=100), nullable=True),
         sa.Column("user_id", sa.String(length=32), nullable=True),
         sa.Column("created_at", sa.Float(precision=53), nullable=False),
         sa.Column("expires_at", sa.Float(precision=53), nullable=False),

@@ -1,0 +1,661 @@
+"""Load benchmark: authenticated `tools/call search_memory` on `/mcp`, ours against the bare SDK.
+
+Starts, side by side on free 127.0.0.1 ports:
+  * ours: `jean-memory serve` on a fresh SQLite database in a temporary directory, with one
+    account, a token obtained through the real OAuth flow, and N seeded memories;
+  * the bare SDK server (`bench/bare_sdk_server.py`): same tool, same JWT check, no database.
+
+Then, for each concurrency level, runs a closed loop (each worker sends its next request as soon
+as the previous answer arrives, over its own keep-alive connection) against each server in turn,
+alternating the order over rounds so drift hits both alike, and prints requests/s, p50/p99
+latency, server CPU per request and the ratio ours/bare. Finally it times `/oauth/token`
+authorization-code exchanges (a fresh code per exchange from a signed-in, already-consented
+browser session; only the token POST is timed).
+
+Run from the repository root:  .venv/bin/python -m bench.mcp_load [--duration 10] [--json]
+
+Caveat: the load generator runs on the same machine as the servers. It is kept cheap (one
+asyncio loop, raw HTTP/1.1 over keep-alive sockets, request bytes built in advance), but on a
+2-core machine it still takes CPU from the server under test; the server CPU-per-request column
+is the number that does not depend on that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import hashlib
+import http.client
+import json
+import math
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urljoin, urlsplit
+
+import httpx
+import jwt
+
+from bench.corpus import make_memories, make_queries
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EMAIL = "bench@example.com"
+PASSWORD = "bench horse battery staple"
+PROTOCOL_VERSION = "2025-11-25"
+REDIRECT_URI = "https://claude.ai/api/mcp/auth_callback"
+TOKEN_LOG_LINE = re.compile(r"POST /oauth/token 200 ([0-9.]+)ms")
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- processes ------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_up(url: str, process: subprocess.Popen, logfile: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url} exited with {process.returncode}:\n{logfile.read_text()[-2000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} did not come up within {timeout}s:\n{logfile.read_text()[-2000:]}")
+
+
+@dataclass
+class Server:
+    name: str
+    url: str
+    process: subprocess.Popen
+    logfile: Path
+    token: str = ""
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        parts = urlsplit(self.url)
+        return parts.hostname or "127.0.0.1", parts.port or 80
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU of the server process (all its threads), from /proc."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+@contextlib.contextmanager
+def start(name: str, args: list[str], env: dict[str, str], port: int, workdir: Path) -> Iterator[Server]:
+    logfile = workdir / f"{name}.log"
+    with logfile.open("w") as out:
+        process = subprocess.Popen(args, env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
+    server = Server(name, f"http://127.0.0.1:{port}", process, logfile)
+    try:
+        wait_until_up(server.url, process, logfile)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# --- the OAuth flow (the minimal browser and client steps) ------------------------------------------
+
+
+class _FormParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[dict[str, Any]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = {k: v or "" for k, v in attrs}
+        if tag == "form":
+            self.forms.append({"action": attributes.get("action", ""), "fields": {}})
+        elif tag == "input" and self.forms and attributes.get("name"):
+            self.forms[-1]["fields"][attributes["name"]] = attributes.get("value", "")
+
+
+def submit_form(http: httpx.Client, base: str, page: httpx.Response, **values: str) -> httpx.Response:
+    parser = _FormParser()
+    parser.feed(page.text)
+    if not parser.forms:
+        raise RuntimeError(f"expected a form, got {page.status_code}: {page.text[:300]}")
+    form = parser.forms[0]
+    return http.post(urljoin(base, form["action"]), data={**form["fields"], **values})
+
+
+def pkce_pair() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+class OAuthClient:
+    """A dynamically registered confidential client (as claude.ai registers) plus a browser
+    whose cookie jar keeps the sign-in session, so after the first consent every authorize
+    request redirects straight back with a code."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.http = httpx.Client(timeout=30)
+        response = self.http.post(
+            f"{base}/oauth/register",
+            json={
+                "client_name": "claudeai",
+                "grant_types": ["authorization_code", "refresh_token"],
+                "response_types": ["code"],
+                "token_endpoint_auth_method": "client_secret_post",
+                "redirect_uris": [REDIRECT_URI],
+            },
+        )
+        if response.status_code != 201:
+            raise RuntimeError(f"registration failed: {response.status_code} {response.text}")
+        registration = response.json()
+        self.client_id = registration["client_id"]
+        self.client_secret = registration["client_secret"]
+
+    def code(self) -> tuple[str, str]:
+        """A fresh authorization code and its PKCE verifier (signs in and consents if asked)."""
+        verifier, challenge = pkce_pair()
+        page = self.http.get(
+            f"{self.base}/oauth/authorize",
+            params={
+                "response_type": "code",
+                "client_id": self.client_id,
+                "redirect_uri": REDIRECT_URI,
+                "code_challenge": challenge,
+                "code_challenge_method": "S256",
+                "state": secrets.token_hex(4),
+                "scope": "claudeai",
+                "resource": f"{self.base}/mcp",
+            },
+        )
+        if page.status_code == 200 and 'name="password"' in page.text:
+            page = submit_form(self.http, self.base, page, email=EMAIL, password=PASSWORD)
+        if page.status_code == 200 and 'value="approve"' in page.text:
+            page = submit_form(self.http, self.base, page, decision="approve")
+        if page.status_code != 302:
+            raise RuntimeError(f"expected a redirect with a code, got {page.status_code}: {page.text[:300]}")
+        query = parse_qs(urlsplit(page.headers["location"]).query)
+        if "code" not in query:
+            raise RuntimeError(f"no code in the redirect: {page.headers['location']}")
+        return query["code"][0], verifier
+
+    def token_form(self, code: str, verifier: str) -> dict[str, str]:
+        return {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT_URI,
+            "code_verifier": verifier,
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+        }
+
+    def access_token(self) -> str:
+        code, verifier = self.code()
+        response = self.http.post(f"{self.base}/oauth/token", data=self.token_form(code, verifier))
+        if response.status_code != 200:
+            raise RuntimeError(f"token exchange failed: {response.status_code} {response.text}")
+        return response.json()["access_token"]
+
+
+def mint_bare_token(secret: str, issuer: str) -> str:
+    now = int(time.time())
+    claims = {
+        "iss": issuer,
+        "aud": f"{issuer}/mcp",
+        "sub": "bench-user",
+        "iat": now,
+        "exp": now + 3600,
+        "jti": uuid.uuid4().hex,
+        "email": EMAIL,
+        "client": "claude",
+        "client_id": "bench",
+        "scope": "memory offline_access",
+        "sid": "bench-grant",
+    }
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+# --- a cheap HTTP/1.1 client ----------------------------------------------------------------------
+
+
+def rpc_request(server: Server, rpc_id: int, tool: str, arguments: dict[str, Any]) -> bytes:
+    """The full request bytes of one JSON-RPC `tools/call`, built once ahead of the loop."""
+    host, port = server.host_port
+    body = json.dumps(
+        {"jsonrpc": "2.0", "id": rpc_id, "method": "tools/call", "params": {"name": tool, "arguments": arguments}},
+        separators=(",", ":"),
+    ).encode()
+    head = (
+        f"POST /mcp HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {server.token}\r\n"
+        f"Accept: application/json, text/event-stream\r\nContent-Type: application/json\r\n"
+        f"MCP-Protocol-Version: {PROTOCOL_VERSION}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class Connection:
+    """One keep-alive connection; sends prepared request bytes and reads one response."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, server: Server) -> Connection:
+        host, port = server.host_port
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return cls(reader, writer)
+
+    async def request(self, data: bytes) -> tuple[int, bytes]:
+        self.writer.write(data)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = -1
+        chunked = False
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding" and b"chunked" in value.lower():
+                chunked = True
+        if chunked:
+            parts = []
+            while True:
+                size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                if size == 0:
+                    await self.reader.readuntil(b"\r\n")
+                    break
+                parts.append(await self.reader.readexactly(size))
+                await self.reader.readexactly(2)
+            return status, b"".join(parts)
+        if length < 0:
+            raise RuntimeError("response without Content-Length or chunking")
+        return status, await self.reader.readexactly(length)
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()
+
+
+def tool_ok(status: int, body: bytes) -> bool:
+    return status == 200 and b'"result"' in body and b'"isError":true' not in body
+
+
+async def call_many(server: Server, requests: list[bytes], concurrency: int) -> list[tuple[int, bytes]]:
+    """Send each request once (order kept), `concurrency` at a time; for seeding and checks."""
+    results: list[tuple[int, bytes]] = [(0, b"")] * len(requests)
+    next_index = 0
+
+    async def worker() -> None:
+        nonlocal next_index
+        conn = await Connection.open(server)
+        try:
+            while next_index < len(requests):
+                i = next_index
+                next_index += 1
+                results[i] = await conn.request(requests[i])
+        finally:
+            await conn.close()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return results
+
+
+# --- the closed loop ------------------------------------------------------------------------------
+
+
+@dataclass
+class Window:
+    """One measured run of one server at one concurrency."""
+
+    server: str
+    concurrency: int
+    seconds: float
+    requests: int
+    errors: int
+    server_cpu_seconds: float | None
+    client_cpu_seconds: float
+    latencies_ms: list[float] = field(repr=False)
+
+
+async def closed_loop(server: Server, pool: list[bytes], concurrency: int, warmup: float, duration: float) -> Window:
+    conns = [await Connection.open(server) for _ in range(concurrency)]
+    latencies: list[float] = []
+    errors = 0
+    clock = time.perf_counter
+    begin = clock()
+    measure_from = begin + warmup
+    stop_at = measure_from + duration
+    cpu_start: list[float | None] = [None]
+    client_cpu_start = [0.0]
+    last_end = [measure_from]
+
+    async def mark_start() -> None:
+        await asyncio.sleep(max(0.0, measure_from - clock()))
+        cpu_start[0] = server.cpu_seconds()
+        client_cpu_start[0] = time.process_time()
+
+    async def worker(index: int, conn: Connection) -> None:
+        nonlocal errors
+        i = index * 7919  # spread the workers over the query pool
+        n = len(pool)
+        while True:
+            started = clock()
+            if started >= stop_at:
+                return
+            status, body = await conn.request(pool[i % n])
+            ended = clock()
+            i += 1
+            if started >= measure_from:
+                if not tool_ok(status, body):
+                    errors += 1
+                latencies.append((ended - started) * 1000)
+                last_end[0] = max(last_end[0], ended)
+
+    marker = asyncio.create_task(mark_start())
+    try:
+        await asyncio.gather(*(worker(k, c) for k, c in enumerate(conns)))
+    finally:
+        await marker
+        cpu_end = server.cpu_seconds()
+        client_cpu = time.process_time() - client_cpu_start[0]
+        for conn in conns:
+            await conn.close()
+    seconds = last_end[0] - measure_from
+    server_cpu = cpu_end - cpu_start[0] if cpu_end is not None and cpu_start[0] is not None else None
+    return Window(server.name, concurrency, seconds, len(latencies), errors, server_cpu, client_cpu, latencies)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+@dataclass
+class Row:
+    server: str
+    concurrency: int
+    requests: int
+    errors: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    server_cpu_ms_per_req: float | None
+    client_cpu_share: float
+
+
+def summarise(windows: list[Window]) -> Row:
+    latencies = [x for w in windows for x in w.latencies_ms]
+    seconds = sum(w.seconds for w in windows)
+    requests = sum(w.requests for w in windows)
+    cpu = [w.server_cpu_seconds for w in windows]
+    server_cpu = sum(c for c in cpu if c is not None) if all(c is not None for c in cpu) else None
+    return Row(
+        server=windows[0].server,
+        concurrency=windows[0].concurrency,
+        requests=requests,
+        errors=sum(w.errors for w in windows),
+        seconds=round(seconds, 3),
+        rps=round(requests / seconds, 1) if seconds else 0.0,
+        p50_ms=round(percentile(latencies, 0.50), 2),
+        p99_ms=round(percentile(latencies, 0.99), 2),
+        server_cpu_ms_per_req=round(server_cpu * 1000 / requests, 3) if server_cpu is not None and requests else None,
+        client_cpu_share=round(sum(w.client_cpu_seconds for w in windows) / seconds, 2) if seconds else 0.0,
+    )
+
+
+# --- the token endpoint ---------------------------------------------------------------------------
+
+
+def token_exchanges(server: Server, count: int) -> dict[str, Any]:
+    """Time `count` authorization-code exchanges; the code for each comes from an authorize
+    request that the signed-in, consented browser session turns into an immediate redirect."""
+    oauth = OAuthClient(server.url)
+    oauth.access_token()  # signs in and consents once; later authorizes redirect at once
+    host, port = server.host_port
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    timings: list[float] = []
+    try:
+        for i in range(count):
+            code, verifier = oauth.code()
+            body = str(httpx.QueryParams(oauth.token_form(code, verifier))).encode()
+            started = time.perf_counter()
+            conn.request("POST", "/oauth/token", body, {"Content-Type": "application/x-www-form-urlencoded"})
+            response = conn.getresponse()
+            payload = response.read()
+            timings.append((time.perf_counter() - started) * 1000)
+            if response.status != 200 or b"access_token" not in payload:
+                raise RuntimeError(f"token exchange {i} failed: {response.status} {payload[:300]!r}")
+            if (i + 1) % 50 == 0:
+                log(f"  token exchanges: {i + 1}/{count}")
+    finally:
+        conn.close()
+        oauth.http.close()
+    time.sleep(0.2)  # let the server flush its request log
+    server_side = [float(x) for x in TOKEN_LOG_LINE.findall(server.logfile.read_text())][-count:]
+    return {
+        "exchanges": count,
+        "client_p50_ms": round(percentile(timings, 0.5), 2),
+        "client_p99_ms": round(percentile(timings, 0.99), 2),
+        "client_mean_ms": round(sum(timings) / len(timings), 2),
+        "server_log_p50_ms": round(percentile(server_side, 0.5), 2) if server_side else None,
+        "server_log_p99_ms": round(percentile(server_side, 0.99), 2) if server_side else None,
+    }
+
+
+# --- main -----------------------------------------------------------------------------------------
+
+
+def seed_memories(server: Server, count: int, seed: int) -> int:
+    requests = [
+        rpc_request(server, i, "add_memories", {"text": text, "tags": tags})
+        for i, (text, tags) in enumerate(make_memories(count, seed))
+    ]
+    started = time.perf_counter()
+    results = asyncio.run(call_many(server, requests, 4))
+    saved = 0
+    for status, body in results:
+        if not tool_ok(status, body):
+            raise RuntimeError(f"add_memories failed: {status} {body[:300]!r}")
+        saved += len(json.loads(body)["result"]["structuredContent"]["saved"])
+    log(f"  seeded {saved} memories in {time.perf_counter() - started:.1f}s")
+    return saved
+
+
+def check_answers(server: Server, pool: list[bytes]) -> dict[str, float]:
+    """Every query once: all must succeed; returns the mean hits and response size."""
+    results = asyncio.run(call_many(server, pool, 4))
+    hits = 0
+    size = 0
+    for status, body in results:
+        if not tool_ok(status, body):
+            raise RuntimeError(f"{server.name}: search_memory failed: {status} {body[:300]!r}")
+        hits += len(json.loads(body)["result"]["structuredContent"]["results"])
+        size += len(body)
+    return {"mean_hits": round(hits / len(results), 2), "mean_response_bytes": round(size / len(results))}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="jean-bench-"))
+    secret = secrets.token_hex(32)
+    python = sys.executable
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("JEAN_MEMORY_")}
+    ours_env = {
+        **base_env,
+        "DATABASE_URL": f"sqlite:///{workdir / 'jean_memory.db'}",
+        "JEAN_MEMORY_DATA_DIR": str(workdir / "data"),
+        "JWT_SECRET_KEY": secret,
+        "JEAN_MEMORY_LOG_LEVEL": args.log_level,
+    }
+    bare_env = {**base_env, "BENCH_JWT_SECRET": secret, "PYTHONPATH": str(REPO_ROOT)}
+    report: dict[str, Any] = {"config": {k: v for k, v in vars(args).items() if k != "json"}}
+    try:
+        created = subprocess.run(
+            [python, "-m", "jean_memory.cli", "user", "add", EMAIL, "--password-stdin"],
+            input=PASSWORD + "\n",
+            env=ours_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if created.returncode != 0:
+            raise RuntimeError(f"user add failed: {created.stderr}")
+        ours_port, bare_port = free_port(), free_port()
+        log(f"starting servers (work dir {workdir})")
+        ours_cmd = [python, "-m", "jean_memory.cli", "serve", "--port", str(ours_port)]
+        bare_url = f"http://127.0.0.1:{bare_port}"
+        bare_cmd = [python, "-m", "bench.bare_sdk_server", "--port", str(bare_port), "--issuer", bare_url]
+        with (
+            start("ours", ours_cmd, ours_env, ours_port, workdir) as ours,
+            start("bare", bare_cmd, bare_env, bare_port, workdir) as bare,
+        ):
+            log("getting a token through the OAuth flow")
+            oauth = OAuthClient(ours.url)
+            ours.token = oauth.access_token()
+            oauth.http.close()
+            bare.token = mint_bare_token(secret, bare.url)
+            log(f"seeding {args.memories} memories through add_memories")
+            report["memories"] = seed_memories(ours, args.memories, args.seed)
+
+            queries = make_queries(args.queries, args.seed)
+            pools = {
+                s.name: [rpc_request(s, i, "search_memory", {"query": q, "limit": 10}) for i, q in enumerate(queries)]
+                for s in (ours, bare)
+            }
+            report["answers"] = {s.name: check_answers(s, pools[s.name]) for s in (ours, bare)}
+            log(f"  answers: {report['answers']}")
+
+            windows: list[Window] = []
+            per_window = args.duration / args.rounds
+            for concurrency in args.concurrency:
+                for round_no in range(args.rounds):
+                    order = (ours, bare) if round_no % 2 == 0 else (bare, ours)
+                    for server in order:
+                        window = asyncio.run(
+                            closed_loop(server, pools[server.name], concurrency, args.warmup, per_window)
+                        )
+                        windows.append(window)
+                        log(
+                            f"  c={concurrency:<3} round {round_no + 1}/{args.rounds} {server.name:<4} "
+                            f"{window.requests / window.seconds:8.1f} req/s  "
+                            f"p50 {percentile(window.latencies_ms, 0.5):6.2f} ms  errors {window.errors}"
+                        )
+            rows = [
+                summarise([w for w in windows if w.server == name and w.concurrency == c])
+                for c in args.concurrency
+                for name in ("ours", "bare")
+            ]
+            report["rows"] = [asdict(r) for r in rows]
+            report["ratios"] = {
+                str(c): round(
+                    next(r.rps for r in rows if r.server == "ours" and r.concurrency == c)
+                    / next(r.rps for r in rows if r.server == "bare" and r.concurrency == c),
+                    3,
+                )
+                for c in args.concurrency
+            }
+            log(f"timing {args.exchanges} /oauth/token code exchanges")
+            report["token"] = token_exchanges(ours, args.exchanges)
+    finally:
+        if args.keep:
+            log(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return report
+
+
+def print_table(report: dict[str, Any]) -> None:
+    print(
+        f"\nsearch_memory over {report['memories']} memories "
+        f"(ours: mean {report['answers']['ours']['mean_hits']} hits, "
+        f"{report['answers']['ours']['mean_response_bytes']} B; "
+        f"bare: {report['answers']['bare']['mean_hits']} hits, {report['answers']['bare']['mean_response_bytes']} B)"
+    )
+    header = f"{'server':<6} {'conc':>4} {'requests':>9} {'err':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'srv CPU ms/req':>15} {'client CPU':>10}"
+    print(header)
+    print("-" * len(header))
+    for r in report["rows"]:
+        cpu = f"{r['server_cpu_ms_per_req']:.3f}" if r["server_cpu_ms_per_req"] is not None else "n/a"
+        print(
+            f"{r['server']:<6} {r['concurrency']:>4} {r['requests']:>9} {r['errors']:>4} {r['rps']:>8.1f} "
+            f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {cpu:>15} {r['client_cpu_share']:>9.0%}"
+        )
+    print()
+    for c, ratio in report["ratios"].items():
+        verdict = " (target >= 70%: " + ("met" if ratio >= 0.7 else "NOT met") + ")" if c == "16" else ""
+        print(f"ours/bare requests/s at concurrency {c}: {ratio:.1%}{verdict}")
+    t = report["token"]
+    print(
+        f"\n/oauth/token code exchange ({t['exchanges']}x): p50 {t['client_p50_ms']:.2f} ms, "
+        f"p99 {t['client_p99_ms']:.2f} ms (client-timed); server log p50 {t['server_log_p50_ms']} ms, "
+        f"p99 {t['server_log_p99_ms']} ms (target p50 < 10 ms: {'met' if t['client_p50_ms'] < 10 else 'NOT met'})"
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="MCP tools/call load benchmark: ours vs the bare SDK server.")
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per server per level")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds the duration is split into")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each window")
+    parser.add_argument("--memories", type=int, default=1000)
+    parser.add_argument(
+        "--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16], help="e.g. 1,16"
+    )
+    parser.add_argument("--queries", type=int, default=256, help="distinct queries in the pool")
+    parser.add_argument("--exchanges", type=int, default=200, help="/oauth/token code exchanges to time")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--log-level", default="INFO", help="our server's JEAN_MEMORY_LOG_LEVEL (INFO = production)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (database, server logs)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    report = run(args)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_table(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""The authorization endpoint, sign-in and consent (OAuth 2.1 §4.1, RFC 9207, RFC 8707)."""
+
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.support.oauth import CLAUDE_CALLBACK, PASSWORD, new_flow, parse_form, redirect_params
+
+
+def test_unknown_client_gets_an_error_page_not_a_redirect(server):
+    flow = new_flow(server.base_url)
+    response = flow.authorize(client_id="jmc_unknown")
+    assert response.status_code == 400
+    assert "location" not in response.headers
+    assert "not registered" in response.text
+
+
+def test_unregistered_redirect_uri_gets_an_error_page_not_a_redirect(server):
+    flow = new_flow(server.base_url)
+    response = flow.authorize(redirect_uri="https://evil.example.com/callback")
+    assert response.status_code == 400
+    assert "location" not in response.headers
+
+
+def test_redirect_uri_must_match_exactly(server):
+    flow = new_flow(server.base_url)
+    for near_miss in (CLAUDE_CALLBACK + "/", CLAUDE_CALLBACK + "?x=1", CLAUDE_CALLBACK.upper()):
+        assert flow.authorize(redirect_uri=near_miss).status_code == 400
+
+
+def test_loopback_redirect_may_change_port_only(server, alice):
+    flow = new_flow(
+        server.base_url,
+        {
+            "client_name": "Claude Code",
+            "redirect_uris": ["http://localhost:1111/callback"],
+            "token_endpoint_auth_method": "none",
+        },
+    )
+    assert flow.authorize(redirect_uri="http://localhost:54321/callback").status_code == 200
+    assert flow.authorize(redirect_uri="http://localhost:54321/other").status_code == 400
+    assert flow.authorize(redirect_uri="http://127.0.0.1:54321/callback").status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error"),
+    [
+        ({"code_challenge_method": "plain"}, "invalid_request"),
+        ({"code_challenge_method": None}, "invalid_request"),
+        ({"code_challenge": None}, "invalid_request"),
+        ({"code_challenge": "short"}, "invalid_request"),
+        ({"response_type": "token"}, "unsupported_response_type"),
+        ({"resource": "https://other.example.com/mcp"}, "invalid_target"),
+    ],
+)
+def test_bad_requests_redirect_with_error_state_and_iss(server, overrides, error):
+    flow = new_flow(server.base_url)
+    params = redirect_params(flow.authorize(state="xyz", **overrides))
+    assert params["error"] == error
+    assert params["error_description"]
+    assert params["state"] == "xyz"
+    assert params["iss"] == server.base_url
+
+
+@pytest.mark.parametrize("spelling", ["{base}/mcp/", "{upper}/mcp", "{base_443}/mcp"])
+def test_resource_is_compared_in_canonical_form(server, alice, spelling):
+    parts = urlsplit(server.base_url)
+    resource = spelling.format(
+        base=server.base_url, upper=server.base_url.replace("http://", "HTTP://"), base_443=server.base_url
+    )
+    flow = new_flow(server.base_url)
+    assert flow.authorize(resource=resource).status_code == 200, parts
+
+
+def test_missing_resource_means_ours(server, alice):
+    flow = new_flow(server.base_url)
+    params = flow.get_code(alice.email, resource=None)
+    token = flow.exchange(params["code"]).json()
+    assert token["access_token"]
+
+
+def test_login_form_has_csrf_field_and_posts_to_complete(server):
+    flow = new_flow(server.base_url)
+    page = flow.authorize()
+    assert page.status_code == 200
+    form = parse_form(page.text)
+    assert form["action"].startswith("/oauth/complete?session_id=")
+    assert form["fields"]["csrf_token"]
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+
+
+def test_wrong_password_and_unknown_email_answer_alike(server, alice):
+    flow = new_flow(server.base_url)
+    wrong_password = flow.sign_in(flow.authorize(), alice.email, "not the password")
+    unknown_email = flow.sign_in(flow.authorize(), "nobody@example.com", PASSWORD)
+    assert wrong_password.status_code == unknown_email.status_code == 400
+    message = "That email and password do not match an account"
+    assert wrong_password.text.count(message) == unknown_email.text.count(message) == 1
+    assert 'name="password"' in wrong_password.text  # the form again, to retry
+
+
+def test_sign_in_without_csrf_token_is_refused(server, alice):
+    flow = new_flow(server.base_url)
+    form = parse_form(flow.authorize().text)
+    response = flow.http.post(
+        server.base_url + form["action"], data={"email": alice.email, "password": PASSWORD, "csrf_token": "forged"}
+    )
+    assert response.status_code == 403
+    assert "location" not in response.headers
+
+
+def test_csrf_token_is_bound_to_the_browser(server, alice):
+    flow = new_flow(server.base_url)
+    form = parse_form(flow.authorize().text)
+    other_browser = httpx.Client()
+    response = other_browser.post(
+        server.base_url + form["action"], data={**form["fields"], "email": alice.email, "password": PASSWORD}
+    )
+    assert response.status_code == 403
+
+
+def test_consent_shows_client_and_redirect_host_escaped(server, alice):
+    flow = new_flow(
+        server.base_url,
+        {"client_name": "<script>alert('x')</script>Evil", "redirect_uris": ["https://cb.example.org/done"]},
+    )
+    page = flow.sign_in(flow.authorize(), alice.email)
+    assert page.status_code == 200
+    assert "<script>alert" not in page.text
+    assert "&lt;script&gt;" in page.text
+    assert "cb.example.org" in page.text
+    buttons = parse_form(page.text)["buttons"]
+    assert ("decision", "approve") in buttons and ("decision", "deny") in buttons
+
+
+def test_deny_redirects_access_denied_with_state_and_iss(server, alice):
+    flow = new_flow(server.base_url)
+    page = flow.sign_in(flow.authorize(state="s1"), alice.email)
+    params = redirect_params(flow.consent(page, "deny"))
+    assert params == {
+        "error": "access_denied",
+        "error_description": "the person denied access",
+        "state": "s1",
+        "iss": server.base_url,
+    }
+
+
+def test_approve_redirects_with_code_state_and_iss(server, alice):
+    flow = new_flow(server.base_url)
+    page = flow.sign_in(flow.authorize(state="s2"), alice.email)
+    response = flow.consent(page)
+    assert response.headers["location"].startswith(CLAUDE_CALLBACK + "?")
+    params = redirect_params(response)
+    assert params["code"] and params["state"] == "s2" and params["iss"] == server.base_url
+
+
+def test_consent_is_remembered_for_the_same_client(server, alice):
+    flow = new_flow(server.base_url)
+    flow.get_code(alice.email)
+    again = flow.authorize()  # same browser (session cookie), same client: no pages, straight back
+    assert again.status_code == 302
+    assert redirect_params(again)["code"]
+
+
+def test_a_new_client_always_gets_the_consent_page(server, alice):
+    first = new_flow(server.base_url)
+    first.get_code(alice.email)
+    second = new_flow(server.base_url)
+    second.http.cookies = first.http.cookies  # same browser, already signed in
+    page = second.authorize()
+    assert page.status_code == 200
+    assert 'value="approve"' in page.text
+
+
+def test_session_cookie_is_httponly_and_lax(server, alice):
+    flow = new_flow(server.base_url)
+    page = flow.sign_in(flow.authorize(), alice.email)
+    cookie = next(h for h in page.headers.get_list("set-cookie") if h.startswith("jm_session="))
+    assert "HttpOnly" in cookie
+    assert "SameSite=lax" in cookie or "SameSite=Lax" in cookie
+    assert "Secure" not in cookie  # http issuer on loopback; https issuers get Secure (see test_config)
+
+
+def test_a_consent_form_cannot_be_replayed(server, alice):
+    flow = new_flow(server.base_url)
+    page = flow.sign_in(flow.authorize(), alice.email)
+    assert flow.consent(page).status_code == 302
+    replay = flow.consent(page)
+    assert replay.status_code == 400
+    assert "location" not in replay.headers
+
+
+def test_aliases_authorize_too(server):
+    flow = new_flow(server.base_url)
+    params = dict(flow.authorize().request.url.params)
+    response = flow.http.get(f"{server.base_url}/authorize", params=params)
+    assert response.status_code == 200
+    assert parse_form(response.text)["action"].startswith("/oauth/complete?session_id=")
+
+
+def test_cookies_are_secure_when_the_issuer_is_https(database_url, tmp_path):
+    from jean_memory.accounts.users import create_user
+    from tests.support.servers import threaded_server
+
+    with threaded_server(database_url, tmp_path / "d", issuer="https://memory.example.com") as running:
+        create_user(running.engine, "carol@example.com", PASSWORD)
+        flow = new_flow(running.base_url)
+        page = flow.http.get(
+            f"{running.base_url}/oauth/authorize",
+            params={
+                "response_type": "code",
+                "client_id": flow.client_id,
+                "redirect_uri": flow.redirect_uri,
+                "code_challenge": "a" * 43,
+                "code_challenge_method": "S256",
+            },
+        )
+        cookie = next(h for h in page.headers.get_list("set-cookie") if h.startswith("jm_csrf="))
+        assert "Secure" in cookie
+
+
+def test_prompt_consent_asks_again_even_when_remembered(server, alice):
+    flow = new_flow(server.base_url)
+    flow.get_code(alice.email)
+    page = flow.authorize(prompt="consent")
+    assert page.status_code == 200
+    assert 'value="approve"' in page.text
+
+
+def test_prompt_login_asks_to_sign_in_again(server, alice):
+    flow = new_flow(server.base_url)
+    flow.get_code(alice.email)
+    page = flow.authorize(prompt="login")
+    assert 'name="password"' in page.text
+
+
+def test_prompt_none_never_shows_a_page(server, alice):
+    flow = new_flow(server.base_url)
+    assert redirect_params(flow.authorize(prompt="none"))["error"] == "login_required"
+    flow.sign_in(flow.authorize(), alice.email)  # signed in, consent not given yet
+    assert redirect_params(flow.authorize(prompt="none"))["error"] == "consent_required"
+    flow.consent(flow.authorize())  # signed in already: straight to the consent page
+    assert redirect_params(flow.authorize(prompt="none"))["code"]

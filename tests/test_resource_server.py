@@ -1,0 +1,181 @@
+"""The MCP endpoint as a protected resource (RFC 6750 §3, RFC 9728 §5.1, MCP authorization spec)
+and its transport details (Streamable HTTP, CORS, Origin, body limits)."""
+
+import time
+
+import httpx
+import jwt
+import pytest
+
+from jean_memory import clock
+from tests.support.oauth import McpHttp, new_flow
+from tests.support.servers import TEST_SECRET
+
+
+@pytest.fixture
+def tokens(server, alice):
+    return new_flow(server.base_url).tokens(alice.email)
+
+
+def claims_of(token: str) -> dict:
+    return jwt.decode(token, options={"verify_signature": False})
+
+
+def forge(server, claims: dict, key: str = TEST_SECRET, algorithm: str = "HS256") -> str:
+    return jwt.encode(claims, key, algorithm=algorithm)
+
+
+def test_unauthenticated_probe_gets_401_with_resource_metadata_and_no_error(server):
+    response = McpHttp(server.mcp_url, None).initialize()
+    assert response.status_code == 401
+    challenge = response.headers["www-authenticate"]
+    assert challenge.startswith("Bearer ")
+    assert f'resource_metadata="{server.base_url}/.well-known/oauth-protected-resource/mcp"' in challenge
+    assert 'scope="memory"' in challenge
+    assert "error=" not in challenge  # RFC 6750 §3.1: no error code when no token was sent
+
+
+@pytest.mark.parametrize("path", ["/mcp", "/mcp/"])
+def test_both_spellings_answer_without_redirect(server, tokens, path):
+    no_token = httpx.post(server.base_url + path, json={})
+    assert no_token.status_code == 401
+    ok = McpHttp(server.base_url + path, tokens["access_token"]).initialize()
+    assert ok.status_code == 200
+
+
+def test_initialize_answers_the_requested_version(server, tokens):
+    mcp = McpHttp(server.mcp_url, tokens["access_token"])
+    for version in ("2025-03-26", "2025-06-18", "2025-11-25"):
+        assert mcp.initialize(version).json()["result"]["protocolVersion"] == version
+
+
+def test_missing_protocol_version_header_is_accepted(server, tokens):
+    mcp = McpHttp(server.mcp_url, tokens["access_token"])
+    response = mcp.rpc("tools/list", {})
+    assert response.status_code == 200
+    assert response.json()["result"]["tools"]
+
+
+def bad_tokens(server, good: str) -> dict[str, str]:
+    claims = claims_of(good)
+    now = int(time.time())
+    header, payload, signature = good.split(".")
+    tampered_payload = jwt.utils.base64url_encode(
+        jwt.utils.base64url_decode(payload).replace(b'"memory"', b'"memorx"')
+    ).decode()
+    return {
+        "tampered": f"{header}.{tampered_payload}.{signature}",
+        "expired": forge(server, {**claims, "iat": now - 7200, "exp": now - 3600}),
+        "no_exp": forge(server, {k: v for k, v in claims.items() if k != "exp"}),
+        "alg_none": jwt.encode(claims, None, algorithm="none"),
+        "wrong_key": forge(server, claims, key="another-secret-key-0123456789abcdef0123456789"),
+        "wrong_aud": forge(server, {**claims, "aud": "https://other.example.com/mcp"}),
+        "wrong_iss": forge(server, {**claims, "iss": "https://other.example.com"}),
+        "hs512": forge(server, claims, key=TEST_SECRET * 2, algorithm="HS512"),
+        "garbage": "not-a-jwt",
+    }
+
+
+@pytest.mark.parametrize(
+    "kind", ["tampered", "expired", "no_exp", "alg_none", "wrong_key", "wrong_aud", "wrong_iss", "hs512", "garbage"]
+)
+def test_bad_tokens_get_401_invalid_token(server, tokens, kind):
+    token = bad_tokens(server, tokens["access_token"])[kind]
+    response = McpHttp(server.mcp_url, token).initialize()
+    assert response.status_code == 401
+    challenge = response.headers["www-authenticate"]
+    assert 'error="invalid_token"' in challenge
+    assert "resource_metadata=" in challenge
+
+
+def test_token_expires_by_the_server_clock(server, tokens):
+    mcp = McpHttp(server.mcp_url, tokens["access_token"])
+    assert mcp.initialize().status_code == 200
+    clock.advance(3601)
+    assert mcp.initialize().status_code == 401
+
+
+def test_token_in_query_string_is_not_accepted(server, tokens):
+    response = httpx.post(
+        server.mcp_url,
+        params={"access_token": tokens["access_token"]},
+        json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
+        headers={"Accept": "application/json, text/event-stream"},
+    )
+    assert response.status_code == 401
+
+
+def test_token_without_memory_scope_gets_403_insufficient_scope(server, tokens):
+    claims = claims_of(tokens["access_token"])
+    token = forge(server, {**claims, "scope": "offline_access"})
+    response = McpHttp(server.mcp_url, token).initialize()
+    assert response.status_code == 403
+    assert 'error="insufficient_scope"' in response.headers["www-authenticate"]
+
+
+def test_foreign_origin_is_403(server, tokens):
+    mcp = McpHttp(server.mcp_url, tokens["access_token"])
+    for origin in ("https://evil.example.com", "null", "http://localhost.evil.example.com"):
+        assert mcp.rpc("ping", {}, Origin=origin).status_code == 403
+    assert mcp.rpc("ping", {}, Origin=server.settings.issuer).status_code == 200
+
+
+def test_loopback_browser_origin_gets_cors_headers_even_on_401(server):
+    origin = "http://localhost:6274"
+    preflight = httpx.options(
+        server.mcp_url,
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type, mcp-protocol-version",
+        },
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["access-control-allow-origin"] == origin
+    allowed = [h.strip().lower() for h in preflight.headers["access-control-allow-headers"].split(",")]
+    assert "authorization" in allowed and "mcp-protocol-version" in allowed
+    unauthorized = McpHttp(server.mcp_url, None).rpc("ping", {}, Origin=origin)
+    assert unauthorized.status_code == 401
+    assert unauthorized.headers["access-control-allow-origin"] == origin
+    assert "WWW-Authenticate" in unauthorized.headers["access-control-expose-headers"]
+
+
+def test_body_over_10_mib_is_413(server, tokens):
+    mcp = McpHttp(server.mcp_url, tokens["access_token"])
+    big = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "add_memories", "arguments": {"text": "x" * (11 * 1024 * 1024)}},
+    }
+    response = mcp.post(big)
+    assert response.status_code == 413
+
+
+def test_malformed_json_is_a_parse_error(server, tokens):
+    mcp = McpHttp(server.mcp_url, tokens["access_token"])
+    response = mcp.http.post(mcp.url, content=b"{not json", headers=mcp.headers())
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == -32700
+
+
+def test_unknown_method_is_method_not_found(server, tokens):
+    response = McpHttp(server.mcp_url, tokens["access_token"]).rpc("no/such/method", {})
+    assert response.json()["error"]["code"] == -32601
+
+
+def test_get_and_delete_are_405_once_authenticated(server, tokens):
+    mcp = McpHttp(server.mcp_url, tokens["access_token"])
+    assert mcp.http.get(mcp.url, headers=mcp.headers()).status_code == 405
+    assert mcp.http.delete(mcp.url, headers=mcp.headers()).status_code == 405
+    assert httpx.get(server.mcp_url).status_code == 401
+
+
+def test_refreshed_token_continues_the_conversation(server, alice):
+    """Stateless transport: each request carries everything, so a refreshed token just works."""
+    flow = new_flow(server.base_url)
+    tokens = flow.tokens(alice.email)
+    mcp = McpHttp(server.mcp_url, tokens["access_token"])
+    mcp.call_tool("add_memories", {"text": "Lives in Lisbon"})
+    mcp.token = flow.refresh(tokens["refresh_token"]).json()["access_token"]
+    assert mcp.call_tool("search_memory", {"query": "Lisbon"})["structuredContent"]["results"]

@@ -1,0 +1,230 @@
+"""The token endpoint and revocation (OAuth 2.1 §3.2, RFC 6749 §5.2, RFC 7636, RFC 7009, RFC 9700)."""
+
+import base64
+
+import httpx
+import pytest
+
+from jean_memory import clock
+from tests.support.oauth import McpHttp, new_flow
+
+
+def mcp_status(server, token: str) -> int:
+    return McpHttp(server.mcp_url, token).initialize().status_code
+
+
+def test_code_exchange_answers_tokens_with_no_store(server, alice):
+    flow = new_flow(server.base_url)
+    response = flow.exchange(flow.get_code(alice.email)["code"])
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-store"
+    body = response.json()
+    assert body["token_type"] == "Bearer"
+    assert body["expires_in"] == 3600
+    assert body["scope"] == "memory"  # `claudeai` dropped, memory granted
+    assert body["refresh_token"]
+
+
+def test_wrong_verifier_is_invalid_grant(server, alice):
+    flow = new_flow(server.base_url)
+    code = flow.get_code(alice.email)["code"]
+    response = flow.exchange(code, code_verifier="x" * 50)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_grant"
+
+
+def test_missing_verifier_is_invalid_request(server, alice):
+    flow = new_flow(server.base_url)
+    code = flow.get_code(alice.email)["code"]
+    response = flow.exchange(code, code_verifier="")
+    assert response.json()["error"] == "invalid_request"
+
+
+def test_reused_code_is_refused_and_revokes_the_grant(server, alice):
+    flow = new_flow(server.base_url)
+    code = flow.get_code(alice.email)["code"]
+    first = flow.exchange(code).json()
+    assert mcp_status(server, first["access_token"]) == 200
+    second = flow.exchange(code)
+    assert second.status_code == 400
+    assert second.json()["error"] == "invalid_grant"
+    # RFC 9700 §4.2.4 / OAuth 2.1 §4.1.3: tokens issued from the code are revoked.
+    assert mcp_status(server, first["access_token"]) == 401
+    assert flow.refresh(first["refresh_token"]).json()["error"] == "invalid_grant"
+
+
+def test_code_of_client_a_redeemed_by_client_b_is_refused(server, alice):
+    a = new_flow(server.base_url)
+    b = new_flow(server.base_url)
+    code = a.get_code(alice.email)["code"]
+    b.verifier = a.verifier
+    response = b.exchange(code)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_grant"
+    assert a.exchange(code).status_code == 200  # B's attempt did not burn A's code
+
+
+def test_expired_code_is_invalid_grant(server, alice):
+    flow = new_flow(server.base_url)
+    code = flow.get_code(alice.email)["code"]
+    clock.advance(61)
+    response = flow.exchange(code)
+    assert response.json()["error"] == "invalid_grant"
+
+
+def test_redirect_uri_must_match_the_authorization_request(server, alice):
+    flow = new_flow(server.base_url)
+    code = flow.get_code(alice.email)["code"]
+    response = flow.exchange(code, redirect_uri="https://claude.com/api/mcp/auth_callback")
+    assert response.json()["error"] == "invalid_grant"
+
+
+def test_wrong_resource_at_token_is_invalid_target(server, alice):
+    flow = new_flow(server.base_url)
+    code = flow.get_code(alice.email)["code"]
+    response = flow.exchange(code, resource="https://other.example.com/mcp")
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_target"
+
+
+def test_json_body_is_a_400_not_a_500(server):
+    response = httpx.post(f"{server.base_url}/oauth/token", json={"grant_type": "authorization_code"})
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+
+
+def test_unknown_grant_type(server):
+    flow = new_flow(server.base_url)
+    response = flow.http.post(f"{server.base_url}/oauth/token", data={"grant_type": "password", **flow.client_auth()})
+    assert response.status_code == 400
+    assert response.json()["error"] == "unsupported_grant_type"
+
+
+def test_unknown_client_is_401_invalid_client(server):
+    response = httpx.post(
+        f"{server.base_url}/oauth/token",
+        data={"grant_type": "authorization_code", "client_id": "jmc_nope", "code": "x"},
+    )
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+
+
+def test_wrong_client_secret_is_401(server, alice):
+    flow = new_flow(server.base_url)
+    code = flow.get_code(alice.email)["code"]
+    response = flow.exchange(code, client_secret="jms_wrong")
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+
+
+def test_client_secret_basic_works(server, alice):
+    flow = new_flow(server.base_url)
+    code = flow.get_code(alice.email)["code"]
+    secret = flow.registration["client_secret"]
+    basic = base64.b64encode(f"{flow.client_id}:{secret}".encode()).decode()
+    response = flow.http.post(
+        f"{server.base_url}/oauth/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": flow.redirect_uri,
+            "code_verifier": flow.verifier,
+        },
+        headers={"Authorization": f"Basic {basic}"},
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_refresh_rotates_and_keeps_scope_and_resource(server, alice):
+    flow = new_flow(server.base_url)
+    tokens = flow.tokens(alice.email)
+    refreshed = flow.refresh(tokens["refresh_token"])
+    assert refreshed.status_code == 200
+    body = refreshed.json()
+    assert body["refresh_token"] != tokens["refresh_token"]
+    assert body["scope"] == tokens["scope"]
+    assert mcp_status(server, body["access_token"]) == 200
+
+
+def test_refresh_within_grace_window_succeeds_twice(server, alice):
+    flow = new_flow(server.base_url)
+    tokens = flow.tokens(alice.email)
+    first = flow.refresh(tokens["refresh_token"])
+    clock.advance(30)
+    second = flow.refresh(tokens["refresh_token"])  # a retried refresh whose answer was lost
+    assert first.status_code == second.status_code == 200
+    assert mcp_status(server, second.json()["access_token"]) == 200
+    assert mcp_status(server, first.json()["access_token"]) == 200
+
+
+def test_refresh_reuse_after_grace_revokes_the_grant(server, alice):
+    flow = new_flow(server.base_url)
+    tokens = flow.tokens(alice.email)
+    newer = flow.refresh(tokens["refresh_token"]).json()
+    clock.advance(61)
+    reuse = flow.refresh(tokens["refresh_token"])
+    assert reuse.status_code == 400
+    assert reuse.json()["error"] == "invalid_grant"
+    assert flow.refresh(newer["refresh_token"]).json()["error"] == "invalid_grant"
+    assert mcp_status(server, newer["access_token"]) == 401  # at once on this instance
+
+
+def test_refresh_may_narrow_but_not_widen_scope(server, alice):
+    flow = new_flow(server.base_url)
+    tokens = flow.tokens(alice.email)
+    widened = flow.refresh(tokens["refresh_token"], scope="memory admin")
+    assert widened.json()["error"] == "invalid_scope"
+
+
+def test_refresh_token_of_another_client_is_refused(server, alice):
+    a = new_flow(server.base_url)
+    b = new_flow(server.base_url)
+    tokens = a.tokens(alice.email)
+    assert b.refresh(tokens["refresh_token"]).json()["error"] == "invalid_grant"
+
+
+def test_expired_refresh_token_is_invalid_grant(server, alice):
+    flow = new_flow(server.base_url)
+    tokens = flow.tokens(alice.email)
+    clock.advance(31 * 86400)
+    assert flow.refresh(tokens["refresh_token"]).json()["error"] == "invalid_grant"
+
+
+@pytest.mark.parametrize("which", ["refresh_token", "access_token"])
+def test_revocation_ends_the_grant(server, alice, which):
+    flow = new_flow(server.base_url)
+    tokens = flow.tokens(alice.email)
+    response = flow.http.post(f"{server.base_url}/oauth/revoke", data={"token": tokens[which], **flow.client_auth()})
+    assert response.status_code == 200
+    assert mcp_status(server, tokens["access_token"]) == 401
+    assert flow.refresh(tokens["refresh_token"]).json()["error"] == "invalid_grant"
+
+
+def test_revoking_an_unknown_token_is_200(server):
+    flow = new_flow(server.base_url)
+    response = flow.http.post(f"{server.base_url}/oauth/revoke", data={"token": "nonsense", **flow.client_auth()})
+    assert response.status_code == 200
+
+
+def test_another_client_cannot_revoke_my_token(server, alice):
+    mine = new_flow(server.base_url)
+    other = new_flow(server.base_url)
+    tokens = mine.tokens(alice.email)
+    other.http.post(f"{server.base_url}/oauth/revoke", data={"token": tokens["refresh_token"], **other.client_auth()})
+    assert mcp_status(server, tokens["access_token"]) == 200
+
+
+def test_token_alias(server, alice):
+    flow = new_flow(server.base_url)
+    code = flow.get_code(alice.email)["code"]
+    response = flow.http.post(
+        f"{server.base_url}/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": flow.redirect_uri,
+            "code_verifier": flow.verifier,
+            **flow.client_auth(),
+        },
+    )
+    assert response.status_code == 200

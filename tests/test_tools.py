@@ -1,0 +1,181 @@
+"""The MCP tools through the real endpoint: behaviour, bad input, profiles, and isolation between
+people (by every tool and by the legacy route)."""
+
+import pytest
+
+from jean_memory.accounts.api_keys import create_api_key
+from tests.support.oauth import McpHttp, new_flow
+
+
+def connect(server, user, registration=None) -> McpHttp:
+    tokens = new_flow(server.base_url, registration).tokens(user.email)
+    return McpHttp(server.mcp_url, tokens["access_token"])
+
+
+@pytest.fixture
+def alice_mcp(server, alice) -> McpHttp:
+    return connect(server, alice)
+
+
+@pytest.fixture
+def bob_mcp(server, bob) -> McpHttp:
+    return connect(server, bob)
+
+
+def tool_names(mcp: McpHttp) -> set[str]:
+    return {t["name"] for t in mcp.rpc("tools/list", {}).json()["result"]["tools"]}
+
+
+def test_add_search_list_delete(alice_mcp):
+    saved = alice_mcp.call_tool("add_memories", {"text": "Allergic to peanuts", "tags": ["Health"]})
+    memory_id = saved["structuredContent"]["saved"][0]["id"]
+    hit = alice_mcp.call_tool("search_memory", {"query": "peanuts"})["structuredContent"]["results"][0]
+    assert hit["id"] == memory_id and hit["tags"] == ["health"] and "score" in hit
+    assert hit["created_at"].endswith("Z")
+    listed = alice_mcp.call_tool("list_memories", {"limit": 10})
+    assert [m["id"] for m in listed["structuredContent"]["results"]] == [memory_id]
+    assert "next_cursor" not in listed["structuredContent"]
+    assert alice_mcp.call_tool("delete_memory", {"memory_id": memory_id})["isError"] is False
+    assert alice_mcp.call_tool("search_memory", {"query": "peanuts"})["structuredContent"]["results"] == []
+
+
+def test_structured_content_equals_text_content(alice_mcp):
+    import json
+
+    alice_mcp.call_tool("add_memories", {"text": "Works at a bakery"})
+    result = alice_mcp.call_tool("search_memory", {"query": "bakery"})
+    assert json.loads(result["content"][0]["text"]) == result["structuredContent"]
+
+
+def test_exact_duplicate_returns_the_existing_id(alice_mcp):
+    first = alice_mcp.call_tool("add_memories", {"text": "Prefers  tea over coffee"})["structuredContent"]
+    second = alice_mcp.call_tool("add_memories", {"text": "prefers tea over COFFEE"})["structuredContent"]
+    assert second["saved"] == []
+    assert second["similar"][0]["id"] == first["saved"][0]["id"]
+
+
+def test_list_pages_with_a_cursor(alice_mcp):
+    for i in range(5):
+        alice_mcp.call_tool("add_memories", {"text": f"Fact number {i}"})
+    seen, cursor = [], None
+    while True:
+        args = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = alice_mcp.call_tool("list_memories", args)["structuredContent"]
+        seen += [m["text"] for m in page["results"]]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            break
+    assert seen == [f"Fact number {i}" for i in reversed(range(5))]
+
+
+@pytest.mark.parametrize("query", ['"unbalanced', "a - b", "col:value", "NEAR(a b)", "*", "AND OR NOT", "(((", "^x"])
+def test_search_syntax_never_raises(alice_mcp, query):
+    alice_mcp.call_tool("add_memories", {"text": "col value a b x"})
+    result = alice_mcp.call_tool("search_memory", {"query": query})
+    assert result["isError"] is False
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "hint"),
+    [
+        ("add_memories", {"text": "   "}, "text is empty"),
+        ("add_memories", {"text": "x" * 1_000_000}, "store_document"),
+        ("search_memory", {"query": "x", "limit": 0}, "limit must be"),
+        ("search_memory", {"query": "x", "limit": 10_000}, "limit must be"),
+        ("search_memory", {"query": ""}, "query is empty"),
+        ("list_memories", {"limit": 0}, "limit must be"),
+        ("list_memories", {"limit": 5, "cursor": "@@garbage@@"}, "cursor"),
+        ("delete_memory", {"memory_id": "does-not-exist"}, "no memory with id"),
+        ("jean_memory", {"user_message": "", "is_new_conversation": False}, "user_message is empty"),
+    ],
+)
+def test_bad_input_is_a_tool_error_a_person_can_act_on(alice_mcp, tool, arguments, hint):
+    result = alice_mcp.call_tool(tool, arguments)
+    assert result["isError"] is True
+    assert hint in result["content"][0]["text"]
+
+
+def test_jean_memory_gives_profile_then_relevant_context(alice_mcp):
+    alice_mcp.call_tool("add_memories", {"text": "My daughter Ana plays the violin"})
+    alice_mcp.call_tool("add_memories", {"text": "I work as a nurse in Porto"})
+    profile = alice_mcp.call_tool("jean_memory", {"user_message": "hi", "is_new_conversation": True})
+    text = profile["content"][0]["text"]
+    assert "violin" in text and "nurse" in text
+    relevant = alice_mcp.call_tool(
+        "jean_memory", {"user_message": "Any ideas for Ana's violin recital?", "is_new_conversation": False}
+    )["content"][0]["text"]
+    assert "violin" in relevant
+
+
+def test_user_b_cannot_reach_user_a_memories_by_any_tool(alice_mcp, bob_mcp):
+    memory_id = alice_mcp.call_tool("add_memories", {"text": "Secret diary entry about Lisbon"})["structuredContent"][
+        "saved"
+    ][0]["id"]
+    assert bob_mcp.call_tool("search_memory", {"query": "Lisbon diary"})["structuredContent"]["results"] == []
+    assert bob_mcp.call_tool("list_memories", {"limit": 100})["structuredContent"]["results"] == []
+    assert bob_mcp.call_tool("delete_memory", {"memory_id": memory_id})["isError"] is True
+    context = bob_mcp.call_tool("jean_memory", {"user_message": "Lisbon", "is_new_conversation": False})
+    assert "Lisbon" not in context["content"][0]["text"]
+    assert alice_mcp.call_tool("search_memory", {"query": "Lisbon"})["structuredContent"]["results"]
+
+
+def test_tool_arguments_cannot_choose_the_user(alice_mcp, bob_mcp, bob):
+    bob_mcp.call_tool("add_memories", {"text": "Bob's bank PIN hint"})
+    result = alice_mcp.call_tool("search_memory", {"query": "PIN", "user_id": bob.id})
+    assert result.get("structuredContent", {}).get("results", []) == []
+
+
+def test_profiles_select_the_tool_list(server, alice):
+    claude = connect(server, alice)
+    chatgpt = connect(
+        server,
+        alice,
+        {"client_name": "ChatGPT", "redirect_uris": ["https://chatgpt.com/connector_platform_oauth_redirect"]},
+    )
+    other = connect(
+        server,
+        alice,
+        {
+            "client_name": "Cursor",
+            "redirect_uris": ["cursor://anysphere.cursor-mcp/oauth/callback"],
+            "token_endpoint_auth_method": "none",
+        },
+    )
+    assert {"jean_memory", "add_memories", "search_memory", "list_memories", "delete_memory"} <= tool_names(claude)
+    assert tool_names(chatgpt) == {"search", "fetch"}
+    assert tool_names(other) == tool_names(claude)
+
+
+def test_chatgpt_search_and_fetch(server, alice):
+    claude = connect(server, alice)
+    memory_id = claude.call_tool("add_memories", {"text": "Favourite band is Radiohead"})["structuredContent"]["saved"][
+        0
+    ]["id"]
+    chatgpt = connect(server, alice, {"client_name": "ChatGPT", "redirect_uris": ["https://chatgpt.com/cb"]})
+    hits = chatgpt.call_tool("search", {"query": "band"})["structuredContent"]["results"]
+    assert hits[0]["id"] == memory_id and hits[0]["url"].startswith(server.settings.issuer)
+    document = chatgpt.call_tool("fetch", {"id": memory_id})["structuredContent"]
+    assert document["text"] == "Favourite band is Radiohead"
+    assert chatgpt.call_tool("fetch", {"id": "nope"})["isError"] is True
+
+
+def legacy(server, client: str, user_id: str, key: str | None) -> McpHttp:
+    mcp = McpHttp(f"{server.base_url}/mcp/v2/{client}/{user_id}", None)
+    if key:
+        mcp.http.headers["X-Api-Key"] = key
+    return mcp
+
+
+def test_legacy_route_needs_the_named_users_api_key(server, alice, bob, alice_mcp):
+    alice_mcp.call_tool("add_memories", {"text": "Alice plays chess on Sundays"})
+    alice_key = create_api_key(server.engine, alice.id)
+    bob_key = create_api_key(server.engine, bob.id)
+    assert legacy(server, "claude", alice.id, None).initialize().status_code == 401
+    assert legacy(server, "claude", alice.id, "jm_sk_wrong").initialize().status_code == 401
+    assert legacy(server, "claude", alice.id, bob_key).initialize().status_code == 403  # seed's hole, closed
+    own = legacy(server, "claude", alice.id, alice_key)
+    assert own.initialize().status_code == 200
+    hits = own.call_tool("search_memory", {"query": "chess"})["structuredContent"]["results"]
+    assert hits[0]["text"] == "Alice plays chess on Sundays"
+    bobs = legacy(server, "claude", bob.id, bob_key)
+    assert bobs.call_tool("search_memory", {"query": "chess"})["structuredContent"]["results"] == []
