@@ -243,3 +243,16 @@ def test_prompt_none_never_shows_a_page(server, alice):
     assert redirect_params(flow.authorize(prompt="none"))["error"] == "consent_required"
     flow.consent(flow.authorize())  # signed in already: straight to the consent page
     assert redirect_params(flow.authorize(prompt="none"))["code"]
+
+
+def test_sign_in_failures_are_limited_per_address_but_a_burst_of_successes_is_not(server, alice):
+    from jean_memory.db.rate_limits import SIGN_IN_FAILURES
+
+    for _ in range(30):  # a normal burst: many apps connected within minutes
+        new_flow(server.base_url).get_code(alice.email)
+    flow = new_flow(server.base_url)
+    for _ in range(SIGN_IN_FAILURES.max_count):
+        assert flow.sign_in(flow.authorize(), alice.email, "wrong password").status_code == 400
+    blocked = flow.sign_in(flow.authorize(), alice.email)  # even the right password waits now
+    assert blocked.status_code == 429
+    assert "Too many failed sign-ins" in blocked.text

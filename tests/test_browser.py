@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,8 @@ import pytest
 from jean_memory.accounts.users import User
 from tests.support.oauth import PASSWORD, new_flow, pkce_pair
 from tests.support.servers import RunningServer
+
+pytestmark = pytest.mark.slow
 
 CHROMIUM = os.environ.get("JEAN_MEMORY_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -191,22 +193,30 @@ def authorize_url(server: RunningServer, client_id: str, redirect_uri: str, stat
 # --- the whole flow, started by the SDK --------------------------------------------------------
 
 
-@contextmanager
-def _no_proxy_for_loopback() -> Iterator[None]:
-    """httpx (the SDK's client) honours *_PROXY variables; loopback must never go through one."""
-    saved = os.environ.get("NO_PROXY")
-    os.environ["NO_PROXY"] = ",".join(filter(None, [saved, "127.0.0.1", "localhost"]))
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("NO_PROXY", None)
-        else:
-            os.environ["NO_PROXY"] = saved
+@dataclass
+class MemoryStorage:
+    """The SDK's `TokenStorage`, in memory."""
+
+    tokens: Any = None
+    client_info: Any = None
+
+    async def get_tokens(self) -> Any:
+        return self.tokens
+
+    async def set_tokens(self, tokens: Any) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> Any:
+        return self.client_info
+
+    async def set_client_info(self, client_info: Any) -> None:
+        self.client_info = client_info
 
 
 @pytest.mark.anyio
-async def test_sdk_client_authorizes_through_a_real_browser(server: RunningServer, alice: User) -> None:
+async def test_sdk_client_authorizes_through_a_real_browser(
+    server: RunningServer, alice: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The MCP SDK discovers us, registers a loopback client, sends the person to our pages in
     Chromium (sign in, Allow), receives the redirect on its listener, exchanges the code and
     calls a tool with the token."""
@@ -215,8 +225,6 @@ async def test_sdk_client_authorizes_through_a_real_browser(server: RunningServe
     from mcp.client.auth import OAuthClientProvider
     from mcp.client.streamable_http import streamable_http_client
     from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
-
-    from tests.support.sdk_client import MemoryTokenStorage
 
     seen: dict[str, Any] = {}
     async with loopback_listener() as listener, chromium(viewport=DESKTOP) as page:
@@ -238,7 +246,7 @@ async def test_sdk_client_authorizes_through_a_real_browser(server: RunningServe
             params = await listener.wait()
             return AuthorizationCodeResult(code=params["code"], state=params.get("state"), iss=params.get("iss"))
 
-        storage = MemoryTokenStorage()
+        storage = MemoryStorage()
         provider = OAuthClientProvider(
             server_url=server.mcp_url,
             client_metadata=OAuthClientMetadata.model_validate(
@@ -254,13 +262,13 @@ async def test_sdk_client_authorizes_through_a_real_browser(server: RunningServe
             redirect_handler=open_in_browser,
             callback_handler=wait_for_callback,
         )
-        with _no_proxy_for_loopback():
-            async with (
-                httpx2.AsyncClient(auth=provider, timeout=httpx2.Timeout(30.0)) as http,
-                Client(streamable_http_client(server.mcp_url, http_client=http), mode="legacy") as client,
-            ):
-                tools = {t.name for t in (await client.list_tools()).tools}
-                saved = await client.call_tool("add_memories", {"text": "My cat is called Miso"})
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")  # the SDK's HTTP client honours *_PROXY
+        async with (
+            httpx2.AsyncClient(auth=provider, timeout=httpx2.Timeout(30.0)) as http,
+            Client(streamable_http_client(server.mcp_url, http_client=http), mode="legacy") as client,
+        ):
+            tools = {t.name for t in (await client.list_tools()).tools}
+            saved = await client.call_tool("add_memories", {"text": "My cat is called Miso"})
 
     assert seen["authorization_url"].startswith(f"{server.base_url}/oauth/authorize?")
     assert seen["consent_heading"] == "Allow Browser test app?"

@@ -126,3 +126,11 @@ def test_registration_is_allowed_from_browsers(server):
 
 def test_aliases_register_too(server):
     assert httpx.post(f"{server.base_url}/register", json=CLAUDE_REGISTRATION).status_code == 201
+
+
+def test_a_burst_of_registrations_is_fine_but_a_flood_is_limited(server):
+    from jean_memory.db.rate_limits import REGISTRATIONS
+
+    statuses = [register(server, CLAUDE_REGISTRATION).status_code for _ in range(REGISTRATIONS.max_count + 1)]
+    assert statuses[: REGISTRATIONS.max_count] == [201] * REGISTRATIONS.max_count
+    assert statuses[-1] == 429

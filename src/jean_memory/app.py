@@ -19,6 +19,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jean_memory.config import Settings
+from jean_memory.db import rate_limits
 from jean_memory.db.engine import run_db
 from jean_memory.db.migrate import upgrade
 from jean_memory.mcp_server.endpoint import McpEndpoint
@@ -88,6 +89,7 @@ class RequestLogMiddleware:
 
 def _maintenance(engine: Engine, settings: Settings) -> None:
     sweep_expired(engine)
+    rate_limits.sweep(engine)
     removed = sweep_unused_clients(engine, settings.unused_client_days)
     if removed:
         logger.info(

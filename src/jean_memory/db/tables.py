@@ -140,3 +140,11 @@ memories = sa.Table(
     sa.Index("ix_memories_user_created", "user_id", "created_at"),
     sa.Index("ix_memories_user_hash", "user_id", "content_hash"),
 )
+
+rate_limits = sa.Table(
+    "rate_limits",
+    metadata,
+    sa.Column("bucket", sa.String(200), primary_key=True),
+    sa.Column("window_start", sa.BigInteger, primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+)

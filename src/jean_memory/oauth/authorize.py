@@ -16,7 +16,9 @@ from starlette.responses import RedirectResponse, Response
 
 from jean_memory.accounts.browser_sessions import session_user_id, start_session
 from jean_memory.accounts.users import authenticate, get_user
+from jean_memory.db import rate_limits
 from jean_memory.db.engine import run_db
+from jean_memory.db.rate_limits import SIGN_IN_FAILURES
 from jean_memory.oauth import grants as grant_store
 from jean_memory.oauth.browser import (
     csrf_cookie,
@@ -32,6 +34,7 @@ from jean_memory.oauth.redirects import matches_registered
 from jean_memory.oauth.resource import resolve_resource
 from jean_memory.oauth.scopes import SCOPE_DESCRIPTIONS, grantable_scope
 from jean_memory.oauth.service import OAuthService
+from jean_memory.oauth.throttle import client_address
 from jean_memory.web.templating import render_page
 
 CODE_CHALLENGE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
@@ -155,12 +158,18 @@ class AuthorizationEndpoints:
     # --- pages ----------------------------------------------------------------------------------
 
     def _login_page(
-        self, request: Request, client: Client, session_id: str, error: str | None = None, email: str = ""
+        self,
+        request: Request,
+        client: Client,
+        session_id: str,
+        error: str | None = None,
+        email: str = "",
+        status: int | None = None,
     ) -> Response:
         cookie = csrf_cookie(request)
         response = render_page(
             "login.html",
-            status_code=400 if error else 200,
+            status_code=status or (400 if error else 200),
             client_name=client.client_name,
             session_id=session_id,
             csrf_token=csrf_token(self._settings, cookie, session_id),
@@ -229,8 +238,20 @@ class AuthorizationEndpoints:
             )
         email = _str(form.get("email")) or ""
         password = _str(form.get("password")) or ""
+        address = client_address(request)
+        if await run_db(rate_limits.count, engine, SIGN_IN_FAILURES, address) >= SIGN_IN_FAILURES.max_count:
+            minutes = -(-rate_limits.retry_after(SIGN_IN_FAILURES) // 60)
+            return self._login_page(
+                request,
+                client,
+                session_id,
+                error=f"Too many failed sign-ins. Try again in {minutes} minutes.",
+                email=email[:320],
+                status=429,
+            )
         user = await run_db(authenticate, engine, email, password)
         if user is None:
+            await run_db(rate_limits.hit, engine, SIGN_IN_FAILURES, address)
             return self._login_page(request, client, session_id, error=SIGN_IN_FAILED, email=email[:320])
         await run_db(grant_store.attach_user, engine, session_id, user.id)
         token = await run_db(start_session, engine, user.id, self._settings.browser_session_days * 86400)

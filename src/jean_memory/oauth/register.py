@@ -8,9 +8,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from jean_memory.db.engine import run_db
+from jean_memory.db.rate_limits import REGISTRATIONS
 from jean_memory.oauth.clients import ClientMetadataError, register_client
 from jean_memory.oauth.errors import NO_STORE, OAuthError
 from jean_memory.oauth.service import OAuthService
+from jean_memory.oauth.throttle import over_limit, too_many_requests
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -34,6 +36,8 @@ class RegistrationEndpoint:
         self._service = service
 
     async def __call__(self, request: Request) -> JSONResponse:
+        if await over_limit(self._service, request, REGISTRATIONS):
+            return too_many_requests(REGISTRATIONS)
         try:
             raw = await read_limited_body(request, MAX_BODY_BYTES)
             try:

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from jean_memory.db.engine import run_db
+from jean_memory.db.rate_limits import TOKEN_REQUESTS
 from jean_memory.oauth import grants as grant_store
 from jean_memory.oauth.client_auth import authenticate_client
 from jean_memory.oauth.clients import Client
@@ -23,6 +24,7 @@ from jean_memory.oauth.errors import NO_STORE, OAuthError
 from jean_memory.oauth.resource import resolve_resource
 from jean_memory.oauth.scopes import is_subset
 from jean_memory.oauth.service import OAuthService
+from jean_memory.oauth.throttle import over_limit, too_many_requests
 
 CODE_VERIFIER = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -41,6 +43,8 @@ class TokenEndpoint:
         self._service = service
 
     async def __call__(self, request: Request) -> JSONResponse:
+        if await over_limit(self._service, request, TOKEN_REQUESTS):
+            return too_many_requests(TOKEN_REQUESTS)
         try:
             content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if content_type not in FORM_TYPES:

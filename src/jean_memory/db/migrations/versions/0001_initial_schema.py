@@ -155,6 +155,13 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_refresh_tokens_grant_id"), ["grant_id"], unique=False)
 
     # ### end Alembic commands ###
+    op.create_table(
+        "rate_limits",
+        sa.Column("bucket", sa.String(length=200), nullable=False),
+        sa.Column("window_start", sa.BigInteger(), nullable=False),
+        sa.Column("count", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("bucket", "window_start", name=op.f("pk_rate_limits")),
+    )
     if op.get_bind().dialect.name == "sqlite":
         _create_sqlite_fts()
 
@@ -195,6 +202,7 @@ def downgrade() -> None:
     with op.batch_alter_table("refresh_tokens", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_refresh_tokens_grant_id"))
 
+    op.drop_table("rate_limits")
     op.drop_table("refresh_tokens")
     op.drop_table("authorization_codes")
     with op.batch_alter_table("grants", schema=None) as batch_op:

@@ -1,0 +1,69 @@
+"""Fixed-window counters in the database, so every instance sees the same counts.
+
+Used for sign-in failures, registrations and token requests per client address. The limits are
+generous on purpose: a person connecting several apps in a few minutes must never trip them;
+they exist to make password guessing and registration floods slow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from jean_memory import clock
+from jean_memory.db.tables import rate_limits
+
+
+@dataclass(frozen=True)
+class Limit:
+    name: str
+    max_count: int
+    window_seconds: int
+
+
+SIGN_IN_FAILURES = Limit("sign_in_failures", 20, 900)
+REGISTRATIONS = Limit("registrations", 120, 600)
+TOKEN_REQUESTS = Limit("token_requests", 600, 60)
+
+
+def _window(limit: Limit) -> int:
+    return int(clock.now()) // limit.window_seconds * limit.window_seconds
+
+
+def retry_after(limit: Limit) -> int:
+    return max(1, _window(limit) + limit.window_seconds - int(clock.now()))
+
+
+def count(engine: Engine, limit: Limit, key: str) -> int:
+    with engine.connect() as conn:
+        value = conn.execute(
+            sa.select(rate_limits.c.count).where(
+                rate_limits.c.bucket == f"{limit.name}:{key}", rate_limits.c.window_start == _window(limit)
+            )
+        ).scalar()
+    return value or 0
+
+
+def hit(engine: Engine, limit: Limit, key: str) -> int:
+    """Count one event and return the window's count (atomic across instances)."""
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(rate_limits).values(bucket=f"{limit.name}:{key}", window_start=_window(limit), count=1)
+    statement = statement.on_conflict_do_update(
+        index_elements=[rate_limits.c.bucket, rate_limits.c.window_start],
+        set_={"count": rate_limits.c.count + 1},
+    ).returning(rate_limits.c.count)
+    with engine.begin() as conn:
+        return conn.execute(statement).scalar_one()
+
+
+def exceeded(engine: Engine, limit: Limit, key: str) -> bool:
+    return hit(engine, limit, key) > limit.max_count
+
+
+def sweep(engine: Engine) -> None:
+    oldest_useful = int(clock.now()) - 86400
+    with engine.begin() as conn:
+        conn.execute(rate_limits.delete().where(rate_limits.c.window_start < oldest_useful))
