@@ -138,7 +138,10 @@ def test_authorization_server_conformance(
     try:
         deadline = time.monotonic() + SUITE_TIMEOUT
         while True:
-            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"the suite did not finish within {SUITE_TIMEOUT}s:\n{''.join(output)}")
             if line is None:
                 break
             output.append(line)

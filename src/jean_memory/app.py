@@ -24,6 +24,8 @@ from jean_memory.db.engine import run_db
 from jean_memory.db.migrate import upgrade
 from jean_memory.mcp_server.endpoint import McpEndpoint
 from jean_memory.mcp_server.legacy import LegacyEndpoint
+from jean_memory.memory.embeddings import Embedder, LocalOnnxEmbedder, create_embedder
+from jean_memory.memory.jobs import Worker
 from jean_memory.memory.service import MemoryService
 from jean_memory.oauth.authorize import AuthorizationEndpoints
 from jean_memory.oauth.clients import sweep_unused_clients
@@ -97,11 +99,26 @@ def _maintenance(engine: Engine, settings: Settings) -> None:
         )
 
 
-def build_app(settings: Settings, engine: Engine, migrate: bool = True) -> Starlette:
+def build_embedder(settings: Settings) -> Embedder | None:
+    """The configured embedding provider, loaded now so a broken model stops the start, not a search."""
+    embedder = create_embedder(
+        settings.embeddings,
+        base_url=settings.embeddings_base_url or None,
+        api_key=settings.embeddings_api_key or None,
+        model=settings.embeddings_model or None,
+    )
+    if isinstance(embedder, LocalOnnxEmbedder):
+        embedder.load()
+    return embedder
+
+
+def build_app(settings: Settings, engine: Engine, migrate: bool = True, embedder: Embedder | None = None) -> Starlette:
     if migrate:
         upgrade(engine)
     oauth = OAuthService.create(engine, settings)
-    memory = MemoryService(engine)
+    memory = MemoryService(engine, embedder if embedder is not None else build_embedder(settings))
+    worker = Worker(engine, memory.job_handlers())
+    memory.set_enqueue_hook(worker.wake)
     mcp = McpEndpoint(oauth, memory, settings)
     metadata = MetadataEndpoints(settings)
     authorize = AuthorizationEndpoints(oauth)
@@ -154,6 +171,7 @@ def build_app(settings: Settings, engine: Engine, migrate: bool = True) -> Starl
                     await anyio.sleep(MAINTENANCE_INTERVAL_SECONDS)
 
             tasks.start_soon(maintain)
+            tasks.start_soon(worker.run_forever)
             yield
             tasks.cancel_scope.cancel()
 
@@ -162,4 +180,6 @@ def build_app(settings: Settings, engine: Engine, migrate: bool = True) -> Starl
     app.add_middleware(RequestLogMiddleware)
     app.state.engine = engine
     app.state.oauth = oauth
+    app.state.memory = memory
+    app.state.worker = worker
     return app

@@ -43,7 +43,8 @@ def configure_logging(level: str) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from jean_memory.app import build_app
+    from jean_memory.app import build_app, build_embedder
+    from jean_memory.memory.embeddings import EmbeddingError
 
     settings = ensure_secret_key(_settings(args))
     configure_logging(settings.log_level)
@@ -57,7 +58,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
             settings.issuer,
         )
     engine = create_engine(settings.database_url)
-    app = build_app(settings, engine)
+    try:
+        embedder = build_embedder(settings)
+    except EmbeddingError as exc:
+        print(f"error: the embedding model could not be loaded: {exc}", file=sys.stderr)
+        return 2
+    if embedder is None:
+        log.info("embeddings are off (JEAN_MEMORY_EMBEDDINGS=none): search is lexical only")
+    else:
+        log.info("embeddings: %s", embedder.model_name)
+    app = build_app(settings, engine, embedder=embedder)
     configure_logging(settings.log_level)  # the MCP SDK configures logging on import; ours wins
     server = uvicorn.Server(
         uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, proxy_headers=False)
@@ -140,6 +150,33 @@ def cmd_apikey_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reindex(args: argparse.Namespace) -> int:
+    """Embed every memory lacking a vector from the configured model (after a model change)."""
+    from jean_memory.app import build_embedder
+    from jean_memory.memory.embeddings import EmbeddingError
+    from jean_memory.memory.service import MemoryService
+
+    settings = _settings(args)
+    try:
+        embedder = build_embedder(settings)
+    except EmbeddingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if embedder is None:
+        print("embeddings are off (JEAN_MEMORY_EMBEDDINGS=none): nothing to do")
+        return 0
+    service = MemoryService(_engine(args), embedder)
+
+    def progress(done: int, total: int) -> None:
+        width = 30
+        filled = width * done // max(total, 1)
+        print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr, flush=True)
+
+    count = service.reindex(progress)
+    print(("\n" if count else "") + f"re-embedded {count} memories with {embedder.model_name}")
+    return 0
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     engine = create_engine(_settings(args).database_url)
     upgrade(engine)
@@ -189,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     apikey_create = apikey.add_parser("create", help="create an API key", parents=[common])
     apikey_create.add_argument("email")
     apikey_create.set_defaults(handler=cmd_apikey_create)
+
+    reindex = commands.add_parser("reindex", help="re-embed memories after an embedding model change", parents=[common])
+    reindex.set_defaults(handler=cmd_reindex)
 
     db = commands.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
     db.add_parser("upgrade", help="apply migrations", parents=[common]).set_defaults(handler=cmd_db_upgrade)

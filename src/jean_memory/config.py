@@ -43,6 +43,10 @@ class Settings:
     revocation_cache_seconds: int = 30
     max_mcp_body_bytes: int = 10 * 1024 * 1024
     log_level: str = "INFO"
+    embeddings: str = "local"  # local | openai | none
+    embeddings_base_url: str = ""
+    embeddings_api_key: str = field(default="", repr=False)
+    embeddings_model: str = ""
 
     @property
     def resource(self) -> str:
@@ -104,6 +108,13 @@ def _env_int(env: dict[str, str], name: str, default: int) -> int:
     return value
 
 
+def _choice(env: dict[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    value = (env.get(name) or default).strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 def load_settings(
     *,
     host: str | None = None,
@@ -137,6 +148,10 @@ def load_settings(
         code_seconds=_env_int(env, "JEAN_MEMORY_CODE_SECONDS", 60),
         unused_client_days=_env_int(env, "JEAN_MEMORY_UNUSED_CLIENT_DAYS", 30),
         log_level=(env.get("JEAN_MEMORY_LOG_LEVEL") or "INFO").upper(),
+        embeddings=_choice(env, "JEAN_MEMORY_EMBEDDINGS", ("local", "openai", "none"), "local"),
+        embeddings_base_url=env.get("JEAN_MEMORY_EMBEDDINGS_BASE_URL", ""),
+        embeddings_api_key=env.get("JEAN_MEMORY_EMBEDDINGS_API_KEY", ""),
+        embeddings_model=env.get("JEAN_MEMORY_EMBEDDINGS_MODEL", ""),
     )
 
 

@@ -55,7 +55,7 @@ def find_node() -> str | None:
 def missing() -> str | None:
     """Why the suite cannot run here, or None when it can."""
     if find_node() is None:
-        return "Node 22 is not installed (npm ci at the repo root installs node@22; see scripts/install-ci-deps.sh)"
+        return "Node 22 is not installed (npm ci at the repo root installs it; see scripts/install-ci-deps.sh)"
     try:
         installed = json.loads((PACKAGE_DIR / "package.json").read_text())["version"]
     except (OSError, ValueError, KeyError):

@@ -137,8 +137,63 @@ memories = sa.Table(
     sa.Column("client", sa.String(255)),
     sa.Column("created_at", Time, nullable=False),
     sa.Column("updated_at", Time, nullable=False),
+    # A memory is a fact ("memory") or a piece of a stored document ("chunk"); both are searched.
+    sa.Column("kind", sa.String(10), nullable=False, server_default="memory"),
+    sa.Column("document_id", sa.String(32)),  # chunks are deleted with their document, in code
     sa.Index("ix_memories_user_created", "user_id", "created_at"),
     sa.Index("ix_memories_user_hash", "user_id", "content_hash"),
+    sa.Index("ix_memories_document", "document_id"),
+)
+
+documents = sa.Table(
+    "documents",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("user_id", sa.String(32), nullable=False, index=True),
+    sa.Column("title", sa.String(500), nullable=False),
+    sa.Column("document_type", sa.String(40), nullable=False),
+    sa.Column("source_url", sa.String(2048)),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(10), nullable=False),  # pending | ready
+    sa.Column("chunk_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("client", sa.String(255)),
+    sa.Column("created_at", Time, nullable=False),
+)
+
+# One vector per memory and embedding model; the model name lets a model change re-embed.
+memory_vectors = sa.Table(
+    "memory_vectors",
+    metadata,
+    sa.Column("memory_pk", sa.Integer, sa.ForeignKey("memories.pk", ondelete="CASCADE"), primary_key=True),
+    sa.Column("user_id", sa.String(32), nullable=False),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("vector", sa.LargeBinary, nullable=False),  # float32, little-endian
+    sa.Index("ix_memory_vectors_user_model", "user_id", "model"),
+)
+
+# Bumped on every write to a user's memories: an instance's cached vectors are current while the
+# number it cached with is still the number here, whoever wrote.
+memory_versions = sa.Table(
+    "memory_versions",
+    metadata,
+    sa.Column("user_id", sa.String(32), primary_key=True),
+    sa.Column("version", sa.BigInteger, nullable=False),
+)
+
+# Work that outlives a request (saving what jean_memory kept, chunking documents): recorded before
+# the request answers, done by any instance's worker, resumed after a crash when the lock lapses.
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("user_id", sa.String(32), nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("locked_until", Time),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Index("ix_jobs_created", "created_at"),
 )
 
 rate_limits = sa.Table(

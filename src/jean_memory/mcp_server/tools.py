@@ -17,7 +17,10 @@ from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_seri
 
 from jean_memory.db.engine import run_db
 from jean_memory.mcp_server.principal import require_principal
-from jean_memory.memory.service import Memory, MemoryInputError, MemoryService
+from jean_memory.memory.context import format_memories
+from jean_memory.memory.records import Memory, MemoryInputError
+from jean_memory.memory.service import DOCUMENT_TYPES, MemoryService
+from jean_memory.memory.triage import facts_worth_keeping
 
 CONTEXT_LIMIT = 8
 PROFILE_LIMIT = 12
@@ -37,6 +40,7 @@ class MemoryItem(Compact):
     tags: list[str]
     created_at: str
     score: float | None = None
+    title: str | None = None  # the document a chunk comes from
 
 
 class MemoryResults(Compact):
@@ -56,6 +60,12 @@ class AddResult(BaseModel):
 
 class DeleteResult(BaseModel):
     deleted: str
+
+
+class StoredDocument(BaseModel):
+    document_id: str
+    status: str
+    message: str
 
 
 class SearchHit(BaseModel):
@@ -92,16 +102,6 @@ def _title(text: str) -> str:
     return first_line[:80] + ("…" if len(first_line) > 80 else "")
 
 
-def format_context(memories: list[Memory], heading: str) -> str:
-    """Compact, dated lines: the assistant reads them, so no JSON noise and no ids it must ignore."""
-    if not memories:
-        return f"{heading}\n(no memories yet)"
-    lines = [heading]
-    for memory in memories:
-        lines.append(f"- [{memory.as_dict()['created_at'][:10]}] {memory.text}")
-    return "\n".join(lines)
-
-
 class ToolSet:
     """Builds the tools for one server; `issuer` makes the URLs ChatGPT cites."""
 
@@ -133,15 +133,26 @@ class ToolSet:
             ] = True,
         ) -> str:
             principal = require_principal()
-            if not needs_context:
-                return "No context needed for this message."
-            if is_new_conversation:
-                recent, _ = await _call(memory.list, principal.user_id, PROFILE_LIMIT, None)
-                return format_context(recent, "What you know about this person (most recent first):")
-            if not user_message.strip():
+            if not isinstance(user_message, str) or not user_message.strip():
                 raise ToolError("user_message is empty: pass the person's message")
-            relevant = await _call(memory.search, principal.user_id, user_message, CONTEXT_LIMIT, None)
-            return format_context(relevant, "Memories relevant to this message:")
+            parts: list[str] = []
+            shown: set[str] = set()
+            if is_new_conversation:
+                profile = await _call(memory.profile, principal.user_id, PROFILE_LIMIT)
+                parts.append(format_memories(profile, "What you know about this person:"))
+                shown = {m.id for m in profile}
+            if needs_context:
+                relevant = await _call(memory.search, principal.user_id, user_message, CONTEXT_LIMIT, None)
+                relevant = [m for m in relevant if m.id not in shown]
+                if relevant or not is_new_conversation:
+                    parts.append(format_memories(relevant, "Memories relevant to this message:"))
+            facts = facts_worth_keeping(user_message)
+            if facts:
+                await _call(memory.enqueue_facts, principal.user_id, facts, principal.profile)
+                parts.append("Saving to memory: " + " | ".join(facts))
+            if not parts:
+                return "No context requested and nothing new to save."
+            return "\n\n".join(parts)
 
         async def add_memories(
             text: Annotated[str, Field(description="One fact about the person, in a full sentence")],
@@ -179,11 +190,29 @@ class ToolSet:
                 raise ToolError(f"no memory with id {memory_id!r}; list_memories shows the ids that exist")
             return DeleteResult(deleted=memory_id)
 
+        async def store_document(
+            title: Annotated[str, Field(description="A short title")],
+            content: Annotated[str, Field(description="The full text (Markdown welcome), up to 5 MB")],
+            document_type: Annotated[str, Field(description=f"One of {', '.join(DOCUMENT_TYPES)}")] = "markdown",
+            source_url: Annotated[str | None, Field(description="Where it came from, if anywhere")] = None,
+        ) -> StoredDocument:
+            principal = require_principal()
+            document_id = await _call(
+                memory.store_document, principal.user_id, title, content, document_type, source_url, principal.profile
+            )
+            return StoredDocument(
+                document_id=document_id,
+                status="indexing",
+                message="Stored. It becomes searchable within seconds (longer for very large documents).",
+            )
+
         async def search(query: Annotated[str, Field(description="What to look for")]) -> SearchHits:
             principal = require_principal()
             hits = await _call(memory.search, principal.user_id, query, 10, None)
             return SearchHits(
-                results=[SearchHit(id=m.id, title=_title(m.text), url=f"{issuer}/memories/{m.id}") for m in hits]
+                results=[
+                    SearchHit(id=m.id, title=m.title or _title(m.text), url=f"{issuer}/memories/{m.id}") for m in hits
+                ]
             )
 
         async def fetch(id: Annotated[str, Field(description="An id from search")]) -> FetchedDocument:
@@ -193,10 +222,15 @@ class ToolSet:
                 raise ToolError(f"no memory with id {id!r}; use an id that search returned")
             return FetchedDocument(
                 id=found.id,
-                title=_title(found.text),
+                title=found.title or _title(found.text),
                 text=found.text,
                 url=f"{issuer}/memories/{found.id}",
-                metadata={"tags": found.tags, "created_at": found.as_dict()["created_at"]},
+                metadata={
+                    "tags": found.tags,
+                    "created_at": found.as_dict()["created_at"],
+                    "kind": found.kind,
+                    **({"document_id": found.document_id} if found.document_id else {}),
+                },
             )
 
         return {
@@ -212,6 +246,12 @@ class ToolSet:
             "delete_memory": (
                 delete_memory,
                 "Delete one memory by id (when the person asks to forget it or it is wrong).",
+                False,
+            ),
+            "store_document": (
+                store_document,
+                "Store a long text (notes, a document, a web page) so its "
+                "passages can be found later by search_memory and jean_memory.",
                 False,
             ),
             "search": (search, "Search the person's memories. Returns ids, titles and URLs.", True),

@@ -1,181 +1,254 @@
-"""Saving, searching, listing and deleting one person's memories.
+"""Saving, searching, listing and deleting one person's memories and documents.
 
 Knows nothing of HTTP, MCP or OAuth: every call is handed the user id the caller verified, and
-every query filters by it, which is the whole of the isolation between people.
+every query filters by it, which is the whole of the isolation between people. Calls block
+(database, embedding) and are meant to run in worker threads.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import re
-import unicodedata
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from jean_memory import clock
-from jean_memory.db.tables import memories
+from jean_memory.db.tables import documents, memories, memory_vectors
+from jean_memory.memory import jobs
+from jean_memory.memory.chunking import chunk_text
+from jean_memory.memory.embeddings import Embedder
+from jean_memory.memory.fusion import DEFAULT_K, reciprocal_rank_fusion
+from jean_memory.memory.lexical import lexical_search
+from jean_memory.memory.records import (
+    AddResult,
+    Memory,
+    MemoryInputError,
+    check_limit,
+    clean_tags,
+    clean_text,
+    decode_cursor,
+    encode_cursor,
+    normalised_hash,
+)
+from jean_memory.memory.triage import importance
+from jean_memory.memory.vectors import VectorCache, bump_version, to_blob
 
-MAX_TEXT_CHARS = 20_000
-MAX_TAGS = 20
-MAX_TAG_CHARS = 64
-MAX_LIMIT = 100
-WORD = re.compile(r"\w+", re.UNICODE)
-
-
-class MemoryInputError(ValueError):
-    """Bad input from the assistant; the message tells it what to change."""
+NEAR_DUPLICATE = 0.95  # same fact reworded: update the memory in place
+SIMILAR = 0.80  # related: store, and tell the assistant so it can correct or delete
+MAX_DOCUMENT_BYTES = 5 * 1024 * 1024
+DOCUMENT_TYPES = ("markdown", "text", "html", "code", "email", "note", "pdf-text")
+SAVE_JOB = "save_memories"
+INDEX_JOB = "index_document"
+EMBED_BATCH = 64
 
 
 @dataclass(frozen=True)
-class Memory:
-    id: str
-    text: str
-    tags: list[str]
-    created_at: float
-    score: float | None = None
+class SearchConfig:
+    """Chosen by bench/locomo.py on held-out conversations, not by habit."""
 
-    def as_dict(self) -> dict:
-        item: dict = {"id": self.id, "text": self.text, "tags": self.tags, "created_at": iso_time(self.created_at)}
-        if self.score is not None:
-            item["score"] = round(self.score, 4)
-        return item
+    depth: int = 50  # candidates taken from each ranking before fusion
+    rrf_k: int = DEFAULT_K
 
 
-@dataclass
-class AddResult:
-    saved: list[Memory] = field(default_factory=list)
-    similar: list[Memory] = field(default_factory=list)
-
-
-def iso_time(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def normalised_hash(text: str) -> str:
-    """Equal for texts that differ only in case, spacing or Unicode form: exact duplicates."""
-    folded = " ".join(unicodedata.normalize("NFKC", text).casefold().split())
-    return clock.sha256_hex(folded)
-
-
-def check_limit(limit: int) -> int:
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
-        raise MemoryInputError(f"limit must be a whole number from 1 to {MAX_LIMIT}, got {limit!r}")
-    return limit
-
-
-def clean_text(text: str) -> str:
-    if not isinstance(text, str) or not text.strip():
-        raise MemoryInputError("text is empty: pass the fact to remember, e.g. 'Prefers tea over coffee'")
-    text = text.strip()
-    if len(text) > MAX_TEXT_CHARS:
-        raise MemoryInputError(
-            f"text is {len(text):,} characters; a memory holds at most {MAX_TEXT_CHARS:,}. "
-            "Split it into separate facts, or use store_document for long content"
-        )
-    return text
-
-
-def clean_tags(tags: list[str] | None) -> list[str]:
-    if tags is None:
-        return []
-    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-        raise MemoryInputError("tags must be a list of strings")
-    cleaned = list(dict.fromkeys(t.strip().lower() for t in tags if t.strip()))
-    if len(cleaned) > MAX_TAGS or any(len(t) > MAX_TAG_CHARS for t in cleaned):
-        raise MemoryInputError(f"at most {MAX_TAGS} tags of at most {MAX_TAG_CHARS} characters each")
-    return cleaned
-
-
-def fts_query(text: str) -> str | None:
-    """User text as an FTS5 query that cannot raise: every word quoted, any word may match.
-
-    Quoting neutralises FTS5 syntax (`-`, `:`, `"`, `AND`, `NEAR`, column filters)."""
-    words = list(dict.fromkeys(w.lower() for w in WORD.findall(text)))[:64]
-    return " OR ".join(f'"{w}"' for w in words) or None
-
-
-def encode_cursor(created_at: float, pk: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps([created_at, pk]).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[float, int]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        created_at, pk = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        return float(created_at), int(pk)
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
-        raise MemoryInputError("cursor is not one this server handed out; omit it to start from the newest") from exc
-
-
-def _memory(row: sa.Row, score: float | None = None) -> Memory:
-    return Memory(id=row.id, text=row.text, tags=list(row.tags or []), created_at=row.created_at, score=score)
+def _row_memory(row: sa.Row, score: float | None = None, title: str | None = None) -> Memory:
+    return Memory(
+        id=row.id,
+        text=row.text,
+        tags=list(row.tags or []),
+        created_at=row.created_at,
+        score=score,
+        kind=row.kind,
+        title=title,
+        document_id=row.document_id,
+    )
 
 
 class MemoryService:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        embedder: Embedder | None,
+        search: SearchConfig | None = None,
+        on_enqueue: Callable[[], None] | None = None,
+    ) -> None:
         self._engine = engine
+        self._embedder = embedder
+        self._search = search or SearchConfig()
+        self._vectors = VectorCache(engine)
+        self._on_enqueue = on_enqueue or (lambda: None)
+
+    @property
+    def embedder(self) -> Embedder | None:
+        return self._embedder
+
+    def set_enqueue_hook(self, hook: Callable[[], None]) -> None:
+        self._on_enqueue = hook
+
+    # --- writing ----------------------------------------------------------------------------------
+
+    def _write_vectors(self, conn: Connection, user_id: str, pairs: Iterable[tuple[int, np.ndarray]]) -> None:
+        model = self._embedder.model_name if self._embedder else None
+        if model is None:
+            return
+        rows = [{"memory_pk": pk, "user_id": user_id, "model": model, "vector": to_blob(v)} for pk, v in pairs]
+        if rows:
+            conn.execute(memory_vectors.delete().where(memory_vectors.c.memory_pk.in_([r["memory_pk"] for r in rows])))
+            conn.execute(memory_vectors.insert(), rows)
+
+    def _insert(
+        self,
+        conn: Connection,
+        user_id: str,
+        text: str,
+        tags: list[str],
+        client: str | None,
+        kind: str = "memory",
+        document_id: str | None = None,
+    ) -> tuple[int, Memory]:
+        now = clock.now()
+        memory_id = clock.new_id()
+        pk = conn.execute(
+            memories.insert()
+            .values(
+                id=memory_id,
+                user_id=user_id,
+                text=text,
+                content_hash=normalised_hash(text),
+                tags=tags,
+                client=client,
+                created_at=now,
+                updated_at=now,
+                kind=kind,
+                document_id=document_id,
+            )
+            .returning(memories.c.pk)
+        ).scalar_one()
+        return pk, Memory(id=memory_id, text=text, tags=tags, created_at=now, kind=kind, document_id=document_id)
 
     def add(self, user_id: str, text: str, tags: list[str] | None = None, client: str | None = None) -> AddResult:
+        """Save a fact: an exact duplicate is not stored twice, a near duplicate (cosine ≥ 0.95)
+        updates the existing memory, and related ones (≥ 0.80) are named in `similar`."""
         text = clean_text(text)
         tags = clean_tags(tags)
         content_hash = normalised_hash(text)
-        now = clock.now()
-        with self._engine.begin() as conn:
+        with self._engine.connect() as conn:
             existing = conn.execute(
-                sa.select(memories).where(memories.c.user_id == user_id, memories.c.content_hash == content_hash)
-            ).first()
-            if existing is not None:
-                merged_tags = list(dict.fromkeys([*existing.tags, *tags]))
-                if merged_tags != list(existing.tags):
-                    conn.execute(
-                        memories.update().where(memories.c.pk == existing.pk).values(tags=merged_tags, updated_at=now)
-                    )
-                return AddResult(saved=[], similar=[replace(_memory(existing), tags=merged_tags)])
-            memory_id = clock.new_id()
-            conn.execute(
-                memories.insert().values(
-                    id=memory_id,
-                    user_id=user_id,
-                    text=text,
-                    content_hash=content_hash,
-                    tags=tags,
-                    client=client,
-                    created_at=now,
-                    updated_at=now,
+                sa.select(memories).where(
+                    memories.c.user_id == user_id, memories.c.content_hash == content_hash, memories.c.kind == "memory"
                 )
-            )
-        return AddResult(saved=[Memory(id=memory_id, text=text, tags=tags, created_at=now)])
+            ).first()
+        if existing is not None:
+            merged = list(dict.fromkeys([*existing.tags, *tags]))
+            if merged != list(existing.tags):
+                with self._engine.begin() as conn:
+                    conn.execute(
+                        memories.update()
+                        .where(memories.c.pk == existing.pk)
+                        .values(tags=merged, updated_at=clock.now())
+                    )
+            return AddResult(saved=[], similar=[replace(_row_memory(existing), tags=merged)])
+
+        vector = self._embedder.embed([text])[0] if self._embedder else None
+        neighbours = self._neighbours(user_id, vector)
+        closest = neighbours[0] if neighbours else None
+        with self._engine.begin() as conn:
+            if closest is not None and closest.score is not None and closest.score >= NEAR_DUPLICATE:
+                merged = list(dict.fromkeys([*closest.tags, *tags]))
+                conn.execute(
+                    memories.update()
+                    .where(memories.c.id == closest.id, memories.c.user_id == user_id)
+                    .values(text=text, content_hash=content_hash, tags=merged, updated_at=clock.now())
+                )
+                pk = conn.execute(sa.select(memories.c.pk).where(memories.c.id == closest.id)).scalar_one()
+                self._write_vectors(conn, user_id, [(pk, vector)])
+                version = bump_version(conn, user_id)
+                updated = replace(closest, text=text, tags=merged, score=None)
+            else:
+                pk, updated = self._insert(conn, user_id, text, tags, client)
+                if vector is not None:
+                    self._write_vectors(conn, user_id, [(pk, vector)])
+                version = bump_version(conn, user_id)
+        if vector is not None and self._embedder is not None:
+            self._vectors.note_write(user_id, self._embedder.model_name, version, {pk: vector})
+        if closest is not None and closest.score is not None and closest.score >= NEAR_DUPLICATE:
+            return AddResult(saved=[updated], similar=[])
+        memory = updated
+        similar = [m for m in neighbours if m.score is not None and m.score >= SIMILAR]
+        return AddResult(saved=[memory], similar=similar)
+
+    def _neighbours(self, user_id: str, vector: np.ndarray | None, k: int = 5) -> list[Memory]:
+        """The closest existing memories (not document chunks) with their cosine as score."""
+        if vector is None or self._embedder is None:
+            return []
+        nearest = self._vectors.nearest(user_id, self._embedder.model_name, vector, k * 3)
+        if not nearest or nearest[0][1] < SIMILAR:
+            return []
+        found = self._rows_by_pk(user_id, [pk for pk, _ in nearest], kind="memory")
+        scores = dict(nearest)
+        return [replace(found[pk], score=scores[pk]) for pk, _ in nearest if pk in found][:k]
+
+    def enqueue_facts(self, user_id: str, facts: list[str], client: str | None) -> None:
+        """Record facts to save after the answer: the assistant is not kept waiting on embedding."""
+        with self._engine.begin() as conn:
+            jobs.enqueue(conn, SAVE_JOB, user_id, {"facts": facts, "client": client})
+        self._on_enqueue()
+
+    def save_facts_job(self, user_id: str, payload: dict[str, Any]) -> None:
+        for fact in payload.get("facts", []):
+            try:
+                self.add(user_id, fact, ["auto"], payload.get("client"))
+            except MemoryInputError:
+                continue
+
+    # --- reading ------------------------------------------------------------------------------------
+
+    def _rows_by_pk(self, user_id: str, pks: list[int], kind: str | None = None) -> dict[int, Memory]:
+        if not pks:
+            return {}
+        statement = (
+            sa.select(memories, documents.c.title)
+            .outerjoin(documents, documents.c.id == memories.c.document_id)
+            .where(memories.c.user_id == user_id, memories.c.pk.in_(pks))
+        )
+        if kind is not None:
+            statement = statement.where(memories.c.kind == kind)
+        with self._engine.connect() as conn:
+            rows = conn.execute(statement).all()
+        return {row.pk: _row_memory(row, title=row.title) for row in rows}
 
     def search(self, user_id: str, query: str, limit: int = 10, tags: list[str] | None = None) -> list[Memory]:
+        """Hybrid search: BM25 and embedding similarity fused by reciprocal rank."""
         check_limit(limit)
         if not isinstance(query, str) or not query.strip():
             raise MemoryInputError("query is empty: say what to look for, e.g. 'favourite food'")
-        match = fts_query(query)
-        if match is None:
-            return []
-        wanted_tags = set(clean_tags(tags))
-        fts = sa.table("memories_fts", sa.column("rowid"))
-        rank = sa.literal_column("bm25(memories_fts)")
-        statement = (
-            sa.select(memories, rank.label("rank"))
-            .select_from(fts.join(memories, memories.c.pk == fts.c.rowid))
-            .where(sa.text("memories_fts MATCH :match"), memories.c.user_id == user_id)
-            .order_by(rank)
-            .limit(limit * 5 if wanted_tags else limit)
-        )
-        with self._engine.connect() as conn:
-            rows = conn.execute(statement, {"match": match}).all()
-        hits = [_memory(row, score=-row.rank) for row in rows if wanted_tags <= set(row.tags or [])]
+        ranked = self.rank(user_id, query, self._search.depth if not tags else self._search.depth * 4)
+        wanted = set(clean_tags(tags))
+        top = [pk for pk, _ in ranked[: limit if not wanted else len(ranked)]]
+        rows = self._rows_by_pk(user_id, top)
+        scores = dict(ranked)
+        hits = [replace(rows[pk], score=scores[pk]) for pk in top if pk in rows and wanted <= set(rows[pk].tags)]
         return hits[:limit]
 
+    def rank(self, user_id: str, query: str, depth: int, mode: str = "hybrid") -> list[tuple[int, float]]:
+        """(pk, score) best first. `mode` is for the benchmark: "lexical", "vector" or "hybrid"."""
+        rankings: list[list[tuple[int, float]]] = []
+        if mode in ("hybrid", "lexical"):
+            with self._engine.connect() as conn:
+                rankings.append(lexical_search(conn, user_id, query, depth))
+        if mode in ("hybrid", "vector") and self._embedder is not None:
+            vector = self._embedder.embed_query(query)
+            rankings.append(self._vectors.nearest(user_id, self._embedder.model_name, vector, depth))
+        if len(rankings) == 1:
+            return rankings[0]
+        return reciprocal_rank_fusion([[pk for pk, _ in r] for r in rankings], self._search.rrf_k)
+
     def list(self, user_id: str, limit: int = 20, cursor: str | None = None) -> tuple[list[Memory], str | None]:
+        """The person's facts, newest first (document chunks are listed with their document)."""
         check_limit(limit)
-        statement = sa.select(memories).where(memories.c.user_id == user_id)
+        statement = sa.select(memories).where(memories.c.user_id == user_id, memories.c.kind == "memory")
         if cursor:
             created_at, pk = decode_cursor(cursor)
             statement = statement.where(
@@ -188,14 +261,34 @@ class MemoryService:
         with self._engine.connect() as conn:
             rows = conn.execute(statement).all()
         next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].pk) if len(rows) > limit else None
-        return [_memory(row) for row in rows[:limit]], next_cursor
+        return [_row_memory(row) for row in rows[:limit]], next_cursor
+
+    def profile(self, user_id: str, limit: int) -> list[Memory]:
+        """For a new conversation: the most telling facts (identity, lasting preferences) and the
+        most recent ones, without repeats, newest first."""
+        with self._engine.connect() as conn:
+            recent = conn.execute(
+                sa.select(memories)
+                .where(memories.c.user_id == user_id, memories.c.kind == "memory")
+                .order_by(memories.c.created_at.desc())
+                .limit(200)
+            ).all()
+        by_importance = sorted(recent, key=lambda r: importance(r.text), reverse=True)
+        chosen = {r.pk: r for r in by_importance[: limit // 2] if importance(r.text) > 0}
+        for row in recent:
+            if len(chosen) >= limit:
+                break
+            chosen.setdefault(row.pk, row)
+        return [_row_memory(r) for r in sorted(chosen.values(), key=lambda r: r.created_at, reverse=True)]
 
     def get(self, user_id: str, memory_id: str) -> Memory | None:
         with self._engine.connect() as conn:
             row = conn.execute(
-                sa.select(memories).where(memories.c.user_id == user_id, memories.c.id == memory_id)
+                sa.select(memories, documents.c.title)
+                .outerjoin(documents, documents.c.id == memories.c.document_id)
+                .where(memories.c.user_id == user_id, memories.c.id == memory_id)
             ).first()
-        return _memory(row) if row else None
+        return _row_memory(row, title=row.title) if row else None
 
     def delete(self, user_id: str, memory_id: str) -> bool:
         if not isinstance(memory_id, str) or not memory_id.strip():
@@ -204,6 +297,8 @@ class MemoryService:
             result = conn.execute(
                 memories.delete().where(memories.c.user_id == user_id, memories.c.id == memory_id.strip())
             )
+            if result.rowcount:
+                bump_version(conn, user_id)
         return bool(result.rowcount)
 
     def count(self, user_id: str) -> int:
@@ -211,3 +306,112 @@ class MemoryService:
             return conn.execute(
                 sa.select(sa.func.count()).select_from(memories).where(memories.c.user_id == user_id)
             ).scalar_one()
+
+    # --- documents ----------------------------------------------------------------------------------
+
+    def store_document(
+        self,
+        user_id: str,
+        title: str,
+        content: str,
+        document_type: str = "markdown",
+        source_url: str | None = None,
+        client: str | None = None,
+    ) -> str:
+        """Record the document and queue its chunking and embedding; returns its id at once."""
+        if not isinstance(title, str) or not title.strip():
+            raise MemoryInputError("title is empty: give the document a short title")
+        if not isinstance(content, str) or not content.strip():
+            raise MemoryInputError("content is empty: pass the document's text")
+        size = len(content.encode())
+        if size > MAX_DOCUMENT_BYTES:
+            raise MemoryInputError(
+                f"content is {size / 1048576:.1f} MB; documents may be at most 5 MB. Split it into parts"
+            )
+        if document_type not in DOCUMENT_TYPES:
+            raise MemoryInputError(f"document_type must be one of {', '.join(DOCUMENT_TYPES)}")
+        document_id = clock.new_id()
+        with self._engine.begin() as conn:
+            conn.execute(
+                documents.insert().values(
+                    id=document_id,
+                    user_id=user_id,
+                    title=title.strip()[:500],
+                    document_type=document_type,
+                    source_url=source_url,
+                    content=content,
+                    content_hash=normalised_hash(content),
+                    status="pending",
+                    client=client,
+                    created_at=clock.now(),
+                )
+            )
+            jobs.enqueue(conn, INDEX_JOB, user_id, {"document_id": document_id})
+        self._on_enqueue()
+        return document_id
+
+    def index_document_job(self, user_id: str, payload: dict[str, Any]) -> None:
+        """Chunk and embed a stored document; safe to run again after a crash (idempotent)."""
+        document_id = payload["document_id"]
+        with self._engine.connect() as conn:
+            document = conn.execute(
+                sa.select(documents).where(documents.c.id == document_id, documents.c.user_id == user_id)
+            ).first()
+        if document is None:
+            return
+        chunks = chunk_text(document.content)
+        with self._engine.begin() as conn:
+            conn.execute(memories.delete().where(memories.c.document_id == document_id))
+        for start in range(0, len(chunks), EMBED_BATCH):
+            batch = chunks[start : start + EMBED_BATCH]
+            vectors = self._embedder.embed(batch) if self._embedder else [None] * len(batch)
+            with self._engine.begin() as conn:
+                pairs = []
+                for text, vector in zip(batch, vectors, strict=True):
+                    pk, _ = self._insert(conn, user_id, text, [], document.client, "chunk", document_id)
+                    if vector is not None:
+                        pairs.append((pk, vector))
+                self._write_vectors(conn, user_id, pairs)
+                bump_version(conn, user_id)
+        with self._engine.begin() as conn:
+            conn.execute(
+                documents.update().where(documents.c.id == document_id).values(status="ready", chunk_count=len(chunks))
+            )
+
+    def document_status(self, user_id: str, document_id: str) -> tuple[str, int] | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                sa.select(documents.c.status, documents.c.chunk_count).where(
+                    documents.c.id == document_id, documents.c.user_id == user_id
+                )
+            ).first()
+        return (row.status, row.chunk_count) if row else None
+
+    def job_handlers(self) -> dict[str, jobs.Handler]:
+        return {SAVE_JOB: self.save_facts_job, INDEX_JOB: self.index_document_job}
+
+    # --- re-embedding -------------------------------------------------------------------------------
+
+    def reindex(self, progress: Callable[[int, int], None] | None = None, batch: int = EMBED_BATCH) -> int:
+        """Embed every memory that has no vector from the current model; returns how many."""
+        if self._embedder is None:
+            return 0
+        model = self._embedder.model_name
+        current = sa.select(memory_vectors.c.memory_pk).where(memory_vectors.c.model == model)
+        with self._engine.connect() as conn:
+            todo = conn.execute(
+                sa.select(memories.c.pk, memories.c.user_id, memories.c.text).where(memories.c.pk.not_in(current))
+            ).all()
+        for start in range(0, len(todo), batch):
+            rows = todo[start : start + batch]
+            vectors = self._embedder.embed([r.text for r in rows])
+            with self._engine.begin() as conn:
+                for user_id in {r.user_id for r in rows}:
+                    mine = [(r.pk, v) for r, v in zip(rows, vectors, strict=True) if r.user_id == user_id]
+                    self._write_vectors(conn, user_id, mine)
+                    bump_version(conn, user_id)
+            if progress:
+                progress(min(start + batch, len(todo)), len(todo))
+        with self._engine.begin() as conn:
+            conn.execute(memory_vectors.delete().where(memory_vectors.c.model != model))
+        return len(todo)

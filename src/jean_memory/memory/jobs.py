@@ -1,0 +1,128 @@
+"""A small durable job queue in the database, and the in-process worker that drains it.
+
+A job is written in the same request that decides on it, before the answer goes out; any
+instance's worker may take it. Taking a job leases it (`locked_until`); a worker that dies
+mid-job lets the lease lapse and the job runs again, so handlers must be idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from jean_memory import clock
+from jean_memory.db.engine import run_db
+from jean_memory.db.tables import jobs
+
+logger = logging.getLogger("jean_memory.jobs")
+
+LEASE_SECONDS = 300
+MAX_ATTEMPTS = 5
+IDLE_POLL_SECONDS = 1.0
+
+Handler = Callable[[str, dict[str, Any]], None]  # (user_id, payload), run in a worker thread
+
+
+def enqueue(conn: Connection, kind: str, user_id: str, payload: dict[str, Any]) -> str:
+    job_id = clock.new_id()
+    conn.execute(jobs.insert().values(id=job_id, kind=kind, user_id=user_id, payload=payload, created_at=clock.now()))
+    return job_id
+
+
+def claim_next(engine: Engine) -> sa.Row | None:
+    """Lease the oldest job nobody holds; None when there is nothing to do."""
+    now = clock.now()
+    free = sa.or_(jobs.c.locked_until.is_(None), jobs.c.locked_until < now)
+    with engine.begin() as conn:
+        candidates = conn.execute(sa.select(jobs).where(free).order_by(jobs.c.created_at).limit(5)).all()
+        for job in candidates:
+            taken = conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job.id, free)
+                .values(locked_until=now + LEASE_SECONDS, attempts=jobs.c.attempts + 1)
+            )
+            if taken.rowcount:
+                return job
+    return None
+
+
+def finish(engine: Engine, job_id: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(jobs.delete().where(jobs.c.id == job_id))
+
+
+def retry_later(engine: Engine, job: sa.Row) -> None:
+    """Back off exponentially; give up (and say so) after MAX_ATTEMPTS."""
+    with engine.begin() as conn:
+        if job.attempts + 1 >= MAX_ATTEMPTS:
+            conn.execute(jobs.delete().where(jobs.c.id == job.id))
+            logger.error("job %s (%s) failed %d times; dropped", job.id, job.kind, job.attempts + 1)
+        else:
+            conn.execute(
+                jobs.update().where(jobs.c.id == job.id).values(locked_until=clock.now() + 2 ** (job.attempts + 1))
+            )
+
+
+def pending_count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(jobs)).scalar_one()
+
+
+class Worker:
+    """Runs queued jobs one at a time in a worker thread; woken at once by local enqueues."""
+
+    def __init__(self, engine: Engine, handlers: dict[str, Handler]) -> None:
+        self._engine = engine
+        self._handlers = handlers
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+
+    def wake(self) -> None:
+        """Callable from any thread (enqueues happen in worker threads)."""
+        loop, event = self._loop, self._wake
+        if loop is not None and event is not None:
+            loop.call_soon_threadsafe(event.set)
+
+    async def run_once(self) -> bool:
+        """Run one job if there is one; True when it did."""
+        job = await run_db(claim_next, self._engine)
+        if job is None:
+            return False
+        handler = self._handlers.get(job.kind)
+        try:
+            if handler is None:
+                raise LookupError(f"no handler for job kind {job.kind!r}")
+            await run_db(handler, job.user_id, dict(job.payload))
+        except Exception:
+            logger.exception("job %s (%s) failed; will retry", job.id, job.kind)
+            await run_db(retry_later, self._engine, job)
+        else:
+            await run_db(finish, self._engine, job.id)
+        return True
+
+    async def drain(self, deadline_seconds: float) -> int:
+        """Run jobs until none are left or the deadline passes (graceful shutdown)."""
+        done = 0
+        with anyio.move_on_after(deadline_seconds):
+            while await self.run_once():
+                done += 1
+        return done
+
+    async def run_forever(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        while True:
+            try:
+                if await self.run_once():
+                    continue
+            except Exception:
+                logger.exception("job worker error; continuing")
+            with anyio.move_on_after(IDLE_POLL_SECONDS):
+                await self._wake.wait()
+            self._wake.clear()

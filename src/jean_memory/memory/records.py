@@ -1,0 +1,105 @@
+"""What a memory is, and the checks every piece of input passes before it reaches the database."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from jean_memory import clock
+
+MAX_TEXT_CHARS = 20_000
+MAX_TAGS = 20
+MAX_TAG_CHARS = 64
+MAX_LIMIT = 100
+
+
+class MemoryInputError(ValueError):
+    """Bad input from the assistant; the message tells it what to change."""
+
+
+@dataclass(frozen=True)
+class Memory:
+    id: str
+    text: str
+    tags: list[str]
+    created_at: float
+    score: float | None = None
+    kind: str = "memory"
+    title: str | None = None  # the document's title, for a chunk
+    document_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "id": self.id,
+            "text": self.text,
+            "tags": self.tags,
+            "created_at": iso_time(self.created_at),
+        }
+        if self.score is not None:
+            item["score"] = round(self.score, 4)
+        if self.title is not None:
+            item["title"] = self.title
+        return item
+
+
+@dataclass
+class AddResult:
+    saved: list[Memory] = field(default_factory=list)
+    similar: list[Memory] = field(default_factory=list)
+
+
+def iso_time(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def normalised_hash(text: str) -> str:
+    """Equal for texts that differ only in case, spacing or Unicode form: exact duplicates."""
+    folded = " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+    return clock.sha256_hex(folded)
+
+
+def check_limit(limit: int) -> int:
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
+        raise MemoryInputError(f"limit must be a whole number from 1 to {MAX_LIMIT}, got {limit!r}")
+    return limit
+
+
+def clean_text(text: str, max_chars: int = MAX_TEXT_CHARS) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise MemoryInputError("text is empty: pass the fact to remember, e.g. 'Prefers tea over coffee'")
+    text = text.strip()
+    if len(text) > max_chars:
+        raise MemoryInputError(
+            f"text is {len(text):,} characters; a memory holds at most {max_chars:,}. "
+            "Split it into separate facts, or use store_document for long content"
+        )
+    return text
+
+
+def clean_tags(tags: list[str] | None) -> list[str]:
+    if tags is None:
+        return []
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise MemoryInputError("tags must be a list of strings")
+    cleaned = list(dict.fromkeys(t.strip().lower() for t in tags if t.strip()))
+    if len(cleaned) > MAX_TAGS or any(len(t) > MAX_TAG_CHARS for t in cleaned):
+        raise MemoryInputError(f"at most {MAX_TAGS} tags of at most {MAX_TAG_CHARS} characters each")
+    return cleaned
+
+
+def encode_cursor(created_at: float, pk: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps([created_at, pk]).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, int]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created_at, pk = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        return float(created_at), int(pk)
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise MemoryInputError("cursor is not one this server handed out; omit it to start from the newest") from exc

