@@ -120,3 +120,30 @@ def test_serve_warns_about_plain_http_and_makes_a_secret_key_once(env, tmp_path)
     with server_process(env):
         pass
     assert key_file.read_text() == first_key  # reused, so tokens survive restarts
+
+
+def test_serve_stops_with_the_fix_when_the_model_is_corrupted(env, tmp_path):
+    broken = tmp_path / "model.onnx"
+    broken.write_bytes(b"not an onnx model")
+    result = serve({**env, "JEAN_MEMORY_EMBEDDINGS_MODEL_PATH": str(broken)})
+    assert result.returncode == 2
+    assert "corrupted" in result.stderr
+    assert "pip install" in result.stderr and "JEAN_MEMORY_EMBEDDINGS=none" in result.stderr
+
+
+def test_reindex_shows_progress(env):
+    run_cli(["user", "add", "r@example.com", "--password-stdin"], env, stdin="long enough password\n")
+    import sqlalchemy as sa
+
+    from jean_memory.db.engine import create_engine
+    from jean_memory.memory.service import MemoryService
+
+    engine = create_engine(env["DATABASE_URL"])
+    with engine.connect() as conn:
+        user_id = conn.execute(sa.text("select id from users")).scalar_one()
+    for i in range(3):
+        MemoryService(engine, None).add(user_id, f"Fact {i} saved while embeddings were off")
+    result = run_cli(["reindex"], env)
+    assert result.returncode == 0, result.stderr
+    assert "3/3" in result.stderr
+    assert "re-embedded 3 memories" in result.stdout

@@ -179,3 +179,54 @@ def test_legacy_route_needs_the_named_users_api_key(server, alice, bob, alice_mc
     assert hits[0]["text"] == "Alice plays chess on Sundays"
     bobs = legacy(server, "claude", bob.id, bob_key)
     assert bobs.call_tool("search_memory", {"query": "chess"})["structuredContent"]["results"] == []
+
+
+def wait_for(predicate, timeout: float = 30.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def test_store_document_then_find_a_passage(alice_mcp):
+    content = "# Trip\n\n" + "\n\n".join(f"Day {i}: museums and long walks around the old town." for i in range(60))
+    content += "\n\nOur hotel booking reference is ZX-4471 at the Hotel Miramar."
+    stored = alice_mcp.call_tool("store_document", {"title": "Porto trip", "content": content})
+    assert stored["isError"] is False and stored["structuredContent"]["document_id"]
+    hit = wait_for(
+        lambda: alice_mcp.call_tool("search_memory", {"query": "hotel booking reference"})["structuredContent"][
+            "results"
+        ]
+    )
+    assert "ZX-4471" in hit[0]["text"] and hit[0]["title"] == "Porto trip"
+
+
+def test_jean_memory_saves_statements_in_the_background_and_says_so(alice_mcp):
+    answer = alice_mcp.call_tool(
+        "jean_memory",
+        {"user_message": "I just moved to Berlin and I work as a data engineer.", "is_new_conversation": False},
+    )["content"][0]["text"]
+    assert "Saving to memory: I just moved to Berlin" in answer
+    found = wait_for(lambda: alice_mcp.call_tool("search_memory", {"query": "Berlin"})["structuredContent"]["results"])
+    assert found[0]["tags"] == ["auto"]
+    question = alice_mcp.call_tool(
+        "jean_memory", {"user_message": "Where do I live now?", "is_new_conversation": False}
+    )["content"][0]["text"]
+    assert "Berlin" in question and "Saving to memory" not in question
+
+
+def test_lexical_only_server_works(database_url, tmp_path):
+    from jean_memory.accounts.users import create_user
+    from tests.support.oauth import PASSWORD
+    from tests.support.servers import threaded_server
+
+    with threaded_server(database_url, tmp_path / "d", embeddings="none") as running:
+        user = create_user(running.engine, "lex@example.com", PASSWORD)
+        mcp = connect(running, user)
+        mcp.call_tool("add_memories", {"text": "I adopted a beagle, Max"})
+        assert mcp.call_tool("search_memory", {"query": "beagle"})["structuredContent"]["results"]

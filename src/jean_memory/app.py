@@ -106,6 +106,7 @@ def build_embedder(settings: Settings) -> Embedder | None:
         base_url=settings.embeddings_base_url or None,
         api_key=settings.embeddings_api_key or None,
         model=settings.embeddings_model or None,
+        model_path=settings.embeddings_model_path or None,
     )
     if isinstance(embedder, LocalOnnxEmbedder):
         embedder.load()

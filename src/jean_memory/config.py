@@ -47,6 +47,7 @@ class Settings:
     embeddings_base_url: str = ""
     embeddings_api_key: str = field(default="", repr=False)
     embeddings_model: str = ""
+    embeddings_model_path: str = ""  # another copy of the local model file (default: the installed package's)
 
     @property
     def resource(self) -> str:
@@ -152,6 +153,7 @@ def load_settings(
         embeddings_base_url=env.get("JEAN_MEMORY_EMBEDDINGS_BASE_URL", ""),
         embeddings_api_key=env.get("JEAN_MEMORY_EMBEDDINGS_API_KEY", ""),
         embeddings_model=env.get("JEAN_MEMORY_EMBEDDINGS_MODEL", ""),
+        embeddings_model_path=env.get("JEAN_MEMORY_EMBEDDINGS_MODEL_PATH", ""),
     )
 
 

@@ -36,9 +36,10 @@ def render_text(url: str, results: list[CheckResult], *, unicode: bool = True) -
             label = "    fix: " if result.status is Status.FAIL else "    hint: "
             lines.append(textwrap.fill(result.fix, WIDTH, initial_indent=label, subsequent_indent=" " * len(label)))
     counts = Counter(r.status for r in results)
+    warnings = "warning" if counts[Status.WARN] == 1 else "warnings"
     summary = (
         f"{counts[Status.PASS]} passed, {counts[Status.FAIL]} failed, "
-        f"{counts[Status.WARN]} warnings, {counts[Status.SKIP]} skipped"
+        f"{counts[Status.WARN]} {warnings}, {counts[Status.SKIP]} skipped"
     )
     blocking = [r for r in results if r.blocks]
     verdict = (

@@ -9,6 +9,15 @@ from sqlalchemy.engine import Connection
 
 WORD = re.compile(r"\w+", re.UNICODE)
 MAX_QUERY_WORDS = 64
+# Function words carry no topic: in an OR query they make every memory that says "my" or "what"
+# a match and push the one that shares the real word down. Dropped unless nothing else is left.
+STOPWORDS = frozenset(
+    """a an the and or but if of to in on at by for with about from into over after before as is are was were be
+    been being am do does did doing have has had having i me my mine myself we us our ours you your yours he him his
+    she her hers it its they them their what which who whom whose this that these those there here when where why
+    how all any both each few more most other some such no nor not only own same so than too very can could would
+    should will shall may might must s t d ll m re ve just also again ever""".split()
+)
 
 
 def fts_query(text: str) -> str | None:
@@ -16,8 +25,9 @@ def fts_query(text: str) -> str | None:
 
     Quoting neutralises FTS5 syntax (`-`, `:`, `"`, `AND`, `NEAR`, column filters); BM25 then
     rewards memories that match more, and rarer, words."""
-    words = list(dict.fromkeys(w.lower() for w in WORD.findall(text)))[:MAX_QUERY_WORDS]
-    return " OR ".join(f'"{w}"' for w in words) or None
+    words = list(dict.fromkeys(w.lower() for w in WORD.findall(text)))
+    topical = [w for w in words if w not in STOPWORDS] or words
+    return " OR ".join(f'"{w}"' for w in topical[:MAX_QUERY_WORDS]) or None
 
 
 _SQLITE_SEARCH = sa.text(

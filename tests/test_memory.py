@@ -1,0 +1,176 @@
+"""The memory service on a real database with the real local model: hybrid recall, dedupe,
+documents, the vector cache across processes, and lexical-only mode."""
+
+import subprocess
+import sys
+import textwrap
+
+import anyio
+import pytest
+
+from jean_memory.db.engine import create_engine
+from jean_memory.db.migrate import upgrade
+from jean_memory.memory.embeddings import LocalOnnxEmbedder
+from jean_memory.memory.jobs import Worker, pending_count
+from jean_memory.memory.records import MemoryInputError
+from jean_memory.memory.service import MemoryService
+from jean_memory.memory.triage import facts_worth_keeping
+
+USER = "u1"
+DISTRACTORS = [
+    "The quarterly tax report is due in April",
+    "I prefer window seats on long flights",
+    "My sister Ana lives in Lisbon",
+    "I am learning to play the cello",
+    "We bought a new sofa last weekend",
+]
+
+
+@pytest.fixture
+def engine(database_url):
+    engine = create_engine(database_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def service(engine) -> MemoryService:
+    return MemoryService(engine, LocalOnnxEmbedder())
+
+
+def run_jobs(service: MemoryService, engine) -> None:
+    anyio.run(Worker(engine, service.job_handlers()).drain, 60)
+    assert pending_count(engine) == 0
+
+
+def test_paraphrase_is_found_by_meaning_where_bm25_finds_nothing(service):
+    for text in DISTRACTORS:
+        service.add(USER, text)
+    dog = service.add(USER, "I adopted a beagle, Max").saved[0]
+    query = "What's my dog called?"
+    lexical = service.rank(USER, query, 10, mode="lexical")
+    assert lexical == []  # no shared word: BM25 alone cannot find it
+    assert service.search(USER, query, limit=3)[0].id == dog.id
+
+
+def test_exact_duplicate_is_not_stored_twice(service):
+    first = service.add(USER, "My favourite food is spicy Thai green curry.").saved[0]
+    again = service.add(USER, "my favourite food is   SPICY thai green curry.", tags=["food"])
+    assert again.saved == [] and again.similar[0].id == first.id and again.similar[0].tags == ["food"]
+    assert service.count(USER) == 1
+
+
+def test_near_duplicate_updates_the_existing_memory(service):
+    first = service.add(USER, "My favourite food is spicy Thai green curry.").saved[0]
+    updated = service.add(USER, "My favorite food is spicy Thai green curry.")  # cosine 0.99
+    assert [m.id for m in updated.saved] == [first.id]
+    assert service.get(USER, first.id).text == "My favorite food is spicy Thai green curry."
+    assert service.count(USER) == 1
+
+
+def test_related_memory_is_stored_and_the_similar_one_named(service):
+    first = service.add(USER, "My favourite food is spicy Thai green curry.").saved[0]
+    related = service.add(USER, "I really enjoy Thai food, especially green curry.")  # cosine 0.89
+    assert related.saved and related.saved[0].id != first.id
+    assert [m.id for m in related.similar] == [first.id]
+    assert 0.80 <= related.similar[0].score < 0.95
+    unrelated = service.add(USER, "My favourite drink is iced coffee.")  # cosine 0.43
+    assert unrelated.similar == []
+    assert service.count(USER) == 3
+
+
+def test_document_is_chunked_and_found_by_a_phrase_from_its_middle(service, engine):
+    sections = [
+        f"## Part {i}\n\n" + " ".join(f"Filler sentence {i}.{j} about routine matters." for j in range(40))
+        for i in range(6)
+    ]
+    sections[3] += "\n\nThe spare key is hidden under the blue flowerpot by the garage."
+    document_id = service.store_document(USER, "House notes", "# House\n\n" + "\n\n".join(sections))
+    assert service.document_status(USER, document_id) == ("pending", 0)
+    run_jobs(service, engine)
+    status, chunks = service.document_status(USER, document_id)
+    assert status == "ready" and chunks > 3
+    hit = service.search(USER, "where is the spare key hidden", limit=3)[0]
+    assert "blue flowerpot" in hit.text and hit.title == "House notes" and hit.kind == "chunk"
+    assert service.list(USER, 100)[0] == []  # chunks are not listed as facts
+
+
+def test_indexing_a_document_twice_leaves_one_set_of_chunks(service, engine):
+    document_id = service.store_document(USER, "Notes", "Alpha paragraph.\n\n" * 300)
+    run_jobs(service, engine)
+    before = service.count(USER)
+    service.index_document_job(USER, {"document_id": document_id})  # a retried job after a crash
+    assert service.count(USER) == before
+
+
+def test_cache_sees_a_write_from_another_process(service, database_url):
+    service.add(USER, "I play tennis on Tuesdays")
+    assert service.search(USER, "hobby sport", limit=5)  # the matrix is now cached in this process
+    script = textwrap.dedent(f"""
+        from jean_memory.db.engine import create_engine
+        from jean_memory.memory.embeddings import LocalOnnxEmbedder
+        from jean_memory.memory.service import MemoryService
+        MemoryService(create_engine({database_url!r}), LocalOnnxEmbedder()).add({USER!r}, "I adopted a beagle, Max")
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    hits = service.search(USER, "What's my dog called?", limit=1)
+    assert hits[0].text == "I adopted a beagle, Max"
+
+
+def test_lexical_only_mode_works_without_a_model(engine):
+    service = MemoryService(engine, None)
+    service.add(USER, "I adopted a beagle, Max")
+    service.add(USER, "The quarterly tax report is due in April")
+    assert [m.text for m in service.search(USER, "beagle", limit=5)] == ["I adopted a beagle, Max"]
+    assert service.search(USER, "What's my dog called?", limit=5) == []
+    assert service.reindex() == 0
+
+
+def test_reindex_embeds_what_was_saved_without_a_model(engine):
+    MemoryService(engine, None).add(USER, "I adopted a beagle, Max")
+    seen: list[tuple[int, int]] = []
+    service = MemoryService(engine, LocalOnnxEmbedder())
+    assert service.reindex(lambda done, total: seen.append((done, total))) == 1
+    assert seen[-1] == (1, 1)
+    assert service.search(USER, "What's my dog called?", limit=1)[0].text == "I adopted a beagle, Max"
+    assert service.reindex() == 0
+
+
+def test_users_never_see_each_others_vectors_or_documents(service, engine):
+    service.add("alice", "I adopted a beagle, Max")
+    service.store_document("alice", "Diary", "The spare key is under the flowerpot.")
+    run_jobs(service, engine)
+    assert service.search("bob", "What's my dog called?", limit=10) == []
+    assert service.search("bob", "spare key flowerpot", limit=10) == []
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda s: s.store_document(USER, "", "text"), "title is empty"),
+        (lambda s: s.store_document(USER, "T", "  "), "content is empty"),
+        (lambda s: s.store_document(USER, "T", "x" * (5 * 1024 * 1024 + 1)), "at most 5 MB"),
+        (lambda s: s.store_document(USER, "T", "x", document_type="exe"), "document_type must be one of"),
+        (lambda s: s.add(USER, "x" * 1_000_000), "store_document"),
+        (lambda s: s.search(USER, "x", limit=10_000), "limit must be"),
+    ],
+)
+def test_bad_input_says_what_to_change(service, call, message):
+    with pytest.raises(MemoryInputError, match=message):
+        call(service)
+
+
+@pytest.mark.parametrize(
+    ("message", "kept"),
+    [
+        ("I just moved to Berlin and I work as a data engineer.", 1),
+        ("Hi!", 0),
+        ("What's the weather like tomorrow?", 0),
+        ("Can you write a poem about autumn?", 0),
+        ("Remember that my daughter's birthday is on 3 May.", 1),
+        ("Thanks. My wife is allergic to shellfish. Please suggest a dinner recipe.", 1),
+    ],
+)
+def test_triage_keeps_statements_about_the_person_only(message, kept):
+    assert len(facts_worth_keeping(message)) == kept
