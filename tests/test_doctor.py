@@ -71,7 +71,7 @@ def test_stand_in_without_defect_passes_everything(capsys):
 BROKEN = [
     # defect, the checks that must fail (and no other), words of the fix, words of the detail
     ("issuer_trailing_slash", {"issuer"}, "trailing slash", "ends with '/'"),
-    ("resource_mismatch", {"resource"}, "exactly the URL", "resource is"),
+    ("resource_mismatch", {"resource"}, "set `resource` to exactly", "resource is"),
     ("redirect", {"unauthenticated-401"}, "without redirecting", "307 redirect to"),
     ("no_auth", {"unauthenticated-401"}, "Require a Bearer token", "without any token"),
     ("forbidden", {"unauthenticated-401"}, "not 403", "403 instead of 401"),

@@ -227,6 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
     apikey_create.add_argument("email")
     apikey_create.set_defaults(handler=cmd_apikey_create)
 
+    from jean_memory.doctor import add_arguments as add_doctor_arguments
+    from jean_memory.doctor import run_from_args as run_doctor
+
+    doctor = commands.add_parser("doctor", help="check any deployed connector URL the way Claude will use it")
+    add_doctor_arguments(doctor)
+    doctor.set_defaults(handler=run_doctor)
+
     reindex = commands.add_parser("reindex", help="re-embed memories after an embedding model change", parents=[common])
     reindex.set_defaults(handler=cmd_reindex)
 

@@ -261,8 +261,9 @@ def check_resource(ctx: Context) -> Verdict:
     return Verdict(
         False,
         f"resource is {resource!r}, the URL is {ctx.url!r}{hint}",
-        f"Set `resource` to exactly the URL people paste ({ctx.url}): same scheme, host, port and path. "
-        "Behind a proxy, configure the public URL instead of deriving it from the request.",
+        f"If {resource} is the connector URL, paste that into Claude instead. Otherwise set `resource` to "
+        f"exactly {ctx.url} (same scheme, host, port and path); behind a proxy, configure the public URL "
+        "instead of deriving it from the request.",
         ms,
     )
 
