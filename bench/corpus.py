@@ -55,7 +55,17 @@ def vocabulary() -> list[str]:
 
 
 def make_queries(count: int, seed: int) -> list[str]:
-    """Natural-ish queries of 1-3 content words drawn from the memories' vocabulary."""
+    """`count` distinct queries of 1-4 content words drawn from the memories' vocabulary.
+
+    Distinct, so a server-side cache of query results or query embeddings cannot make the
+    benchmark look better than real traffic (where exact repeats are rare)."""
     rng = random.Random(seed + 1)
     words = vocabulary()
-    return [" ".join(rng.sample(words, rng.randint(1, 3))) for _ in range(count)]
+    seen: set[str] = set()
+    out: list[str] = []
+    while len(out) < count:
+        query = " ".join(rng.sample(words, rng.randint(1, 4)))
+        if query not in seen:
+            seen.add(query)
+            out.append(query)
+    return out

@@ -14,17 +14,57 @@ import pytest
 
 from jean_memory import clock
 from jean_memory.accounts.users import User, create_user
+from tests.support.databases import admin_url, fresh_postgresql_database, start_embedded_postgres
 from tests.support.oauth import PASSWORD
 from tests.support.servers import RunningServer, threaded_server
 
+BACKENDS = ("sqlite", "postgresql")
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--db", default=os.environ.get("JEAN_MEMORY_TEST_DB", "sqlite"), choices=["sqlite"])
+    parser.addoption(
+        "--db",
+        default=os.environ.get("JEAN_MEMORY_TEST_DB", "sqlite,postgresql"),
+        help="comma-separated backends every database test runs on: sqlite, postgresql",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "database_url" in metafunc.fixturenames:
+        chosen = [b.strip() for b in metafunc.config.getoption("--db").split(",") if b.strip()]
+        unknown = set(chosen) - set(BACKENDS)
+        if unknown:
+            raise pytest.UsageError(f"--db: unknown backends {sorted(unknown)}; use {', '.join(BACKENDS)}")
+        metafunc.parametrize("backend", chosen, indirect=True, scope="function")
 
 
 @pytest.fixture
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'jean_memory.db'}"
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def postgresql_server(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An existing server from DATABASE_URL, else an embedded one for the whole session."""
+    existing = admin_url()
+    if existing:
+        return existing
+    try:
+        return start_embedded_postgres(tmp_path_factory.mktemp("postgresql"))
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip("PostgreSQL tests need the embedded-postgres package or DATABASE_URL")
+
+
+@pytest.fixture
+def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'jean_memory.db'}"
+        return
+    server_url = request.getfixturevalue("postgresql_server")
+    with fresh_postgresql_database(server_url) as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from jean_memory.db.types import EmbeddingVector
+
 metadata = sa.MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -168,7 +170,7 @@ memory_vectors = sa.Table(
     sa.Column("memory_pk", sa.Integer, sa.ForeignKey("memories.pk", ondelete="CASCADE"), primary_key=True),
     sa.Column("user_id", sa.String(32), nullable=False),
     sa.Column("model", sa.String(200), nullable=False),
-    sa.Column("vector", sa.LargeBinary, nullable=False),  # float32, little-endian
+    sa.Column("vector", EmbeddingVector, nullable=False),
     sa.Index("ix_memory_vectors_user_model", "user_id", "model"),
 )
 

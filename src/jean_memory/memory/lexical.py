@@ -1,4 +1,5 @@
-"""Lexical search: SQLite FTS5 with BM25 ranking over a user's memories and document chunks."""
+"""Lexical search over a user's memories and document chunks: SQLite FTS5 ranked by BM25, or
+PostgreSQL's text search ranked by `ts_rank_cd`, behind one function."""
 
 from __future__ import annotations
 
@@ -25,9 +26,7 @@ def fts_query(text: str) -> str | None:
 
     Quoting neutralises FTS5 syntax (`-`, `:`, `"`, `AND`, `NEAR`, column filters); BM25 then
     rewards memories that match more, and rarer, words."""
-    words = list(dict.fromkeys(w.lower() for w in WORD.findall(text)))
-    topical = [w for w in words if w not in STOPWORDS] or words
-    return " OR ".join(f'"{w}"' for w in topical[:MAX_QUERY_WORDS]) or None
+    return " OR ".join(f'"{w}"' for w in topical_words(text)) or None
 
 
 _SQLITE_SEARCH = sa.text(
@@ -41,8 +40,31 @@ _SQLITE_SEARCH = sa.text(
 )
 
 
+_POSTGRESQL_SEARCH = sa.text(
+    """
+    SELECT m.pk AS pk, ts_rank_cd(m.text_search, q.query) AS rank
+    FROM memories AS m, to_tsquery('english', :match) AS q(query)
+    WHERE m.user_id = :user_id AND m.text_search @@ q.query
+    ORDER BY rank DESC
+    LIMIT :depth
+    """
+)
+
+
+def topical_words(text: str) -> list[str]:
+    words = list(dict.fromkeys(w.lower() for w in WORD.findall(text)))
+    return ([w for w in words if w not in STOPWORDS] or words)[:MAX_QUERY_WORDS]
+
+
 def lexical_search(conn: Connection, user_id: str, query: str, depth: int) -> list[tuple[int, float]]:
     """The `depth` best lexical matches as (pk, score), best first; higher score is better."""
+    if conn.dialect.name == "postgresql":
+        # Words are \w+ runs, so they cannot carry tsquery syntax; `|` makes any word match.
+        words = topical_words(query)
+        if not words:
+            return []
+        rows = conn.execute(_POSTGRESQL_SEARCH, {"match": " | ".join(words), "user_id": user_id, "depth": depth})
+        return [(row.pk, float(row.rank)) for row in rows]
     match = fts_query(query)
     if match is None:
         return []

@@ -22,6 +22,7 @@ from jean_memory.memory.chunking import chunk_text
 from jean_memory.memory.embeddings import Embedder
 from jean_memory.memory.fusion import DEFAULT_K, reciprocal_rank_fusion
 from jean_memory.memory.lexical import lexical_search
+from jean_memory.memory.pg_vectors import PgVectorIndex
 from jean_memory.memory.records import (
     AddResult,
     Memory,
@@ -34,7 +35,7 @@ from jean_memory.memory.records import (
     normalised_hash,
 )
 from jean_memory.memory.triage import importance
-from jean_memory.memory.vectors import VectorCache, bump_version, to_blob
+from jean_memory.memory.vectors import VectorCache, bump_version
 
 NEAR_DUPLICATE = 0.95  # same fact reworded: update the memory in place
 SIMILAR = 0.80  # related: store, and tell the assistant so it can correct or delete
@@ -77,7 +78,10 @@ class MemoryService:
         self._engine = engine
         self._embedder = embedder
         self._search = search or SearchConfig()
-        self._vectors = VectorCache(engine)
+        # SQLite: an in-process matrix per user; PostgreSQL: pgvector answers (no cache to keep right).
+        self._vectors: VectorCache | PgVectorIndex = (
+            PgVectorIndex(engine) if engine.dialect.name == "postgresql" else VectorCache(engine)
+        )
         self._on_enqueue = on_enqueue or (lambda: None)
 
     @property
@@ -93,7 +97,7 @@ class MemoryService:
         model = self._embedder.model_name if self._embedder else None
         if model is None:
             return
-        rows = [{"memory_pk": pk, "user_id": user_id, "model": model, "vector": to_blob(v)} for pk, v in pairs]
+        rows = [{"memory_pk": pk, "user_id": user_id, "model": model, "vector": v} for pk, v in pairs]
         if rows:
             conn.execute(memory_vectors.delete().where(memory_vectors.c.memory_pk.in_([r["memory_pk"] for r in rows])))
             conn.execute(memory_vectors.insert(), rows)

@@ -22,14 +22,6 @@ from jean_memory.db.tables import memory_vectors, memory_versions
 MAX_CACHED_USERS = 256
 
 
-def to_blob(vector: np.ndarray) -> bytes:
-    return np.asarray(vector, dtype="<f4").tobytes()
-
-
-def from_blob(blob: bytes) -> np.ndarray:
-    return np.frombuffer(blob, dtype="<f4")
-
-
 def bump_version(conn: Connection, user_id: str) -> int:
     """Mark the user's memories as changed; call inside the writing transaction."""
     updated = conn.execute(
@@ -80,7 +72,7 @@ class VectorCache:
             ).all()
         if rows:
             pks = np.fromiter((r.memory_pk for r in rows), dtype=np.int64, count=len(rows))
-            matrix = np.frombuffer(b"".join(r.vector for r in rows), dtype="<f4").reshape(len(rows), -1)
+            matrix = np.vstack([r.vector for r in rows])
         else:
             pks, matrix = np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
         loaded = _UserMatrix(version, model, pks, matrix)

