@@ -16,7 +16,7 @@ import uvicorn
 
 from jean_memory.config import ConfigError, Settings, ensure_secret_key, load_settings
 from jean_memory.db.engine import create_engine
-from jean_memory.db.migrate import current_and_head, upgrade
+from jean_memory.db.migrate import MissingExtensionError, check_extensions, current_and_head, upgrade
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -167,13 +167,74 @@ def cmd_reindex(args: argparse.Namespace) -> int:
         return 0
     service = MemoryService(_engine(args), embedder)
 
-    def progress(done: int, total: int) -> None:
-        width = 30
-        filled = width * done // max(total, 1)
-        print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr, flush=True)
+    count = service.reindex(lambda done, total: _progress_bar("embedding", done, total))
+    print(f"re-embedded {count} memories with {embedder.model_name}")
+    return 0
 
-    count = service.reindex(progress)
-    print(("\n" if count else "") + f"re-embedded {count} memories with {embedder.model_name}")
+
+def _progress_bar(label: str, done: int, total: int) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    end = "\n" if done >= total else ""
+    print(
+        f"\r{label:>10} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr, flush=True
+    )
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import json
+
+    from jean_memory.accounts.users import find_user_by_email
+    from jean_memory.memory.transfer import export_user
+
+    engine = _engine(args)
+    user = find_user_by_email(engine, args.email)
+    if user is None:
+        print(f"error: no account for {args.email}", file=sys.stderr)
+        return 1
+    data = export_user(engine, user.id, user.email)
+    json.dump(data, sys.stdout, ensure_ascii=False, indent=1)
+    sys.stdout.write("\n")
+    print(f"exported {len(data['memories'])} memories and {len(data['documents'])} documents", file=sys.stderr)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Import an export file into an existing account, then embed and index what arrived."""
+    import json
+
+    import anyio
+
+    from jean_memory.accounts.users import find_user_by_email
+    from jean_memory.app import build_embedder
+    from jean_memory.memory.embeddings import EmbeddingError
+    from jean_memory.memory.jobs import Worker
+    from jean_memory.memory.service import MemoryService
+    from jean_memory.memory.transfer import ImportFormatError, import_user
+
+    try:
+        with open(args.file, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"error: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 1
+    owner = data.get("user") if isinstance(data, dict) else None
+    email = args.email or (owner.get("email", "") if isinstance(owner, dict) else "")
+    settings = _settings(args)
+    engine = _engine(args)
+    user = find_user_by_email(engine, email or "")
+    if user is None:
+        print(f"error: no account for {email!r}; create it first: jean-memory user add {email}", file=sys.stderr)
+        return 1
+    try:
+        service = MemoryService(engine, build_embedder(settings))
+        added, docs = import_user(service, engine, user.id, data, _progress_bar)
+    except (ImportFormatError, EmbeddingError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    service.reindex(lambda done, total: _progress_bar("embedding", done, total))
+    anyio.run(Worker(engine, service.job_handlers()).drain, 3600)
+    print(f"imported {added} memories and {docs} documents into {user.email}")
     return 0
 
 
@@ -187,11 +248,17 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 def cmd_db_check(args: argparse.Namespace) -> int:
     engine = create_engine(_settings(args).database_url)
+    try:
+        check_extensions(engine)
+    except MissingExtensionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     current, head = current_and_head(engine)
     if current != head:
         print(f"database schema at {current}, code expects {head}: run jean-memory db upgrade", file=sys.stderr)
         return 1
-    print(f"database schema current ({head})")
+    extra = " (pgvector present)" if engine.dialect.name == "postgresql" else ""
+    print(f"database schema current ({head}){extra}")
     return 0
 
 
@@ -234,6 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_doctor_arguments(doctor)
     doctor.set_defaults(handler=run_doctor)
 
+    export = commands.add_parser("export", help="write a person's memories and documents as JSON", parents=[common])
+    export.add_argument("email")
+    export.set_defaults(handler=cmd_export)
+    import_ = commands.add_parser("import", help="import an export file into an existing account", parents=[common])
+    import_.add_argument("file")
+    import_.add_argument("--email", help="the account to import into (default: the one in the file)")
+    import_.set_defaults(handler=cmd_import)
+
     reindex = commands.add_parser("reindex", help="re-embed memories after an embedding model change", parents=[common])
     reindex.set_defaults(handler=cmd_reindex)
 
@@ -249,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except ConfigError as exc:
+    except (ConfigError, MissingExtensionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

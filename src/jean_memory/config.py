@@ -148,6 +148,7 @@ def load_settings(
         refresh_grace_seconds=_env_int(env, "JEAN_MEMORY_REFRESH_GRACE_SECONDS", 60),
         code_seconds=_env_int(env, "JEAN_MEMORY_CODE_SECONDS", 60),
         unused_client_days=_env_int(env, "JEAN_MEMORY_UNUSED_CLIENT_DAYS", 30),
+        revocation_cache_seconds=min(_env_int(env, "JEAN_MEMORY_REVOCATION_CACHE_SECONDS", 30), 60),
         log_level=(env.get("JEAN_MEMORY_LOG_LEVEL") or "INFO").upper(),
         embeddings=_choice(env, "JEAN_MEMORY_EMBEDDINGS", ("local", "openai", "none"), "local"),
         embeddings_base_url=env.get("JEAN_MEMORY_EMBEDDINGS_BASE_URL", ""),

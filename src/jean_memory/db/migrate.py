@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -20,7 +21,28 @@ def alembic_config(engine: Engine) -> Config:
     return config
 
 
+class MissingExtensionError(RuntimeError):
+    """The database lacks something only its administrator can add."""
+
+
+def check_extensions(engine: Engine) -> None:
+    """PostgreSQL needs pgvector; say how to get it rather than fail inside a migration."""
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.connect() as conn:
+        available = conn.execute(
+            sa.text("SELECT installed_version FROM pg_available_extensions WHERE name = 'vector'")
+        ).first()
+    if available is None:
+        raise MissingExtensionError(
+            "PostgreSQL has no pgvector extension. Install it on the database server "
+            "(Debian/Ubuntu: apt-get install postgresql-<version>-pgvector; managed services: enable "
+            "the 'vector' extension), then start again."
+        )
+
+
 def upgrade(engine: Engine) -> None:
+    check_extensions(engine)
     command.upgrade(alembic_config(engine), "head")
 
 

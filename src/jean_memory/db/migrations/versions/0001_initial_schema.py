@@ -193,8 +193,7 @@ SQLITE_FTS = [
 def _create_postgresql_fts() -> None:
     """PostgreSQL's own text search: a generated tsvector kept by the database, with a GIN index."""
     op.execute(
-        "ALTER TABLE memories ADD COLUMN text_search tsvector "
-        "GENERATED ALWAYS AS (to_tsvector('english', text)) STORED"
+        "ALTER TABLE memories ADD COLUMN text_search tsvector GENERATED ALWAYS AS (to_tsvector('english', text)) STORED"
     )
     op.execute("CREATE INDEX ix_memories_text_search ON memories USING gin (text_search)")
 

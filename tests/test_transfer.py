@@ -1,0 +1,83 @@
+"""Moving a person between backends: `jean-memory export` then `jean-memory import`, nothing lost."""
+
+import json
+
+import pytest
+import sqlalchemy as sa
+
+from jean_memory.db.engine import create_engine
+from jean_memory.memory.service import MemoryService
+from tests.support.databases import fresh_postgresql_database
+from tests.support.oauth import PASSWORD
+from tests.support.servers import cli_env, run_cli
+
+EMAIL = "mover@example.com"
+
+
+@pytest.fixture
+def target_url(backend, request, tmp_path):
+    """The other backend: SQLite data moves to PostgreSQL and PostgreSQL data to SQLite."""
+    if backend == "postgresql":
+        yield f"sqlite:///{tmp_path / 'target.db'}"
+        return
+    with fresh_postgresql_database(request.getfixturevalue("postgresql_server")) as url:
+        yield url
+
+
+def comparable(export: dict) -> dict:
+    return {
+        "memories": [{k: m[k] for k in ("id", "text", "tags", "client", "created_at")} for m in export["memories"]],
+        "documents": [
+            {k: d[k] for k in ("title", "document_type", "source_url", "content", "created_at")}
+            for d in export["documents"]
+        ],
+    }
+
+
+def test_export_import_round_trip_across_backends(database_url, target_url, tmp_path):
+    source = cli_env(database_url, tmp_path / "a")
+    target = cli_env(target_url, tmp_path / "b")
+    for env in (source, target):
+        assert run_cli(["user", "add", EMAIL, "--password-stdin"], env, stdin=PASSWORD + "\n").returncode == 0
+    user_id = run_user_id(database_url)
+    engine = create_engine(database_url)
+    service = MemoryService(engine, None)
+    service.add(user_id, "I adopted a beagle, Max", ["pets"], "claude")
+    service.add(user_id, "Prefers window seats", ["travel", "preferences"], "chatgpt")
+    service.store_document(user_id, "Recipes", "# Soup\n\nOnions, stock, thyme.", "markdown", "https://example.com/r")
+    engine.dispose()
+
+    exported = run_cli(["export", EMAIL], source)
+    assert exported.returncode == 0, exported.stderr
+    path = tmp_path / "export.json"
+    path.write_text(exported.stdout)
+    imported = run_cli(["import", str(path)], target)
+    assert imported.returncode == 0, imported.stderr
+    assert "imported 2 memories and 1 documents" in imported.stdout
+    assert "embedding" in imported.stderr  # progress was shown
+
+    again = run_cli(["import", str(path)], target)  # idempotent
+    assert "imported 0 memories and 0 documents" in again.stdout
+    round_trip = json.loads(run_cli(["export", EMAIL], target).stdout)
+    assert comparable(round_trip) == comparable(json.loads(exported.stdout))
+
+    found = MemoryService(create_engine(target_url), None).search(run_user_id(target_url), "thyme soup", limit=3)
+    assert found and found[0].title == "Recipes"  # the document was chunked and indexed on import
+
+
+def run_user_id(url: str) -> str:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        value = conn.execute(sa.text("select id from users")).scalar_one()
+    engine.dispose()
+    return value
+
+
+def test_import_refuses_a_file_that_is_not_an_export(database_url, tmp_path):
+    env = cli_env(database_url, tmp_path / "a")
+    run_cli(["user", "add", EMAIL, "--password-stdin"], env, stdin=PASSWORD + "\n")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"memories": []}))
+    result = run_cli(["import", str(bad), "--email", EMAIL], env)
+    assert result.returncode == 1
+    assert "not a jean-memory export" in result.stderr
