@@ -4,7 +4,6 @@ the MCP endpoint, static files and health, plus request logging and maintenance.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,16 +15,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import BaseRoute, Mount, Route, request_response
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from jean_memory.config import Settings
 from jean_memory.db import rate_limits
 from jean_memory.db.engine import run_db
-from jean_memory.db.migrate import upgrade
+from jean_memory.db.migrate import current_and_head, upgrade
 from jean_memory.mcp_server.endpoint import McpEndpoint
 from jean_memory.mcp_server.legacy import LegacyEndpoint
 from jean_memory.memory.embeddings import Embedder, LocalOnnxEmbedder, create_embedder
-from jean_memory.memory.jobs import Worker
+from jean_memory.memory.jobs import Worker, pending_count
 from jean_memory.memory.service import MemoryService
 from jean_memory.oauth.authorize import AuthorizationEndpoints
 from jean_memory.oauth.clients import sweep_unused_clients
@@ -35,6 +35,8 @@ from jean_memory.oauth.register import RegistrationEndpoint
 from jean_memory.oauth.revoke import RevocationEndpoint
 from jean_memory.oauth.service import OAuthService
 from jean_memory.oauth.token import TokenEndpoint
+from jean_memory.observability.metrics import Metrics
+from jean_memory.observability.request_log import RequestLogMiddleware
 from jean_memory.web.templating import STATIC_DIR
 
 logger = logging.getLogger("jean_memory.http")
@@ -54,39 +56,17 @@ def public_cors(app: ASGIApp, methods: list[str]) -> ASGIApp:
     )
 
 
-class RequestLogMiddleware:
-    """One line per request: method, path (never the query, which can hold codes), status, time."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_and_record(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_record)
-        finally:
-            client = scope.get("client") or ("-", 0)
-            principal = scope.get("state", {}).get("principal")
-            logger.info(
-                "%s %s %d %.1fms client=%s user=%s",
-                scope["method"],
-                scope["path"],
-                status,
-                (time.perf_counter() - started) * 1000,
-                client[0],
-                principal.user_id if principal else "-",
-            )
+def readiness(engine: Engine, memory: MemoryService) -> dict[str, tuple[bool, str]]:
+    checks: dict[str, tuple[bool, str]] = {}
+    try:
+        current, head = current_and_head(engine)
+        checks["database"] = (True, "reachable")
+        checks["migrations"] = (current == head, f"at {current}, expected {head}")
+    except Exception as exc:  # any failure to reach the database means not ready
+        checks["database"] = (False, f"unreachable: {type(exc).__name__}")
+    embedder = memory.embedder
+    checks["embeddings"] = (True, embedder.model_name if embedder else "off (lexical search only)")
+    return checks
 
 
 def _maintenance(engine: Engine, settings: Settings) -> None:
@@ -116,7 +96,8 @@ def build_embedder(settings: Settings) -> Embedder | None:
 def build_app(settings: Settings, engine: Engine, migrate: bool = True, embedder: Embedder | None = None) -> Starlette:
     if migrate:
         upgrade(engine)
-    oauth = OAuthService.create(engine, settings)
+    metrics = Metrics()
+    oauth = OAuthService.create(engine, settings, metrics)
     memory = MemoryService(engine, embedder if embedder is not None else build_embedder(settings))
     worker = Worker(engine, memory.job_handlers())
     memory.set_enqueue_hook(worker.wake)
@@ -130,7 +111,15 @@ def build_app(settings: Settings, engine: Engine, migrate: bool = True, embedder
     pr_metadata = public_cors(request_response(metadata.protected_resource), ["GET"])
 
     async def healthz(request: Request) -> PlainTextResponse:
+        """Alive: the process answers. Says nothing about the database on purpose."""
         return PlainTextResponse("ok")
+
+    async def readyz(request: Request) -> JSONResponse:
+        """Ready to serve: database reachable, schema current, embedding model loaded."""
+        checks = await run_db(readiness, engine, memory)
+        ready = all(ok for ok, _ in checks.values())
+        body = {"ready": ready, "checks": {name: detail for name, (_, detail) in checks.items()}}
+        return JSONResponse(body, status_code=200 if ready else 503, headers={"Cache-Control": "no-store"})
 
     async def home(request: Request) -> JSONResponse:
         return JSONResponse({"name": "Jean Memory", "connector_url": settings.resource})
@@ -138,6 +127,7 @@ def build_app(settings: Settings, engine: Engine, migrate: bool = True, embedder
     routes: list[BaseRoute] = [
         Route("/", home),
         Route("/healthz", healthz),
+        Route("/readyz", readyz),
         Route("/.well-known/oauth-authorization-server", as_metadata),
         Route("/.well-known/openid-configuration", as_metadata),
         Route("/oauth/.well-known/oauth-authorization-server", as_metadata),
@@ -158,6 +148,8 @@ def build_app(settings: Settings, engine: Engine, migrate: bool = True, embedder
         Route("/mcp/v2/{client_name}/{user_id}", LegacyEndpoint(mcp)),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
+    if settings.metrics_enabled:
+        routes.append(Route("/metrics", metrics.endpoint))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -172,13 +164,28 @@ def build_app(settings: Settings, engine: Engine, migrate: bool = True, embedder
                     await anyio.sleep(MAINTENANCE_INTERVAL_SECONDS)
 
             tasks.start_soon(maintain)
-            tasks.start_soon(worker.run_forever)
+            worker_scope = anyio.CancelScope()
+
+            async def work() -> None:
+                with worker_scope:
+                    await worker.run_forever()
+
+            tasks.start_soon(work)
             yield
+            # Shutting down (SIGTERM): uvicorn has finished in-flight requests; finish the saves
+            # they queued, within the grace period. What is left stays queued for the next start.
+            worker_scope.cancel()
+            done = await worker.drain(settings.shutdown_grace_seconds)
+            left = await run_db(pending_count, engine)
+            logger.info("shutdown: finished %d queued jobs, %d left for the next start", done, left)
             tasks.cancel_scope.cancel()
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.router.redirect_slashes = False  # a 307 from /mcp to /mcp/ breaks MCP clients
-    app.add_middleware(RequestLogMiddleware)
+    app.add_middleware(RequestLogMiddleware, metrics=metrics)
+    if settings.trusted_proxies:
+        # Outermost, so the request log and rate limits see the real client address.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies))
     app.state.engine = engine
     app.state.oauth = oauth
     app.state.memory = memory

@@ -34,10 +34,15 @@ def _engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return engine
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
-    )
+def configure_logging(level: str, log_format: str = "plain") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        from jean_memory.observability.request_log import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)  # our own request log replaces it
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
@@ -47,7 +52,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from jean_memory.memory.embeddings import EmbeddingError
 
     settings = ensure_secret_key(_settings(args))
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     log = logging.getLogger("jean_memory")
     if settings.jwt_secret_key_source != "env":
         log.info("JWT_SECRET_KEY is not set; using the key stored in %s", settings.jwt_secret_key_source)
@@ -68,9 +73,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         log.info("embeddings: %s", embedder.model_name)
     app = build_app(settings, engine, embedder=embedder)
-    configure_logging(settings.log_level)  # the MCP SDK configures logging on import; ours wins
+    configure_logging(settings.log_level, settings.log_format)  # the MCP SDK configured logging; ours wins
     server = uvicorn.Server(
-        uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, proxy_headers=False)
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            proxy_headers=False,  # forwarded headers are trusted only from JEAN_MEMORY_TRUSTED_PROXIES (app.py)
+            timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        )
     )
 
     async def announce_when_ready() -> None:

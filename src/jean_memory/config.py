@@ -32,7 +32,12 @@ class Settings:
     database_url: str = ""
     data_dir: Path = Path("data")
     jwt_secret_key: str = field(default="", repr=False)
+    jwt_secret_key_previous: str = field(default="", repr=False)  # still accepted while rotating keys
     jwt_secret_key_source: str = "env"
+    trusted_proxies: tuple[str, ...] = ()  # addresses whose X-Forwarded-For/-Proto are believed
+    metrics_enabled: bool = False
+    log_format: str = "plain"  # plain | json
+    shutdown_grace_seconds: int = 20
     access_token_seconds: int = 3600
     refresh_token_days: int = 30
     refresh_grace_seconds: int = 60
@@ -48,11 +53,21 @@ class Settings:
     embeddings_api_key: str = field(default="", repr=False)
     embeddings_model: str = ""
     embeddings_model_path: str = ""  # another copy of the local model file (default: the installed package's)
+    # Client ID Metadata Documents (oauth/cimd.py): extra CA certificates (a PEM file) trusted, on
+    # top of the public roots, when fetching a client's metadata document.
+    cimd_ca_file: str = ""
+    # TESTS ONLY, never read from the environment: host names whose metadata documents may be
+    # fetched from a loopback address (the SSRF guard refuses loopback for every other name).
+    cimd_test_loopback_hosts: tuple[str, ...] = ()
 
     @property
     def resource(self) -> str:
         """The one protected resource this server is: the URL people paste into Claude."""
         return f"{self.issuer}/mcp"
+
+    @property
+    def verification_keys(self) -> tuple[str, ...]:
+        return tuple(k for k in (self.jwt_secret_key, self.jwt_secret_key_previous) if k)
 
     @property
     def issuer_is_https(self) -> bool:
@@ -109,6 +124,13 @@ def _env_int(env: dict[str, str], name: str, default: int) -> int:
     return value
 
 
+def _existing_file(env: dict[str, str], name: str) -> str:
+    value = env.get(name) or ""
+    if value and not Path(value).is_file():
+        raise ConfigError(f"{name} names {value!r}, which is not a readable file")
+    return value
+
+
 def _choice(env: dict[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
     value = (env.get(name) or default).strip().lower()
     if value not in choices:
@@ -143,6 +165,11 @@ def load_settings(
         database_url=database_url,
         data_dir=data_dir,
         jwt_secret_key=env.get("JWT_SECRET_KEY", ""),
+        jwt_secret_key_previous=env.get("JWT_SECRET_KEY_PREVIOUS", ""),
+        trusted_proxies=tuple(p.strip() for p in env.get("JEAN_MEMORY_TRUSTED_PROXIES", "").split(",") if p.strip()),
+        metrics_enabled=_choice(env, "JEAN_MEMORY_METRICS", ("on", "off"), "off") == "on",
+        log_format=_choice(env, "JEAN_MEMORY_LOG_FORMAT", ("plain", "json"), "plain"),
+        shutdown_grace_seconds=_env_int(env, "JEAN_MEMORY_SHUTDOWN_SECONDS", 20),
         access_token_seconds=_env_int(env, "JEAN_MEMORY_ACCESS_TOKEN_SECONDS", 3600),
         refresh_token_days=_env_int(env, "JEAN_MEMORY_REFRESH_TOKEN_DAYS", 30),
         refresh_grace_seconds=_env_int(env, "JEAN_MEMORY_REFRESH_GRACE_SECONDS", 60),
@@ -155,6 +182,7 @@ def load_settings(
         embeddings_api_key=env.get("JEAN_MEMORY_EMBEDDINGS_API_KEY", ""),
         embeddings_model=env.get("JEAN_MEMORY_EMBEDDINGS_MODEL", ""),
         embeddings_model_path=env.get("JEAN_MEMORY_EMBEDDINGS_MODEL_PATH", ""),
+        cimd_ca_file=_existing_file(env, "JEAN_MEMORY_CIMD_CA_FILE"),
     )
 
 

@@ -75,7 +75,7 @@ class McpEndpoint:
         self._settings = settings
         self.engine = oauth.engine
         self._metadata_url = f"{settings.issuer}/.well-known/oauth-protected-resource/mcp"
-        tools = ToolSet(memory, settings.issuer)
+        tools = ToolSet(memory, settings.issuer, oauth.metrics)
         self._managers: dict[str, StreamableHTTPSessionManager] = {}
         for profile, names in PROFILE_TOOLS.items():
             server: MCPServer = MCPServer(name="jean-memory", instructions=INSTRUCTIONS, version="0.1.0")

@@ -7,6 +7,7 @@ error (`isError: true`) whose message says what to change.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -21,6 +22,7 @@ from jean_memory.memory.context import format_memories
 from jean_memory.memory.records import Memory, MemoryInputError
 from jean_memory.memory.service import DOCUMENT_TYPES, MemoryService
 from jean_memory.memory.triage import facts_worth_keeping
+from jean_memory.observability.metrics import Metrics
 
 CONTEXT_LIMIT = 8
 PROFILE_LIMIT = 12
@@ -102,18 +104,38 @@ def _title(text: str) -> str:
     return first_line[:80] + ("…" if len(first_line) > 80 else "")
 
 
+def counted(name: str, fn: Callable[..., Any], metrics: Metrics) -> Callable[..., Any]:
+    """The tool, counting each call's outcome; `wraps` keeps the signature the SDK reads."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            result = await fn(*args, **kwargs)
+        except ToolError:
+            metrics.tool_calls.labels(name, "tool_error").inc()
+            raise
+        except Exception:
+            metrics.tool_calls.labels(name, "error").inc()
+            raise
+        metrics.tool_calls.labels(name, "ok").inc()
+        return result
+
+    return wrapper
+
+
 class ToolSet:
     """Builds the tools for one server; `issuer` makes the URLs ChatGPT cites."""
 
-    def __init__(self, memory: MemoryService, issuer: str) -> None:
+    def __init__(self, memory: MemoryService, issuer: str, metrics: Metrics) -> None:
         self._memory = memory
         self._issuer = issuer
+        self._metrics = metrics
 
     def register(self, server: MCPServer, names: tuple[str, ...]) -> None:
         for name in names:
             fn, description, read_only = self._tools()[name]
             server.add_tool(
-                fn,
+                counted(name, fn, self._metrics),
                 name=name,
                 description=description,
                 annotations=ToolAnnotations(

@@ -28,6 +28,7 @@ from jean_memory.oauth.browser import (
     session_cookie,
     set_session_cookie,
 )
+from jean_memory.oauth.cimd import CimdError
 from jean_memory.oauth.clients import Client
 from jean_memory.oauth.errors import OAuthError
 from jean_memory.oauth.redirects import matches_registered
@@ -64,7 +65,19 @@ class AuthorizationEndpoints:
 
     async def authorize(self, request: Request) -> Response:
         params = request.query_params if request.method == "GET" else await request.form()
-        client = await run_db(self._service.client, params.get("client_id"))
+        client_id = params.get("client_id")
+        try:
+            client = await run_db(self._service.resolve_client, client_id)
+        except CimdError as exc:
+            # A metadata document URL whose document cannot be used: its redirect URIs are unknown,
+            # so this is a page, never a redirect.
+            return error_page(
+                "This app could not be verified",
+                f"The app identifies itself by {client_id}, but the details published there cannot be used: "
+                f"{exc.message}.",
+                hint="Nothing was sent to the app. This is a problem on the app's side, not with your account: "
+                "try again later, and if it keeps happening, tell the app's developer what this page says.",
+            )
         if client is None:
             return error_page(
                 "Unknown app",
@@ -199,6 +212,8 @@ class AuthorizationEndpoints:
             client_name=client.client_name,
             email=user.email if user else "",
             redirect_host=redirect.netloc or f"{redirect.scheme}:",
+            # The host that vouches for an app identified by a metadata document (e.g. claude.ai).
+            client_host=urlsplit(client.client_id).netloc if client.source == "cimd" else None,
             scope_descriptions=[SCOPE_DESCRIPTIONS.get(s, s) for s in pending.scope.split()],
             session_id=session_id,
             csrf_token=csrf_token(self._settings, cookie, session_id),
@@ -251,6 +266,7 @@ class AuthorizationEndpoints:
             )
         user = await run_db(authenticate, engine, email, password)
         if user is None:
+            self._service.metrics.sign_in_failures.inc()
             await run_db(rate_limits.hit, engine, SIGN_IN_FAILURES, address)
             return self._login_page(request, client, session_id, error=SIGN_IN_FAILED, email=email[:320])
         await run_db(grant_store.attach_user, engine, session_id, user.id)

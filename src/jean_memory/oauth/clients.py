@@ -22,6 +22,9 @@ from jean_memory.oauth.scopes import grantable_scope
 AUTH_METHODS = ("none", "client_secret_post", "client_secret_basic")
 GRANT_TYPES = ("authorization_code", "refresh_token")
 CLIENT_ID_PREFIX = "jmc_"
+# How long after its last successful fetch a client metadata document may still be used when a
+# re-fetch fails for a network reason (oauth/cimd.py).
+CIMD_STALE_SECONDS = 86400
 SECRET_PREFIX = "jms_"
 
 
@@ -162,8 +165,10 @@ def get_client(engine: Engine, client_id: str | None) -> Client | None:
         return None
     with engine.connect() as conn:
         row = conn.execute(sa.select(oauth_clients).where(oauth_clients.c.client_id == client_id)).first()
-    if row is None:
-        return None
+    return None if row is None else client_from_row(row)
+
+
+def client_from_row(row: sa.Row) -> Client:
     return Client(
         client_id=row.client_id,
         client_name=row.client_name,
@@ -184,12 +189,22 @@ def touch_client(engine: Engine, client_id: str) -> None:
 
 
 def sweep_unused_clients(engine: Engine, unused_days: int) -> int:
-    """Delete dynamic clients unused for `unused_days`; static clients stay until removed."""
-    cutoff = clock.now() - unused_days * 86400
+    """Delete dynamic clients unused for `unused_days`; static clients stay until removed.
+
+    Cached client metadata documents (source `cimd`) go once they expired more than
+    CIMD_STALE_SECONDS ago: no rule may serve them any more, and the next use fetches again.
+    """
+    now = clock.now()
+    cutoff = now - unused_days * 86400
     last_use = sa.func.coalesce(oauth_clients.c.last_used_at, oauth_clients.c.created_at)
     with engine.begin() as conn:
         result = conn.execute(oauth_clients.delete().where(oauth_clients.c.source == "dcr", last_use < cutoff))
-    return result.rowcount or 0
+        cimd = conn.execute(
+            oauth_clients.delete().where(
+                oauth_clients.c.source == "cimd", oauth_clients.c.expires_at < now - CIMD_STALE_SECONDS
+            )
+        )
+    return (result.rowcount or 0) + (cimd.rowcount or 0)
 
 
 def client_profile(client_name: str) -> str:

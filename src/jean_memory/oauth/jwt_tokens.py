@@ -69,16 +69,21 @@ def mint_access_token(
     return jwt.encode(claims, secret, algorithm=ALGORITHM), lifetime_seconds
 
 
-def verify_access_token(token: str, *, secret: str, issuer: str, audience: str) -> AccessTokenClaims:
+def _decode(token: str, secrets: tuple[str, ...], issuer: str, audience: str) -> dict[str, Any]:
+    """Try the current key, then the previous one: rotating the key logs nobody out."""
+    options = {"require": list(REQUIRED_CLAIMS), "verify_exp": False, "verify_iat": False}
+    for index, secret in enumerate(secrets):
+        try:
+            return jwt.decode(token, secret, algorithms=[ALGORITHM], audience=audience, issuer=issuer, options=options)
+        except jwt.InvalidSignatureError:
+            if index == len(secrets) - 1:
+                raise
+    raise jwt.InvalidSignatureError("no verification key configured")
+
+
+def verify_access_token(token: str, *, secrets: tuple[str, ...], issuer: str, audience: str) -> AccessTokenClaims:
     try:
-        claims = jwt.decode(
-            token,
-            secret,
-            algorithms=[ALGORITHM],
-            audience=audience,
-            issuer=issuer,
-            options={"require": list(REQUIRED_CLAIMS), "verify_exp": False, "verify_iat": False},
-        )
+        claims = _decode(token, secrets, issuer, audience)
     except jwt.InvalidAudienceError as exc:
         raise InvalidAccessToken("the token was issued for another resource") from exc
     except jwt.InvalidIssuerError as exc:

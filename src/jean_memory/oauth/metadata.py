@@ -35,6 +35,9 @@ def authorization_server_metadata(settings: Settings) -> dict[str, Any]:
         token_endpoint_auth_methods_supported=list(AUTH_METHODS),
         code_challenge_methods_supported=["S256"],
         authorization_response_iss_parameter_supported=True,
+        # A client_id may be an https URL naming its metadata document (oauth/cimd.py); with
+        # `none` above, this is what makes Claude and the MCP SDK pick CIMD over registration.
+        client_id_metadata_document_supported=True,
     )
     body = document.model_dump(mode="json", exclude_none=True)
     body["issuer"] = issuer  # byte-exact, whatever URL normalisation the model applies

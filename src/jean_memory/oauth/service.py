@@ -6,7 +6,7 @@ Handlers (one module per endpoint) and the MCP resource server's verifier all go
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from jean_memory.accounts.users import get_user
 from jean_memory.config import Settings
 from jean_memory.oauth import grants as grant_store
+from jean_memory.oauth.cimd import CimdClients, CimdError, CimdFetcher, is_metadata_url
 from jean_memory.oauth.clients import Client, client_profile, get_client, touch_client
 from jean_memory.oauth.jwt_tokens import (
     AccessTokenClaims,
@@ -22,6 +23,7 @@ from jean_memory.oauth.jwt_tokens import (
     verify_access_token,
 )
 from jean_memory.oauth.revocation import RevocationCache
+from jean_memory.observability.metrics import Metrics
 
 
 @dataclass
@@ -29,10 +31,16 @@ class OAuthService:
     engine: Engine
     settings: Settings
     revocations: RevocationCache
+    metrics: Metrics = field(default_factory=Metrics)
+    cimd: CimdClients = field(init=False)  # clients named by a metadata document URL
+
+    def __post_init__(self) -> None:
+        fetcher = CimdFetcher(ca_file=self.settings.cimd_ca_file, loopback_hosts=self.settings.cimd_test_loopback_hosts)
+        self.cimd = CimdClients(self.engine, fetcher)
 
     @classmethod
-    def create(cls, engine: Engine, settings: Settings) -> OAuthService:
-        return cls(engine, settings, RevocationCache(engine, settings.revocation_cache_seconds))
+    def create(cls, engine: Engine, settings: Settings, metrics: Metrics | None = None) -> OAuthService:
+        return cls(engine, settings, RevocationCache(engine, settings.revocation_cache_seconds), metrics or Metrics())
 
     def token_response(self, grant: grant_store.Grant, client: Client, scope: str | None = None) -> dict[str, Any]:
         """Mint an access token (and a rotated refresh token) for a live grant."""
@@ -69,7 +77,7 @@ class OAuthService:
         """Signature, `iss`, `aud`, `exp`, then the grant: raises InvalidAccessToken."""
         claims = verify_access_token(
             token,
-            secret=self.settings.jwt_secret_key,
+            secrets=self.settings.verification_keys,
             issuer=self.settings.issuer,
             audience=self.settings.resource,
         )
@@ -82,4 +90,15 @@ class OAuthService:
         self.revocations.mark_revoked(grant_id)
 
     def client(self, client_id: str | None) -> Client | None:
+        """The client, or None when it is unknown or unusable (blocking: may fetch a metadata document)."""
+        try:
+            return self.resolve_client(client_id)
+        except CimdError:
+            return None
+
+    def resolve_client(self, client_id: str | None) -> Client | None:
+        """Like `client`, but a client_id that is a metadata document URL which cannot be used
+        raises CimdError saying why (for the authorization page to show)."""
+        if client_id and is_metadata_url(client_id):
+            return self.cimd.get(client_id)
         return get_client(self.engine, client_id)

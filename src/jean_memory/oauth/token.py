@@ -56,6 +56,7 @@ class TokenEndpoint:
                 raise OAuthError("invalid_request", "the token request body is too large", 413)
             form = await request.form()
             client = await authenticate_client(self._service, request, form)
+            request.state.client_id = client.client_id
             grant_type = form.get("grant_type")
             if grant_type == "authorization_code":
                 body = await self._authorization_code(client, form)
@@ -70,6 +71,7 @@ class TokenEndpoint:
                 )
         except OAuthError as exc:
             return exc.response()
+        self._service.metrics.tokens.labels(str(grant_type)).inc()
         return JSONResponse(body, headers=NO_STORE)
 
     def _check_grant_type(self, client: Client, grant_type: str) -> None:

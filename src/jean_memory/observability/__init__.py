@@ -1,0 +1,1 @@
+"""What operators see: one log line per request, and Prometheus metrics."""
