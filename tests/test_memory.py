@@ -174,3 +174,11 @@ def test_bad_input_says_what_to_change(service, call, message):
 )
 def test_triage_keeps_statements_about_the_person_only(message, kept):
     assert len(facts_worth_keeping(message)) == kept
+
+
+def test_texts_whose_numbers_differ_are_never_merged(service):
+    first = service.add(USER, "The dentist appointment is on 12 March at 3 pm.").saved[0]
+    second = service.add(USER, "The dentist appointment is on 14 March at 5 pm.")
+    assert second.saved and second.saved[0].id != first.id
+    assert [m.id for m in second.similar] == [first.id]  # named, so the assistant can fix or delete
+    assert service.count(USER) == 2

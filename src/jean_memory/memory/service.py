@@ -7,6 +7,7 @@ every query filters by it, which is the whole of the isolation between people. C
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -37,7 +38,7 @@ from jean_memory.memory.records import (
 from jean_memory.memory.triage import importance
 from jean_memory.memory.vectors import VectorCache, bump_version
 
-NEAR_DUPLICATE = 0.95  # same fact reworded: update the memory in place
+NEAR_DUPLICATE = 0.95  # same fact reworded: update the memory in place (unless its numbers differ)
 SIMILAR = 0.80  # related: store, and tell the assistant so it can correct or delete
 MAX_DOCUMENT_BYTES = 5 * 1024 * 1024
 DOCUMENT_TYPES = ("markdown", "text", "html", "code", "email", "note", "pdf-text")
@@ -52,6 +53,17 @@ class SearchConfig:
 
     depth: int = 50  # candidates taken from each ranking before fusion
     rrf_k: int = DEFAULT_K
+
+
+NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
+
+
+def is_rewording(existing: Memory, text: str) -> bool:
+    """Close enough in meaning to be the same fact said again. Texts whose numbers differ are
+    kept apart however close: "meeting at 3" and "meeting at 5" are two facts, not one."""
+    if existing.score is None or existing.score < NEAR_DUPLICATE:
+        return False
+    return sorted(NUMBER.findall(existing.text)) == sorted(NUMBER.findall(text))
 
 
 def _row_memory(row: sa.Row, score: float | None = None, title: str | None = None) -> Memory:
@@ -158,8 +170,9 @@ class MemoryService:
         vector = self._embedder.embed([text])[0] if self._embedder else None
         neighbours = self._neighbours(user_id, vector)
         closest = neighbours[0] if neighbours else None
+        rewording = closest is not None and is_rewording(closest, text)
         with self._engine.begin() as conn:
-            if closest is not None and closest.score is not None and closest.score >= NEAR_DUPLICATE:
+            if rewording and closest is not None:
                 merged = list(dict.fromkeys([*closest.tags, *tags]))
                 conn.execute(
                     memories.update()
@@ -177,7 +190,7 @@ class MemoryService:
                 version = bump_version(conn, user_id)
         if vector is not None and self._embedder is not None:
             self._vectors.note_write(user_id, self._embedder.model_name, version, {pk: vector})
-        if closest is not None and closest.score is not None and closest.score >= NEAR_DUPLICATE:
+        if rewording:
             return AddResult(saved=[updated], similar=[])
         memory = updated
         similar = [m for m in neighbours if m.score is not None and m.score >= SIMILAR]

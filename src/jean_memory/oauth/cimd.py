@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import certifi
 import httpcore
@@ -123,8 +123,8 @@ def check_client_id_url(url: str) -> None:
         raise CimdError("the client_id URL must not contain a fragment (#...)")
     if parts.path in ("", "/"):
         raise CimdError("the client_id URL must have a path (e.g. https://app.example/oauth/client.json)")
-    if any(segment in (".", "..") for segment in parts.path.split("/")):
-        raise CimdError("the client_id URL must not contain . or .. path segments")
+    if any(unquote(segment) in (".", "..") for segment in parts.path.split("/")):
+        raise CimdError("the client_id URL must not contain dot segments (. or ..) in its path")
 
 
 # --- the address guard ----------------------------------------------------------------------
@@ -152,10 +152,10 @@ def forbidden_reason(address: str) -> str | None:
         return "a shared (CGNAT, 100.64.0.0/10) address"
     if ip.is_multicast:
         return "a multicast address"
-    if ip.is_private:
-        return "a private address"
     if ip.is_reserved:
         return "a reserved address"
+    if ip.is_private:
+        return "a private address"
     if not ip.is_global:
         return "an address that is not publicly routable"
     return None
@@ -181,13 +181,11 @@ class _Guard:
         resolver = self._resolver or resolve_host  # looked up at call time, so tests can replace it
         left = deadline - time.monotonic()
         if left <= 0:
-            raise CimdError(f"{host} did not answer within {FETCH_TIMEOUT_SECONDS:g} seconds", transient=True)
+            raise CimdError(f"{host} did not answer in time", transient=True)
         try:
             addresses = list(_dns_pool.submit(resolver, host, port).result(timeout=left))
         except FutureTimeout as exc:
-            raise CimdError(
-                f"looking up {host} took longer than {FETCH_TIMEOUT_SECONDS:g} seconds", transient=True
-            ) from exc
+            raise CimdError(f"looking up the host name {host} took too long", transient=True) from exc
         except (OSError, UnicodeError) as exc:
             raise CimdError(f"the host name {host} could not be resolved ({exc})", transient=True) from exc
         if not addresses:
@@ -396,7 +394,7 @@ class CimdFetcher:
         deadline = time.monotonic() + self._timeout
         transport = _GuardedTransport(self._ssl, _GuardedBackend(self._guard, deadline))
         headers = {"Accept": "application/json", "Accept-Encoding": "identity", "User-Agent": USER_AGENT}
-        limit = f"{self._timeout:g} seconds"
+        limit = f"{self._timeout:g} second{'' if self._timeout == 1 else 's'}"
         try:
             with (
                 httpx.Client(
@@ -656,4 +654,3 @@ class CimdClients:
             _forget(self._engine, url)
         logger.info("client metadata %s refused: %s", url, exc.message)
         raise exc
-

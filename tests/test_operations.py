@@ -1,0 +1,196 @@
+"""What an operator relies on: health, readiness, metrics, request logs, key rotation, and a
+graceful shutdown that loses nothing acknowledged."""
+
+import concurrent.futures
+import json
+import logging
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from jean_memory.accounts.users import create_user
+from tests.support.oauth import PASSWORD, McpHttp, new_flow
+from tests.support.servers import TEST_SECRET, cli_env, free_port, run_cli, threaded_server, wait_until_up
+
+
+def test_health_and_readiness(server):
+    assert httpx.get(f"{server.base_url}/healthz").text == "ok"
+    ready = httpx.get(f"{server.base_url}/readyz")
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["ready"] is True
+    assert set(body["checks"]) == {"database", "migrations", "embeddings"}
+
+
+def test_metrics_are_off_by_default(server):
+    assert httpx.get(f"{server.base_url}/metrics").status_code == 404
+
+
+def test_metrics_count_requests_tools_tokens_and_failed_sign_ins(database_url, tmp_path):
+    with threaded_server(database_url, tmp_path / "d", metrics_enabled=True) as running:
+        user = create_user(running.engine, "m@example.com", PASSWORD)
+        flow = new_flow(running.base_url)
+        flow.sign_in(flow.authorize(), user.email, "wrong password")
+        tokens = flow.tokens(user.email)
+        mcp = McpHttp(running.mcp_url, tokens["access_token"])
+        mcp.call_tool("add_memories", {"text": "Counted fact"})
+        mcp.call_tool("delete_memory", {"memory_id": "missing"})
+        text = httpx.get(f"{running.base_url}/metrics").text
+    assert 'jean_memory_tool_calls_total{outcome="ok",tool="add_memories"} 1.0' in text
+    assert 'jean_memory_tool_calls_total{outcome="tool_error",tool="delete_memory"} 1.0' in text
+    assert 'jean_memory_tokens_issued_total{grant_type="authorization_code"} 1.0' in text
+    assert "jean_memory_sign_in_failures_total 1.0" in text
+    assert 'jean_memory_http_requests_total{method="POST",route="/oauth/token",status="200"}' in text
+
+
+def test_one_log_line_per_request_with_ids_and_no_secrets(server, alice, caplog):
+    caplog.set_level(logging.INFO, logger="jean_memory.http")
+    flow = new_flow(server.base_url)
+    params = flow.get_code(alice.email)
+    tokens = flow.exchange(params["code"]).json()
+    response = McpHttp(server.mcp_url, tokens["access_token"]).rpc("tools/list", {}, **{"X-Request-ID": "req-12345678"})
+    assert response.headers["x-request-id"] == "req-12345678"
+    deadline = time.monotonic() + 5  # the server thread logs right after it has answered
+    while not any(getattr(r, "request_id", "") == "req-12345678" for r in caplog.records):
+        assert time.monotonic() < deadline, "no log line for the MCP request"
+        time.sleep(0.02)
+    lines = [r for r in caplog.records if r.name == "jean_memory.http"]
+    mcp_line = next(r for r in lines if r.route == "/mcp" and r.request_id == "req-12345678")
+    assert mcp_line.user_id == alice.id and mcp_line.client_id == flow.client_id and mcp_line.status == 200
+    token_line = next(r for r in lines if r.route == "/oauth/token")
+    assert token_line.client_id == flow.client_id
+    everything = "\n".join(r.getMessage() for r in caplog.records)
+    for secret in (
+        params["code"],
+        tokens["access_token"],
+        tokens["refresh_token"],
+        PASSWORD,
+        flow.registration["client_secret"],
+    ):
+        assert secret not in everything
+
+
+def test_json_log_lines(database_url, tmp_path):
+    env = cli_env(database_url, tmp_path / "data") | {"JEAN_MEMORY_LOG_FORMAT": "json"}
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jean_memory.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}", process=process)
+        httpx.get(f"http://127.0.0.1:{port}/.well-known/oauth-authorization-server")
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    entries = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    request = next(e for e in entries if e.get("route") == "/.well-known/oauth-authorization-server")
+    assert request["status"] == 200 and request["method"] == "GET" and request["request_id"]
+
+
+def test_rotating_the_key_logs_nobody_out(database_url, tmp_path):
+    issuer = "http://memory.localhost"  # one issuer for the three servers, as behind one proxy
+    with threaded_server(database_url, tmp_path / "d", issuer=issuer) as old:
+        user = create_user(old.engine, "rot@example.com", PASSWORD)
+        flow = new_flow(old.base_url)
+        tokens = flow.exchange(flow.get_code(user.email, resource=f"{issuer}/mcp")["code"]).json()
+    new_key = "a-brand-new-signing-key-0123456789abcdef0123456789"
+    rotated = {"issuer": issuer, "jwt_secret_key": new_key, "jwt_secret_key_previous": TEST_SECRET}
+    with threaded_server(database_url, tmp_path / "d", **rotated) as server:
+        assert McpHttp(server.mcp_url, tokens["access_token"]).initialize().status_code == 200
+    with threaded_server(database_url, tmp_path / "d", issuer=issuer, jwt_secret_key=new_key) as server:
+        assert McpHttp(server.mcp_url, tokens["access_token"]).initialize().status_code == 401
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_burst_loses_nothing_acknowledged(database_url, tmp_path):
+    env = cli_env(database_url, tmp_path / "data")
+    assert run_cli(["user", "add", "burst@example.com", "--password-stdin"], env, stdin=PASSWORD + "\n").returncode == 0
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+
+    def start() -> subprocess.Popen:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "jean_memory.cli", "serve", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until_up(base, process=process)
+        return process
+
+    process = start()
+    flow = new_flow(base)
+    token = flow.tokens("burst@example.com")["access_token"]
+    acknowledged: list[str] = []
+
+    def save(i: int) -> None:
+        mcp = McpHttp(f"{base}/mcp", token, httpx.Client(timeout=30))
+        text = distinct_fact(i)
+        try:
+            if i % 2:
+                result = mcp.call_tool("add_memories", {"text": text})
+                ok = not result["isError"]
+            else:  # queued by jean_memory, saved after the answer
+                result = mcp.call_tool("jean_memory", {"user_message": text, "is_new_conversation": False})
+                ok = "Saving to memory" in result["content"][0]["text"]
+        except (httpx.HTTPError, AssertionError, KeyError):
+            return  # not acknowledged: the server was going away
+        if ok:
+            acknowledged.append(text)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(save, i) for i in range(120)]
+        time.sleep(1.0)
+        process.send_signal(signal.SIGTERM)
+        concurrent.futures.wait(futures)
+    # uvicorn finishes in-flight requests and our lifespan drains queued saves, then re-raises
+    # the signal so the exit status still says "terminated".
+    assert process.wait(timeout=60) in (0, -signal.SIGTERM)
+    assert acknowledged, "nothing was acknowledged before the signal"
+
+    process = start()
+    try:
+        mcp = McpHttp(f"{base}/mcp", token)
+        deadline = time.monotonic() + 60
+        while True:
+            texts = all_texts(mcp)
+            missing = [a for a in acknowledged if a not in texts]
+            if not missing or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert missing == [], f"{len(missing)} of {len(acknowledged)} acknowledged memories lost"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+WORDS = (
+    "violin harbour quantum tulip granite saffron glacier lantern orchard comet velvet canyon bamboo "
+    "falcon meadow cobalt ember thimble walrus origami nebula pepper quartz fjord mosaic tundra cactus "
+    "lagoon maple sonnet beacon puzzle summit cello otter prism garnet kayak truffle mango anvil"
+).split()
+
+
+def distinct_fact(i: int) -> str:
+    """Sentences far apart in meaning, so near-duplicate merging (cosine >= 0.95) never joins two."""
+    rng = random.Random(i)
+    return f"I remember that {' '.join(rng.sample(WORDS, 6))} matters to me ({i})."
+
+
+def all_texts(mcp: McpHttp) -> list[str]:
+    texts, cursor = [], None
+    while True:
+        page = mcp.call_tool("list_memories", {"limit": 100, **({"cursor": cursor} if cursor else {})})
+        texts += [m["text"] for m in page["structuredContent"]["results"]]
+        cursor = page["structuredContent"].get("next_cursor")
+        if not cursor:
+            return texts
