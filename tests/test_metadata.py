@@ -14,7 +14,11 @@ AS_PATHS = [
     "/.well-known/openid-configuration",
     "/oauth/.well-known/oauth-authorization-server",
 ]
-PR_PATHS = ["/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-protected-resource"]
+PR_PATHS = [
+    "/.well-known/oauth-protected-resource/mcp",
+    "/.well-known/oauth-protected-resource/mcp/",  # RFC 9728 §3.1 path for a pasted `/mcp/`
+    "/.well-known/oauth-protected-resource",
+]
 
 
 def test_authorization_server_metadata_is_one_document_at_every_path(server):
@@ -35,8 +39,8 @@ def test_authorization_server_metadata_is_one_document_at_every_path(server):
     assert set(doc["token_endpoint_auth_methods_supported"]) == {"none", "client_secret_post", "client_secret_basic"}
     assert "offline_access" in doc["scopes_supported"]
     assert doc["authorization_response_iss_parameter_supported"] is True  # RFC 9207
-    # Not advertised until CIMD really works (PROTOCOL.md: do not advertise what is not implemented).
-    assert "client_id_metadata_document_supported" not in doc
+    # CIMD works (tests/test_cimd.py), so it is advertised; with `none` above, Claude picks it.
+    assert doc["client_id_metadata_document_supported"] is True
 
 
 def test_protected_resource_metadata_names_the_pasted_url(server):

@@ -132,6 +132,7 @@ def build_app(settings: Settings, engine: Engine, migrate: bool = True, embedder
         Route("/.well-known/openid-configuration", as_metadata),
         Route("/oauth/.well-known/oauth-authorization-server", as_metadata),
         Route("/.well-known/oauth-protected-resource/mcp", pr_metadata),
+        Route("/.well-known/oauth-protected-resource/mcp/", pr_metadata),  # for a pasted `/mcp/`
         Route("/.well-known/oauth-protected-resource", pr_metadata),
         Route("/oauth/authorize", authorize.authorize, methods=["GET", "POST"]),
         Route("/authorize", authorize.authorize, methods=["GET", "POST"]),
