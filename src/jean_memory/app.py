@@ -25,6 +25,7 @@ from jean_memory.db.migrate import current_and_head, upgrade
 from jean_memory.mcp_server.endpoint import McpEndpoint
 from jean_memory.mcp_server.legacy import LegacyEndpoint
 from jean_memory.memory.embeddings import Embedder, LocalOnnxEmbedder, create_embedder
+from jean_memory.memory.extraction import LlmExtractor
 from jean_memory.memory.jobs import Worker, pending_count
 from jean_memory.memory.service import MemoryService
 from jean_memory.oauth.authorize import AuthorizationEndpoints
@@ -98,7 +99,10 @@ def build_app(settings: Settings, engine: Engine, migrate: bool = True, embedder
         upgrade(engine)
     metrics = Metrics()
     oauth = OAuthService.create(engine, settings, metrics)
-    memory = MemoryService(engine, embedder if embedder is not None else build_embedder(settings))
+    extractor = (
+        LlmExtractor(settings.llm_base_url, settings.llm_model, settings.llm_api_key) if settings.llm_base_url else None
+    )
+    memory = MemoryService(engine, embedder if embedder is not None else build_embedder(settings), extractor=extractor)
     worker = Worker(engine, memory.job_handlers())
     memory.set_enqueue_hook(worker.wake)
     mcp = McpEndpoint(oauth, memory, settings)

@@ -52,7 +52,10 @@ class Settings:
     embeddings_base_url: str = ""
     embeddings_api_key: str = field(default="", repr=False)
     embeddings_model: str = ""
-    embeddings_model_path: str = ""  # another copy of the local model file (default: the installed package's)
+    embeddings_model_path: str = ""
+    llm_base_url: str = ""  # optional fact extraction by an OpenAI-compatible chat model; off when empty
+    llm_api_key: str = field(default="", repr=False)
+    llm_model: str = ""  # another copy of the local model file (default: the installed package's)
     # Client ID Metadata Documents (oauth/cimd.py): extra CA certificates (a PEM file) trusted, on
     # top of the public roots, when fetching a client's metadata document.
     cimd_ca_file: str = ""
@@ -182,6 +185,9 @@ def load_settings(
         embeddings_api_key=env.get("JEAN_MEMORY_EMBEDDINGS_API_KEY", ""),
         embeddings_model=env.get("JEAN_MEMORY_EMBEDDINGS_MODEL", ""),
         embeddings_model_path=env.get("JEAN_MEMORY_EMBEDDINGS_MODEL_PATH", ""),
+        llm_base_url=env.get("JEAN_MEMORY_LLM_BASE_URL", ""),
+        llm_api_key=env.get("JEAN_MEMORY_LLM_API_KEY", ""),
+        llm_model=env.get("JEAN_MEMORY_LLM_MODEL", "gpt-4o-mini"),
         cimd_ca_file=_existing_file(env, "JEAN_MEMORY_CIMD_CA_FILE"),
     )
 

@@ -25,6 +25,7 @@ from jean_memory.memory.triage import facts_worth_keeping
 from jean_memory.observability.metrics import Metrics
 
 CONTEXT_LIMIT = 8
+MIN_LLM_MESSAGE_CHARS = 20
 PROFILE_LIMIT = 12
 
 
@@ -170,8 +171,11 @@ class ToolSet:
                     parts.append(format_memories(relevant, "Memories relevant to this message:"))
             facts = facts_worth_keeping(user_message)
             if facts:
-                await _call(memory.enqueue_facts, principal.user_id, facts, principal.profile)
+                await _call(memory.enqueue_facts, principal.user_id, facts, principal.profile, user_message)
                 parts.append("Saving to memory: " + " | ".join(facts))
+            elif memory.extracts_with_llm and len(user_message.strip()) >= MIN_LLM_MESSAGE_CHARS:
+                await _call(memory.enqueue_facts, principal.user_id, [], principal.profile, user_message)
+                parts.append("Checking this message for anything worth remembering.")
             if not parts:
                 return "No context requested and nothing new to save."
             return "\n\n".join(parts)

@@ -21,6 +21,7 @@ from jean_memory.db.tables import documents, memories, memory_vectors
 from jean_memory.memory import jobs
 from jean_memory.memory.chunking import chunk_text
 from jean_memory.memory.embeddings import Embedder
+from jean_memory.memory.extraction import LlmExtractor
 from jean_memory.memory.fusion import DEFAULT_K, reciprocal_rank_fusion
 from jean_memory.memory.lexical import lexical_search
 from jean_memory.memory.pg_vectors import PgVectorIndex
@@ -86,9 +87,11 @@ class MemoryService:
         embedder: Embedder | None,
         search: SearchConfig | None = None,
         on_enqueue: Callable[[], None] | None = None,
+        extractor: LlmExtractor | None = None,
     ) -> None:
         self._engine = engine
         self._embedder = embedder
+        self._extractor = extractor
         self._search = search or SearchConfig()
         # SQLite: an in-process matrix per user; PostgreSQL: pgvector answers (no cache to keep right).
         self._vectors: VectorCache | PgVectorIndex = (
@@ -99,6 +102,10 @@ class MemoryService:
     @property
     def embedder(self) -> Embedder | None:
         return self._embedder
+
+    @property
+    def extracts_with_llm(self) -> bool:
+        return self._extractor is not None
 
     def set_enqueue_hook(self, hook: Callable[[], None]) -> None:
         self._on_enqueue = hook
@@ -207,14 +214,22 @@ class MemoryService:
         scores = dict(nearest)
         return [replace(found[pk], score=scores[pk]) for pk, _ in nearest if pk in found][:k]
 
-    def enqueue_facts(self, user_id: str, facts: list[str], client: str | None) -> None:
-        """Record facts to save after the answer: the assistant is not kept waiting on embedding."""
+    def enqueue_facts(self, user_id: str, facts: list[str], client: str | None, message: str | None = None) -> None:
+        """Record what to save after the answer: the assistant never waits on embedding or an LLM.
+        With an LLM configured, `message` goes along and the model picks the facts (`facts` is
+        the fallback)."""
+        payload: dict[str, Any] = {"facts": facts, "client": client}
+        if message is not None and self._extractor is not None:
+            payload["message"] = message
         with self._engine.begin() as conn:
-            jobs.enqueue(conn, SAVE_JOB, user_id, {"facts": facts, "client": client})
+            jobs.enqueue(conn, SAVE_JOB, user_id, payload)
         self._on_enqueue()
 
     def save_facts_job(self, user_id: str, payload: dict[str, Any]) -> None:
-        for fact in payload.get("facts", []):
+        facts = payload.get("facts", [])
+        if self._extractor is not None and payload.get("message"):
+            facts = self._extractor.facts_or_fallback(payload["message"], facts)
+        for fact in facts:
             try:
                 self.add(user_id, fact, ["auto"], payload.get("client"))
             except MemoryInputError:
