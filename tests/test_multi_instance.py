@@ -33,6 +33,14 @@ def two_instances(database_url, tmp_path):
         yield first, second
 
 
+def registered(base: str, auth_method: str) -> Flow:
+    """A client registered on `base`, with a cookie-keeping browser."""
+    http = httpx.Client(timeout=60)
+    body = {"client_name": "claudeai", "redirect_uris": [CLAUDE_CALLBACK], "token_endpoint_auth_method": auth_method}
+    registration = http.post(f"{base}/oauth/register", json=body).json()
+    return Flow(base_url=base, http=http, registration=registration, redirect_uri=CLAUDE_CALLBACK)
+
+
 def authorize_on(flow: Flow, base: str) -> dict[str, str]:
     flow.base_url = base
     page = flow.authorize(resource=RESOURCE)
@@ -42,16 +50,8 @@ def authorize_on(flow: Flow, base: str) -> dict[str, str]:
 
 def test_the_flow_may_hop_between_instances(two_instances):
     first, second = two_instances
-    http = httpx.Client(timeout=30)
-    registration = http.post(
-        f"{first}/oauth/register",
-        json={
-            "client_name": "claudeai",
-            "redirect_uris": [CLAUDE_CALLBACK],
-            "token_endpoint_auth_method": "client_secret_post",
-        },
-    ).json()
-    flow = Flow(base_url=first, http=http, registration=registration, redirect_uri=CLAUDE_CALLBACK)
+    flow = registered(first, "client_secret_post")
+    http = flow.http
     params = authorize_on(flow, first)
     assert params["iss"] == ISSUER
     flow.base_url = second
@@ -88,16 +88,8 @@ def test_the_flow_may_hop_between_instances(two_instances):
 
 def test_concurrent_refreshes_on_both_instances_leave_one_live_grant(two_instances):
     first, second = two_instances
-    http = httpx.Client(timeout=30)
-    registration = http.post(
-        f"{first}/oauth/register",
-        json={
-            "client_name": "claudeai",
-            "redirect_uris": [CLAUDE_CALLBACK],
-            "token_endpoint_auth_method": "none",
-        },
-    ).json()
-    flow = Flow(base_url=first, http=http, registration=registration, redirect_uri=CLAUDE_CALLBACK)
+    flow = registered(first, "none")
+    http = flow.http
     params = authorize_on(flow, first)
     tokens = flow.exchange(params["code"]).json()
 
@@ -124,16 +116,8 @@ def test_concurrent_refreshes_on_both_instances_leave_one_live_grant(two_instanc
 
 def test_200_concurrent_saves_over_both_instances_lose_nothing(two_instances):
     first, second = two_instances
-    http = httpx.Client(timeout=60)
-    registration = http.post(
-        f"{first}/oauth/register",
-        json={
-            "client_name": "load",
-            "redirect_uris": [CLAUDE_CALLBACK],
-            "token_endpoint_auth_method": "none",
-        },
-    ).json()
-    flow = Flow(base_url=first, http=http, registration=registration, redirect_uri=CLAUDE_CALLBACK)
+    flow = registered(first, "none")
+    http = flow.http
     token = flow.exchange(authorize_on(flow, first)["code"]).json()["access_token"]
 
     def save(i: int) -> str:
