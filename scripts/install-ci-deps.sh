@@ -52,11 +52,14 @@ if ! command -v npm >/dev/null; then
   # Any npm will do to run `npm ci`; Node 22 itself comes from the lock file.
   apt_install nodejs npm
 fi
-have_node="$(node_modules/.bin/node --version 2>/dev/null || true)"
-have_suite="$(sed -n 's/.*"version": "\([^"]*\)".*/\1/p' node_modules/@modelcontextprotocol/conformance/package.json 2>/dev/null | head -n 1 || true)"
-if [ "$have_node" != "v$NODE_VERSION" ] || [ "$have_suite" != "$CONFORMANCE_VERSION" ]; then
+# node_modules is current when it was installed from this very lock file (npm ci copies the lock
+# into node_modules/.package-lock.json); any pin change in package-lock.json triggers a new install.
+lock_hash="$(sha256sum package-lock.json | cut -d' ' -f1)"
+stamp=node_modules/.installed-from-lock
+if [ "$(cat "$stamp" 2>/dev/null)" != "$lock_hash" ]; then
   # --ignore-scripts: nothing here needs one (Node comes as the prebuilt node-linux-* package).
   npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+  echo "$lock_hash" > "$stamp"
 fi
 node_modules/.bin/node --version | grep -qx "v$NODE_VERSION"
 node_modules/.bin/node node_modules/@modelcontextprotocol/conformance/dist/index.js --version | grep -qx "$CONFORMANCE_VERSION"

@@ -7,6 +7,8 @@ The database is chosen by `--db` (sqlite by default); every test that takes `ser
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +16,13 @@ import pytest
 
 from jean_memory import clock
 from jean_memory.accounts.users import User, create_user
-from tests.support.databases import admin_url, fresh_postgresql_database, start_embedded_postgres
+from tests.support.databases import (
+    admin_url,
+    fresh_postgresql_database,
+    migrated_template,
+    start_embedded_postgres,
+    stop_embedded_postgres,
+)
 from tests.support.oauth import PASSWORD
 from tests.support.servers import RunningServer, threaded_server
 
@@ -44,17 +52,25 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def postgresql_server(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """An existing server from DATABASE_URL, else an embedded one for the whole session."""
+def postgresql_server() -> Iterator[str]:
+    """An existing server from DATABASE_URL, else an embedded one for the whole session.
+
+    Its data lives in a directory of its own, not under pytest's rotating temp root, which a
+    concurrent pytest run may prune while this server still uses it."""
     existing = admin_url()
     if existing:
-        return existing
+        yield existing
+        return
+    base = Path(tempfile.mkdtemp(prefix="jm-test-pg-"))
     try:
-        return start_embedded_postgres(tmp_path_factory.mktemp("postgresql"))
+        yield start_embedded_postgres(base)
     except ImportError:
         if os.environ.get("CI") == "true":
             raise
         pytest.skip("PostgreSQL tests need the embedded-postgres package or DATABASE_URL")
+    finally:
+        stop_embedded_postgres(base)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
@@ -63,8 +79,14 @@ def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -
         yield f"sqlite:///{tmp_path / 'jean_memory.db'}"
         return
     server_url = request.getfixturevalue("postgresql_server")
-    with fresh_postgresql_database(server_url) as url:
+    template = request.getfixturevalue("postgresql_template")
+    with fresh_postgresql_database(server_url, template) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def postgresql_template(postgresql_server: str) -> str:
+    return migrated_template(postgresql_server)
 
 
 @pytest.fixture(autouse=True)
