@@ -65,3 +65,20 @@ node_modules/.bin/node --version | grep -qx "v$NODE_VERSION"
 node_modules/.bin/node node_modules/@modelcontextprotocol/conformance/dist/index.js --version | grep -qx "$CONFORMANCE_VERSION"
 
 echo "== ready: $(/usr/bin/chromium --version 2>/dev/null), node $(node_modules/.bin/node --version), conformance $CONFORMANCE_VERSION"
+
+# Caddy, the TLS-terminating reverse proxy tests/test_reverse_proxy.py runs in front of the
+# server (with deploy/Caddyfile). The tests start their own Caddy on loopback; the package's
+# system service is not needed, so it is stopped when this script installs the package.
+echo "== Debian package: caddy"
+if ! installed caddy; then
+  echo "installing: caddy"
+  apt_install caddy
+  if command -v systemctl >/dev/null && systemctl is-active --quiet caddy 2>/dev/null; then
+    systemctl disable --now caddy >/dev/null 2>&1 || true
+  fi
+fi
+caddy version >/dev/null || {
+  echo "install-ci-deps: caddy does not run" >&2
+  exit 1
+}
+echo "== ready: caddy $(caddy version | cut -d' ' -f1)"

@@ -80,3 +80,20 @@ def test_issuer_with_path_or_trailing_slash_is_refused(issuer):
 def test_issuer_host_is_lowercased_and_kept_exact():
     assert validate_issuer("https://Memory.Example.com") == "https://memory.example.com"
     assert validate_issuer("http://127.0.0.1:8000") == "http://127.0.0.1:8000"
+
+
+def test_trusting_every_proxy_is_refused():
+    from jean_memory.config import load_settings
+
+    with pytest.raises(ConfigError, match="forge its address"):
+        load_settings(env={"JEAN_MEMORY_TRUSTED_PROXIES": "*"})
+    assert load_settings(env={"JEAN_MEMORY_TRUSTED_PROXIES": "127.0.0.1, 10.0.0.0/8"}).trusted_proxies == (
+        "127.0.0.1",
+        "10.0.0.0/8",
+    )
+
+
+def test_listening_everywhere_without_an_issuer_falls_back_to_loopback():
+    from jean_memory.config import load_settings
+
+    assert load_settings(host="0.0.0.0", port=9000, env={}).issuer == "http://127.0.0.1:9000"

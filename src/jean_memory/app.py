@@ -182,7 +182,9 @@ def build_app(settings: Settings, engine: Engine, migrate: bool = True, embedder
             worker_scope.cancel()
             done = await worker.drain(settings.shutdown_grace_seconds)
             left = await run_db(pending_count, engine)
-            logger.info("shutdown: finished %d queued jobs, %d left for the next start", done, left)
+            logging.getLogger("jean_memory").info(
+                "shutdown: finished %d queued jobs, %d left for the next start", done, left
+            )
             tasks.cancel_scope.cancel()
 
     app = Starlette(routes=routes, lifespan=lifespan)

@@ -14,7 +14,7 @@ import sys
 
 import uvicorn
 
-from jean_memory.config import ConfigError, Settings, ensure_secret_key, load_settings
+from jean_memory.config import ConfigError, Settings, ensure_secret_key, is_loopback_host, load_settings
 from jean_memory.db.engine import create_engine
 from jean_memory.db.migrate import MissingExtensionError, check_extensions, current_and_head, upgrade
 
@@ -56,10 +56,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log = logging.getLogger("jean_memory")
     if settings.jwt_secret_key_source != "env":
         log.info("JWT_SECRET_KEY is not set; using the key stored in %s", settings.jwt_secret_key_source)
-    if not settings.issuer_is_https and not settings.issuer_is_loopback:
+    if not settings.issuer_is_https and (not settings.issuer_is_loopback or settings.trusted_proxies):
         log.warning(
             "!!! The issuer %s is not https. Claude and ChatGPT only connect over https: put the server behind "
             "a TLS proxy and set --issuer https://your-host (JEAN_MEMORY_ISSUER).",
+            settings.issuer,
+        )
+    if settings.issuer_is_loopback and not is_loopback_host(settings.host):
+        log.warning(
+            "!!! Listening on %s, but the issuer is %s, which only this machine can reach. Set "
+            "JEAN_MEMORY_ISSUER (or --issuer) to the public https URL clients use.",
+            settings.host,
             settings.issuer,
         )
     engine = create_engine(settings.database_url)

@@ -156,7 +156,9 @@ def load_settings(
     data_dir = Path(env.get("JEAN_MEMORY_DATA_DIR") or "data")
     raw_issuer = issuer or env.get("JEAN_MEMORY_ISSUER") or ""
     if not raw_issuer:
-        shown_host = f"[{host}]" if ":" in host else host
+        # Listening on every interface says nothing about the public name: fall back to loopback
+        # (what works on this machine) and let `serve` warn that the issuer must be set.
+        shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else (f"[{host}]" if ":" in host else host)  # noqa: S104
         raw_issuer = f"http://{shown_host}:{port}"
     database_url = database_url or env.get("DATABASE_URL") or ""
     if not database_url:
@@ -169,7 +171,7 @@ def load_settings(
         data_dir=data_dir,
         jwt_secret_key=env.get("JWT_SECRET_KEY", ""),
         jwt_secret_key_previous=env.get("JWT_SECRET_KEY_PREVIOUS", ""),
-        trusted_proxies=tuple(p.strip() for p in env.get("JEAN_MEMORY_TRUSTED_PROXIES", "").split(",") if p.strip()),
+        trusted_proxies=_trusted_proxies(env.get("JEAN_MEMORY_TRUSTED_PROXIES", "")),
         metrics_enabled=_choice(env, "JEAN_MEMORY_METRICS", ("on", "off"), "off") == "on",
         log_format=_choice(env, "JEAN_MEMORY_LOG_FORMAT", ("plain", "json"), "plain"),
         shutdown_grace_seconds=_env_int(env, "JEAN_MEMORY_SHUTDOWN_SECONDS", 20),
@@ -190,6 +192,16 @@ def load_settings(
         llm_model=env.get("JEAN_MEMORY_LLM_MODEL", "gpt-4o-mini"),
         cimd_ca_file=_existing_file(env, "JEAN_MEMORY_CIMD_CA_FILE"),
     )
+
+
+def _trusted_proxies(raw: str) -> tuple[str, ...]:
+    proxies = tuple(p.strip() for p in raw.split(",") if p.strip())
+    if "*" in proxies:
+        raise ConfigError(
+            "JEAN_MEMORY_TRUSTED_PROXIES=* would let any client forge its address (and dodge rate limits); "
+            "list your proxy's addresses or networks, e.g. 127.0.0.1 or 10.0.0.0/8"
+        )
+    return proxies
 
 
 def ensure_secret_key(settings: Settings) -> Settings:
