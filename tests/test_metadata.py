@@ -96,4 +96,4 @@ def test_trusting_every_proxy_is_refused():
 def test_listening_everywhere_without_an_issuer_falls_back_to_loopback():
     from jean_memory.config import load_settings
 
-    assert load_settings(host="0.0.0.0", port=9000, env={}).issuer == "http://127.0.0.1:9000"
+    assert load_settings(host="0.0.0.0", port=9000, env={}).issuer == "http://127.0.0.1:9000"  # noqa: S104
