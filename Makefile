@@ -18,7 +18,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
-	bash scripts/pytest-no-empty.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
+	bash scripts/pytest-no-empty.sh $(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
