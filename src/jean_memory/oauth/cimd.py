@@ -29,8 +29,8 @@ If that re-fetch fails:
 - otherwise (the site answered, and the answer is a 404, a redirect, not JSON, or a document
   that fails the checks): the cached copy is dropped at once, because the publisher has
   withdrawn or changed it and we must not keep honouring redirect URIs it took back.
-Then, for the exact URLs of the documents pinned in `pinned_clients/` (Claude's and Claude
-Code's), the pinned copy is used when the fetch fails (claude.ai has answered data-centre
+Then, for the exact URLs of the documents pinned in `pinned_clients/` (Claude's, Claude
+Code's and ChatGPT's; sources in its README), the pinned copy is used when the fetch fails (claude.ai has answered data-centre
 fetches with a bot challenge), and retried after the default hour. Failures are not cached.
 """
 
@@ -501,26 +501,25 @@ def validate_document(url: str, document: Any) -> dict[str, Any]:
 
 
 def _check_auth_method(document: dict[str, Any]) -> None:
-    """CIMD clients are public: `none`. Both the RFC 7591 field and the plural list some
-    documents carry are read; the singular one wins, and when neither is given `none` is assumed."""
+    """CIMD clients are public here: `none`, the only method that needs nothing registered.
+
+    Both the RFC 7591 field and the plural list some documents carry are read, and a client is
+    accepted when either offers `none`: ChatGPT's document names `private_key_jwt` but lists
+    `["none", "private_key_jwt"]`, so it connects as a public client. A document offering
+    neither field is taken as `none` (there is no secret it could be using)."""
     method = document.get("token_endpoint_auth_method")
     supported = document.get("token_endpoint_auth_methods_supported")
     if method is not None and not isinstance(method, str):
         raise CimdError("the document's token_endpoint_auth_method must be a string")
     if supported is not None and (not isinstance(supported, list) or not all(isinstance(m, str) for m in supported)):
         raise CimdError("the document's token_endpoint_auth_methods_supported must be a list of strings")
-    if method is not None:
-        offered = [method]
-    elif supported:
-        offered = supported
-    else:
-        return
-    if "none" in offered:
+    offered = ([method] if method is not None else []) + list(supported or [])
+    if not offered or "none" in offered:
         return
     if "private_key_jwt" in offered:
         raise CimdError(
             "the document asks for private_key_jwt client authentication, which this server does not support; "
-            'the app must publish token_endpoint_auth_method "none" (a public client using PKCE)'
+            'the app must offer token_endpoint_auth_method "none" (a public client using PKCE)'
         )
     shared = [m for m in offered if m in SHARED_SECRET_METHODS]
     if shared:
