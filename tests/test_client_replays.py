@@ -6,7 +6,7 @@ it makes once connected. Sources: PROTOCOL.md's "Who sends what" table, and per 
 comments below. A failure here means that client cannot connect.
 
 CIMD (client ID metadata documents) replays run the flow when our authorization-server metadata
-advertises `client_id_metadata_document_supported: true`; until then they are xfail (not strict).
+advertises `client_id_metadata_document_supported: true`, as it does.
 """
 
 from __future__ import annotations
@@ -46,10 +46,6 @@ INSPECTOR_CALLBACK = "http://localhost:6274/oauth/callback"
 MEMORY_TOOLS = {"jean_memory", "add_memories", "search_memory", "list_memories", "delete_memory", "store_document"}
 JSON_AND_SSE = "application/json, text/event-stream"
 Backend = Callable[..., httpx.Client]  # the `backend` fixture: user agent (+ headers) -> client
-CIMD_NOT_YET = (
-    "CIMD is not advertised yet (no client_id_metadata_document_supported: true in the "
-    "authorization-server metadata); the replay runs, and is expected to fail, until it is"
-)
 
 
 # --- the pieces every client does ------------------------------------------------------------------
@@ -233,9 +229,9 @@ def initialized(mcp: McpHttp, **headers: str) -> None:
     assert response.status_code == 202, response.text
 
 
-def require_cimd_or_xfail(request: pytest.FixtureRequest, asm: dict[str, Any]) -> None:
-    if asm.get("client_id_metadata_document_supported") is not True:
-        request.applymarker(pytest.mark.xfail(reason=CIMD_NOT_YET, strict=False))
+def require_cimd(asm: dict[str, Any]) -> None:
+    """Claude and ChatGPT pick CIMD only when the metadata says so (PROTOCOL.md)."""
+    assert asm.get("client_id_metadata_document_supported") is True
 
 
 def save_from_another_client(server: RunningServer, email: str, browser: httpx.Client, text: str) -> str:
@@ -325,7 +321,7 @@ def test_claude_web_via_cimd(
     oauth = backend(CLAUDE_OAUTH_UA)
     cloud = backend(CLAUDE_MCP_UA)
     _, asm, scope = discover(cloud, mcp_url, initialize_params("2025-11-25", "claude-ai", "0.1.0"))
-    require_cimd_or_xfail(request, asm)
+    require_cimd(asm)
     assert "none" in asm["token_endpoint_auth_methods_supported"]
     issuer = asm["issuer"]
 
@@ -417,7 +413,7 @@ def test_chatgpt_via_cimd(
     oauth = backend(CHATGPT_OAUTH_UA)
     connector = backend(CHATGPT_MCP_UA)
     prm, asm, _ = discover(connector, mcp_url, initialize_params("2025-06-18", "openai-mcp", "1.0.0"))
-    require_cimd_or_xfail(request, asm)
+    require_cimd(asm)
     issuer = asm["issuer"]
 
     registration = {"client_id": CHATGPT_CIMD, "token_endpoint_auth_method": "none"}
@@ -503,7 +499,7 @@ def test_claude_code_via_cimd(
     mcp_url = server.mcp_url
     cli = backend(CLAUDE_CODE_UA)
     _, asm, scope = discover(cli, mcp_url, initialize_params("2025-11-25", "claude-code", "2.1.81"))
-    require_cimd_or_xfail(request, asm)
+    require_cimd(asm)
     assert "none" in asm["token_endpoint_auth_methods_supported"]
 
     redirect_uri = f"http://localhost:{free_port()}/callback"
