@@ -25,7 +25,6 @@ from starlette.datastructures import Headers
 from starlette.types import Message, Receive, Scope, Send
 
 from jean_memory.config import Settings, is_loopback_host
-from jean_memory.db.engine import run_db
 from jean_memory.mcp_server.principal import Principal, current_principal
 from jean_memory.mcp_server.profiles import PROFILE_TOOLS, profile_for
 from jean_memory.mcp_server.tools import ToolSet
@@ -109,7 +108,7 @@ class McpEndpoint:
             await self._challenge(send, cors, None)
             return
         try:
-            claims = await run_db(self._oauth.verify, token.strip())
+            claims = await self._oauth.verify_async(token.strip())
         except InvalidAccessToken as exc:
             await self._challenge(send, cors, str(exc))
             return

@@ -22,6 +22,13 @@ class RevocationCache:
         self._ttl = ttl_seconds
         self._checked: dict[str, tuple[float, bool]] = {}
 
+    def known_status(self, grant_id: str) -> bool | None:
+        """The cached answer while it is fresh, else None; never touches the database."""
+        cached = self._checked.get(grant_id)
+        if cached is not None and (cached[1] or clock.now() - cached[0] < self._ttl):
+            return cached[1]
+        return None
+
     def is_revoked(self, grant_id: str) -> bool:
         now = clock.now()
         cached = self._checked.get(grant_id)

@@ -1,0 +1,1165 @@
+"""LoCoMo retrieval benchmark: BM25 alone, vectors alone and hybrid, through the memory service.
+
+Reads the LoCoMo conversations in place from `../shared/data/locomo/*.json` (never copied into
+this repository; see that folder's README.md). For each conversation, on a fresh SQLite database
+in a temporary directory, one user per conversation:
+
+1. stores every turn as one memory with `MemoryService.add`, text `[<session date>] <speaker>:
+   <text>`, with the server clock set to the session's date (so `created_at` is when the turn was
+   said, 30 s apart within a session); a turn that `add` merges into an existing memory (exact or
+   near duplicate) counts as found wherever that memory is found;
+2. asks every question of categories 1-4 through `MemoryService.rank` in the three modes
+   (`lexical`, `vector`, `hybrid`, the code path `search` uses) and scores hit@5, hit@10 (at
+   least one evidence turn among the top k) and recall@10 (share of the evidence turns among
+   the top 10), per category and overall;
+3. times `add` for every turn and `search` (hybrid, query embedding included) for every question.
+
+Then, from the same candidate lists (each ranking taken at depth 100 once per question):
+  * a sweep of RRF k x candidate depth, with the values chosen by leave-one-conversation-out
+    (pick on the other conversations, score on the one left out), next to the in-sample grid;
+  * the same for the "proposed" ranking (not in src/ yet; see `Proposed`): z-score
+    fusion of the BM25 and cosine scores, plus credit passed to the memories saved just before
+    and just after each candidate (its conversational neighbours).
+Finally, the scale test: a fresh database with `--scale` memories of one user (LoCoMo turns,
+repeated with the session year moved on), search p50 with the LoCoMo questions, `add` p50 on
+new memories, this process's RSS, and a real `jean-memory serve` process on that database
+(its RSS with the model loaded, and `search_memory` / `add_memories` latency over HTTP through
+the API-key endpoint).
+
+Run from the repository root:
+    .venv/bin/python -m bench.locomo                     # about 5 minutes on 2 quiet cores
+    .venv/bin/python -m bench.locomo --conversations 26,30 --k 10 --depth 50 --scale 0
+    .venv/bin/python -m bench.locomo --json > locomo.json
+Progress goes to stderr, the tables (or the JSON report) to stdout. Retrieval numbers are
+deterministic; timings are not (each is given as wall-clock p50/p95 and CPU p50, and the load
+average is printed: other work on the machine inflates the wall-clock ones).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import itertools
+import json
+import math
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from bench.corpus import make_memories
+from jean_memory import clock
+from jean_memory.db.engine import create_engine
+from jean_memory.db.migrate import upgrade
+from jean_memory.db.tables import memories, memory_vectors
+from jean_memory.memory.embeddings import LocalOnnxEmbedder
+from jean_memory.memory.fusion import reciprocal_rank_fusion
+from jean_memory.memory.lexical import lexical_search
+from jean_memory.memory.service import MemoryService, SearchConfig
+from jean_memory.memory.vectors import bump_version
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "locomo"
+CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
+MODES = ("lexical", "vector", "hybrid")
+LABELS = {"lexical": "bm25", "vector": "vectors", "hybrid": "hybrid", "proposed": "proposed"}
+METRICS = ("hit@5", "hit@10", "recall@10")
+TOP = 10  # results kept per question: enough for every metric
+CANDIDATES = 100  # depth of the cached candidate lists the sweeps fuse
+SESSION_TIME = "%I:%M %p on %d %B, %Y"  # "1:56 pm on 8 May, 2023"
+TURN_SECONDS = 30.0
+TEXT_FORMATS = {
+    "date-speaker": "[{date}] {speaker}: {text}",
+    "date": "[{date}] {text}",
+    "date-speaker-caption": "[{date}] {speaker}: {text}{caption}",
+}
+SWEEP_K = (5, 10, 20, 60)
+SWEEP_DEPTH = (20, 50, 100)
+
+# The proposed ranking and the grid its sweep explores (see `Proposed`).
+NEIGHBOUR_WINDOW = 3600.0  # seconds: memories saved within the hour belong to one conversation
+SPREAD_FROM = 20  # only the best candidates pass score to their neighbours (so 40 index seeks)
+PROPOSED_ALPHA = (0.4, 0.5, 0.6, 0.7)
+PROPOSED_DEPTH = (20, 50, 100)
+PROPOSED_NEXT = (0.0, 0.25, 0.5)
+PROPOSED_PREV = (0.0, 0.25, 0.5)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class Progress:
+    """One self-overwriting status line on stderr (a terminal), redrawn at most ten times a
+    second; elsewhere only the closing line is written."""
+
+    def __init__(self, label: str, total: int) -> None:
+        self.label, self.total, self.done, self._drawn = label, total, 0, 0.0
+        self.started = time.perf_counter()
+        self._live = sys.stderr.isatty()
+
+    def step(self, count: int = 1) -> None:
+        self.done += count
+        if not self._live:
+            return
+        now = time.perf_counter()
+        if now - self._drawn >= 0.1 or self.done >= self.total:
+            self._drawn = now
+            print(f"\r  {self.label}: {self.done}/{self.total}", end="", file=sys.stderr, flush=True)
+
+    def close(self, note: str = "") -> None:
+        seconds = time.perf_counter() - self.started
+        print(f"\r  {self.label}: {self.done}/{self.total} in {seconds:.1f} s{note}", file=sys.stderr, flush=True)
+
+
+def percentile(values: Sequence[float], fraction: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
+
+
+def timing(values_ms: Sequence[float], cpu_ms: Sequence[float] | None = None) -> dict[str, Any]:
+    out = {
+        "n": len(values_ms),
+        "p50_ms": _round(percentile(values_ms, 0.5)),
+        "p95_ms": _round(percentile(values_ms, 0.95)),
+        "mean_ms": _round(sum(values_ms) / len(values_ms)) if values_ms else None,
+    }
+    if cpu_ms:
+        out["cpu_p50_ms"] = _round(percentile(cpu_ms, 0.5))
+    return out
+
+
+class Timer:
+    """Wall-clock and CPU time (this process, all threads) of repeated calls, in ms. The CPU
+    time barely moves when other work shares the machine; the wall-clock time does."""
+
+    def __init__(self) -> None:
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        yield
+        self.cpu.append((time.process_time() - cpu) * 1000)
+        self.wall.append((time.perf_counter() - wall) * 1000)
+
+    def report(self) -> dict[str, Any]:
+        return timing(self.wall, self.cpu)
+
+    @staticmethod
+    def merged(timers: Iterable[Timer]) -> Timer:
+        out = Timer()
+        for t in timers:
+            out.wall.extend(t.wall)
+            out.cpu.extend(t.cpu)
+        return out
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of a process (all its threads), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def code_version() -> str:
+    """The commit measured, and whether the work tree's src/ differed from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{head}{' + uncommitted changes in src/' if dirty else ''}"
+
+
+def load_average() -> float | None:
+    with contextlib.suppress(OSError, AttributeError):
+        return round(os.getloadavg()[0], 2)
+    return None
+
+
+def _round(value: float | None, places: int = 2) -> float | None:
+    return None if value is None else round(value, places)
+
+
+def rss_mb(pid: int | str = "self") -> dict[str, float | None]:
+    """VmRSS (now) and VmHWM (peak) of a process, in MB, from /proc."""
+    out: dict[str, float | None] = {"rss_mb": None, "peak_rss_mb": None}
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return out
+    for line in status.splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            out["rss_mb" if name == "VmRSS" else "peak_rss_mb"] = round(int(value.split()[0]) / 1024, 1)
+    return out
+
+
+# --- the data -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Turn:
+    dia_id: str
+    speaker: str
+    text: str
+    caption: str | None
+    date: str  # the session's date as written in the file
+    at: float  # epoch seconds: the session's date plus TURN_SECONDS per turn
+
+
+@dataclass(frozen=True)
+class Question:
+    text: str
+    category: int
+    evidence: tuple[str, ...]  # dia_ids, each known to be a turn of the conversation
+
+
+@dataclass
+class Conversation:
+    name: str
+    turns: list[Turn]
+    questions: list[Question]
+    unanswerable: int = 0  # category 1-4 questions left out: none of their evidence is a turn
+    dropped_evidence: list[str] = field(default_factory=list)  # evidence ids that name no turn
+
+
+EVIDENCE_ID = re.compile(r"D:?(\d+):(\d+)")
+
+
+def parse_evidence(raw: Iterable[str], known: set[str]) -> tuple[list[str], list[str]]:
+    """(turn ids, unusable ids). The files have a few slips: two ids in one string
+    ("D8:6; D9:17"), a stray colon ("D:11:26"), and ids of turns that do not exist."""
+    found: list[str] = []
+    dropped: list[str] = []
+    for item in raw:
+        for piece in re.split(r"[;,\s]+", str(item)):
+            if not piece:
+                continue
+            match = EVIDENCE_ID.fullmatch(piece)
+            ident = f"D{match.group(1)}:{match.group(2)}" if match else piece
+            (found if ident in known else dropped).append(ident)
+    return list(dict.fromkeys(found)), dropped
+
+
+def session_numbers(data: dict[str, Any]) -> list[int]:
+    numbers = [int(m.group(1)) for key in data if (m := re.fullmatch(r"session_(\d+)", key))]
+    return sorted(n for n in numbers if isinstance(data[f"session_{n}"], list) and data[f"session_{n}"])
+
+
+def load_conversation(path: Path) -> Conversation:
+    data = json.loads(path.read_text())
+    turns: list[Turn] = []
+    for number in session_numbers(data):
+        date = data[f"session_{number}_date_time"]
+        start = dt.datetime.strptime(date, SESSION_TIME).replace(tzinfo=dt.UTC).timestamp()
+        for index, turn in enumerate(data[f"session_{number}"]):
+            caption = turn.get("blip_caption")
+            turns.append(
+                Turn(turn["dia_id"], turn["speaker"], turn["text"], caption, date, start + index * TURN_SECONDS)
+            )
+    known = {t.dia_id for t in turns}
+    conversation = Conversation(path.stem, turns, [])
+    for qa in data["qa"]:
+        if qa.get("category") not in CATEGORIES:
+            continue
+        evidence, dropped = parse_evidence(qa.get("evidence", []), known)
+        conversation.dropped_evidence.extend(dropped)
+        if evidence:
+            conversation.questions.append(Question(qa["question"], qa["category"], tuple(evidence)))
+        else:
+            conversation.unanswerable += 1
+    return conversation
+
+
+def memory_text(turn: Turn, text_format: str) -> str:
+    caption = f" [shares {turn.caption}]" if turn.caption else ""
+    return TEXT_FORMATS[text_format].format(date=turn.date, speaker=turn.speaker, text=turn.text, caption=caption)
+
+
+def conversation_paths(data_dir: Path, names: str | None) -> list[Path]:
+    if not names:
+        paths = sorted(data_dir.glob("*.json"))
+        if not paths:
+            raise SystemExit(f"no LoCoMo files in {data_dir}: see --data")
+        return paths
+    paths = []
+    for name in (n.strip() for n in names.split(",") if n.strip()):
+        path = Path(name)
+        if not path.suffix:
+            path = path.with_suffix(".json")
+        if not path.is_absolute() and not path.exists():
+            path = data_dir / path
+        if not path.exists():
+            raise SystemExit(f"{path} does not exist")
+        paths.append(path)
+    return paths
+
+
+@contextlib.contextmanager
+def clock_at(when: float) -> Iterator[None]:
+    """Make `clock.now()` read `when` (and run on from it) inside the block."""
+    clock.advance(when - clock.now())
+    try:
+        yield
+    finally:
+        clock.reset()
+
+
+# --- the proposed ranking (a candidate for src/jean_memory/memory/, measured here first) -----------
+
+
+_NEIGHBOURS = sa.text(
+    """
+    SELECT c.pk AS pk,
+      (SELECT p.pk FROM memories AS p
+       WHERE p.user_id = c.user_id AND p.created_at < c.created_at AND p.created_at >= c.created_at - :window
+       ORDER BY p.created_at DESC LIMIT 1) AS prev_pk,
+      (SELECT n.pk FROM memories AS n
+       WHERE n.user_id = c.user_id AND n.created_at > c.created_at AND n.created_at <= c.created_at + :window
+       ORDER BY n.created_at ASC LIMIT 1) AS next_pk
+    FROM memories AS c
+    WHERE c.user_id = :user_id AND c.pk IN :pks
+    """
+).bindparams(sa.bindparam("pks", expanding=True))
+
+
+def neighbours(engine: Engine, user_id: str, pks: Iterable[int]) -> dict[int, tuple[int | None, int | None]]:
+    """For each memory, the one the same user saved just before and just after it (within
+    NEIGHBOUR_WINDOW), or None. Two index seeks per memory on (user_id, created_at)."""
+    wanted = list(dict.fromkeys(pks))
+    out: dict[int, tuple[int | None, int | None]] = {}
+    with engine.connect() as conn:
+        for start in range(0, len(wanted), 500):
+            rows = conn.execute(
+                _NEIGHBOURS, {"user_id": user_id, "pks": wanted[start : start + 500], "window": NEIGHBOUR_WINDOW}
+            )
+            out.update({row.pk: (row.prev_pk, row.next_pk) for row in rows})
+    return out
+
+
+def zscores(ranking: Sequence[tuple[int, float]]) -> tuple[dict[int, float], float]:
+    """Each candidate's score in standard deviations from the list's mean, and the lowest one
+    (what a memory missing from the list gets)."""
+    if not ranking:
+        return {}, 0.0
+    scores = np.fromiter((s for _, s in ranking), dtype=np.float64, count=len(ranking))
+    spread = float(scores.std())
+    z = (scores - scores.mean()) / spread if spread > 0 else np.zeros_like(scores)
+    return {pk: float(v) for (pk, _), v in zip(ranking, z, strict=True)}, float(z.min())
+
+
+def z_fusion(
+    lexical: Sequence[tuple[int, float]], vector: Sequence[tuple[int, float]], alpha: float
+) -> dict[int, float]:
+    """Each ranking's scores (BM25, cosine) as z-scores over its own candidates, so one query's
+    scores are comparable whatever their scale; a memory missing from a list gets that list's
+    lowest z. fused = alpha * z_bm25 + (1 - alpha) * z_cosine, shifted so the lowest is 0.
+
+    Unlike RRF this keeps how far ahead the top candidates are: a clear winner in one list is
+    not pulled level with the rank-1 of a list that has no real match."""
+    zl, floor_l = zscores(lexical)
+    zv, floor_v = zscores(vector)
+    keys = list(dict.fromkeys([*zl, *zv]))
+    if not keys:
+        return {}
+    if not zl or not zv:  # one list empty (no topical word, or no embedder): the other alone
+        fused = {pk: zl.get(pk, 0.0) + zv.get(pk, 0.0) for pk in keys}
+    else:
+        fused = {pk: alpha * zl.get(pk, floor_l) + (1 - alpha) * zv.get(pk, floor_v) for pk in keys}
+    low = min(fused.values())
+    return {pk: score - low for pk, score in fused.items()}
+
+
+def best_first(scores: dict[int, float]) -> list[tuple[int, float]]:
+    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+
+
+def with_neighbours(
+    base: dict[int, float],
+    links: dict[int, tuple[int | None, int | None]],
+    next_share: float,
+    prev_share: float,
+    candidates_only: bool = False,
+) -> list[tuple[int, float]]:
+    """Each of the SPREAD_FROM best memories passes `next_share` of its score to the memory the
+    user saved right after it and `prev_share` to the one saved right before (`links`, from
+    `neighbours`): in a conversation the turn that matches the question's words is very often
+    the question itself, and the answer is the next turn. With `candidates_only`, only to a
+    neighbour that is itself among the candidates (a guard against unrelated neighbours)."""
+    final = dict(base)
+    if next_share or prev_share:
+        for pk, score in best_first(base)[:SPREAD_FROM]:
+            prev_pk, next_pk = links.get(pk, (None, None))
+            for other, share in ((next_pk, next_share), (prev_pk, prev_share)):
+                if other is not None and share and (not candidates_only or other in base):
+                    final[other] = final.get(other, 0.0) + share * score
+    return best_first(final)
+
+
+@dataclass(frozen=True)
+class Proposed:
+    alpha: float = 0.5
+    depth: int = 50
+    next_share: float = 0.5
+    prev_share: float = 0.25
+    candidates_only: bool = True
+
+    def label(self) -> str:
+        guard = " candidates-only" if self.candidates_only else ""
+        return f"z-fusion a={self.alpha} depth={self.depth} next={self.next_share} prev={self.prev_share}{guard}"
+
+    def rank(
+        self,
+        lexical: Sequence[tuple[int, float]],
+        vector: Sequence[tuple[int, float]],
+        links: dict[int, tuple[int | None, int | None]],
+    ) -> list[tuple[int, float]]:
+        base = z_fusion(lexical[: self.depth], vector[: self.depth], self.alpha)
+        return with_neighbours(base, links, self.next_share, self.prev_share, self.candidates_only)
+
+
+def proposed_search(
+    service: MemoryService, engine: Engine, user_id: str, query: str, config: Proposed
+) -> list[tuple[int, float]]:
+    """The whole proposed path as src would run it (for timing): both rankings, fusion, the
+    neighbours of the SPREAD_FROM best, and the rows of the top 10."""
+    lexical = service.rank(user_id, query, config.depth, mode="lexical")
+    vector = service.rank(user_id, query, config.depth, mode="vector")
+    base = z_fusion(lexical, vector, config.alpha)
+    links = {}
+    if config.next_share or config.prev_share:
+        links = neighbours(engine, user_id, [pk for pk, _ in best_first(base)[:SPREAD_FROM]])
+    ranked = with_neighbours(base, links, config.next_share, config.prev_share, config.candidates_only)
+    service._rows_by_pk(user_id, [pk for pk, _ in ranked[:TOP]])
+    return ranked
+
+
+# --- building and asking --------------------------------------------------------------------------
+
+
+@dataclass
+class Asked:
+    """One question's evidence (as memory pks, one per evidence turn) and what came back."""
+
+    conversation: str
+    category: int
+    evidence: list[int]
+    top: dict[str, list[int]]  # ranking name -> best TOP pks
+    lexical: list[tuple[int, float]]  # CANDIDATES-deep candidate lists, for the sweeps
+    vector: list[tuple[int, float]]
+
+
+@dataclass
+class Run:
+    conversation: Conversation
+    memories: int
+    merged: int  # turns that did not make a memory of their own
+    build_seconds: float
+    add: Timer
+    search: Timer  # MemoryService.search, hybrid, query embedding included
+    rank: dict[str, Timer]
+    proposed: Timer
+    asked: list[Asked]
+    vectors: dict[str, np.ndarray]  # memory text -> its vector, reused by the scale test
+    links: dict[int, tuple[int | None, int | None]]
+    consistent: float  # share of questions whose offline RRF top 10 equals the service's
+
+
+def build_and_ask(
+    conversation: Conversation,
+    workdir: Path,
+    embedder: LocalOnnxEmbedder,
+    search: SearchConfig,
+    text_format: str,
+    proposed: Proposed,
+) -> Run:
+    engine = create_engine(f"sqlite:///{workdir / f'locomo-{conversation.name}.db'}")
+    upgrade(engine)
+    service = MemoryService(engine, embedder, search)
+    user_id = f"locomo-{conversation.name}"
+
+    memory_of: dict[str, str] = {}
+    add_timer = Timer()
+    progress = Progress(f"{conversation.name}: adding turns", len(conversation.turns))
+    started = time.perf_counter()
+    for turn in conversation.turns:
+        with clock_at(turn.at), add_timer():
+            result = service.add(user_id, memory_text(turn, text_format))
+        # A near duplicate updates the memory in place (saved[0] is it); an exact one is not
+        # stored again (similar[0] is the one it matches).
+        memory_of[turn.dia_id] = (result.saved or result.similar)[0].id
+        progress.step()
+    build_seconds = time.perf_counter() - started
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(memories.c.id, memories.c.pk).where(memories.c.user_id == user_id)).all()
+    pk_of_id = {row.id: row.pk for row in rows}
+    pk_of = {dia_id: pk_of_id[memory_id] for dia_id, memory_id in memory_of.items()}
+    count = len(pk_of_id)
+    progress.close(f", {count} memories ({len(conversation.turns) - count} turns merged)")
+
+    links = neighbours(engine, user_id, pk_of_id.values())
+    asked: list[Asked] = []
+    search_timer, proposed_timer = Timer(), Timer()
+    rank_timers = {mode: Timer() for mode in MODES}
+    consistent = 0
+    progress = Progress(f"{conversation.name}: asking", len(conversation.questions))
+    for question in conversation.questions:
+        top: dict[str, list[int]] = {}
+        for mode in MODES:
+            with rank_timers[mode]():
+                ranked = service.rank(user_id, question.text, search.depth, mode=mode)
+            top[mode] = [pk for pk, _ in ranked[:TOP]]
+        with search_timer():
+            service.search(user_id, question.text, TOP)
+        with proposed_timer():
+            ranked = proposed_search(service, engine, user_id, question.text, proposed)
+        top["proposed"] = [pk for pk, _ in ranked[:TOP]]
+        lexical = service.rank(user_id, question.text, CANDIDATES, mode="lexical")
+        vector = service.rank(user_id, question.text, CANDIDATES, mode="vector")
+        offline = rrf_top(lexical, vector, search.rrf_k, search.depth)
+        consistent += offline == top["hybrid"]
+        asked.append(
+            Asked(
+                conversation.name,
+                question.category,
+                [pk_of[e] for e in question.evidence],
+                top,
+                lexical,
+                vector,
+            )
+        )
+        progress.step()
+    progress.close()
+    with engine.connect() as conn:
+        stored = conn.execute(
+            sa.select(memories.c.text, memory_vectors.c.vector)
+            .join(memory_vectors, memory_vectors.c.memory_pk == memories.c.pk)
+            .where(memories.c.user_id == user_id)
+        ).all()
+    engine.dispose()
+    return Run(
+        conversation,
+        count,
+        len(conversation.turns) - count,
+        build_seconds,
+        add_timer,
+        search_timer,
+        rank_timers,
+        proposed_timer,
+        asked,
+        {row.text: np.asarray(row.vector, dtype=np.float32) for row in stored},
+        links,
+        consistent / len(conversation.questions) if conversation.questions else 1.0,
+    )
+
+
+def rrf_top(lexical: list[tuple[int, float]], vector: list[tuple[int, float]], k: int, depth: int) -> list[int]:
+    """What `MemoryService.rank(mode="hybrid")` returns, from deeper cached lists."""
+    fused = reciprocal_rank_fusion([[pk for pk, _ in r[:depth]] for r in (lexical, vector)], k)
+    return [pk for pk, _ in fused[:TOP]]
+
+
+# --- scoring --------------------------------------------------------------------------------------
+
+
+def question_scores(evidence: list[int], top: list[int]) -> tuple[float, float, float]:
+    """hit@5, hit@10 and recall@10 of one question; `evidence` has one pk per evidence turn."""
+    top5, top10 = set(top[:5]), set(top[:10])
+    return (
+        float(any(pk in top5 for pk in evidence)),
+        float(any(pk in top10 for pk in evidence)),
+        sum(pk in top10 for pk in evidence) / len(evidence),
+    )
+
+
+def summarise(asked: Iterable[Asked], name: str, tops: Callable[[Asked], list[int]] | None = None) -> dict[str, Any]:
+    rows = [question_scores(a.evidence, tops(a) if tops else a.top[name]) for a in asked]
+    if not rows:
+        return {"n": 0, **{m: None for m in METRICS}}
+    columns = list(zip(*rows, strict=True))
+    return {"n": len(rows), **{m: round(sum(c) / len(rows), 3) for m, c in zip(METRICS, columns, strict=True)}}
+
+
+def summary_by_category(asked: list[Asked], names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    groups: dict[str, list[Asked]] = {
+        f"{c} {label}": [a for a in asked if a.category == c] for c, label in CATEGORIES.items()
+    }
+    groups["overall"] = asked
+    return {group: {name: summarise(members, name) for name in names} for group, members in groups.items()}
+
+
+# --- sweeps ---------------------------------------------------------------------------------------
+
+
+def hits_per_conversation(
+    asked: list[Asked], rank: Callable[[Asked], list[int]]
+) -> dict[str, tuple[int, float, float, float]]:
+    """conversation -> (questions, hit@5 sum, hit@10 sum, recall@10 sum)."""
+    out: dict[str, list[float]] = {}
+    for a in asked:
+        h5, h10, r10 = question_scores(a.evidence, rank(a))
+        row = out.setdefault(a.conversation, [0, 0.0, 0.0, 0.0])
+        row[0] += 1
+        row[1] += h5
+        row[2] += h10
+        row[3] += r10
+    return {c: (int(r[0]), r[1], r[2], r[3]) for c, r in out.items()}
+
+
+def pooled(rows: Iterable[tuple[int, float, float, float]]) -> tuple[float, float, float]:
+    rows = list(rows)
+    n = sum(r[0] for r in rows)
+    return tuple(round(sum(r[i] for r in rows) / n, 3) if n else 0.0 for i in (1, 2, 3))  # type: ignore[return-value]
+
+
+def leave_one_out(
+    grid: dict[Any, dict[str, tuple[int, float, float, float]]], conversations: list[str], default: Any
+) -> dict[str, Any]:
+    """For each conversation: the grid point best on the others (hit@5, then hit@10, then
+    recall@10, then the default), scored on the one left out; pooled over all held-out questions."""
+    folds = []
+    for held in conversations:
+        others = [c for c in conversations if c != held]
+
+        def key(point: Any, others: list[str] = others) -> tuple[float, float, float, bool]:
+            return (*pooled(grid[point][c] for c in others), point == default)
+
+        best = max(grid, key=key)
+        folds.append({"held_out": held, "chosen": best, "held_out_scores": pooled([grid[best][held]])})
+    held_rows = [grid[f["chosen"]][f["held_out"]] for f in folds]
+    default_rows = [grid[default][c] for c in conversations] if default in grid else []
+    return {
+        "folds": folds,
+        "held_out": dict(zip(METRICS, pooled(held_rows), strict=True)),
+        "default": dict(zip(METRICS, pooled(default_rows), strict=True)) if default_rows else None,
+    }
+
+
+def rrf_sweep(runs: list[Run], ks: Sequence[int], depths: Sequence[int], default: tuple[int, int]) -> dict[str, Any]:
+    asked = [a for r in runs for a in r.asked]
+    grid = {
+        (k, d): hits_per_conversation(asked, lambda a, k=k, d=d: rrf_top(a.lexical, a.vector, k, d))
+        for k in ks
+        for d in depths
+    }
+    if default not in grid:
+        grid[default] = hits_per_conversation(asked, lambda a: rrf_top(a.lexical, a.vector, *default))
+    names = [r.conversation.name for r in runs]
+    best = max(grid, key=lambda p: (*pooled(grid[p].values()), p == default))
+    return {
+        "grid": {f"k={k} depth={d}": dict(zip(METRICS, pooled(grid[(k, d)].values()), strict=True)) for k, d in grid},
+        "best_in_sample": {"k": best[0], "depth": best[1]},
+        "leave_one_out": _loo_labels(leave_one_out(grid, names, default), lambda p: {"k": p[0], "depth": p[1]})
+        if len(names) > 1
+        else None,
+    }
+
+
+def proposed_sweep(runs: list[Run], current: Proposed) -> dict[str, Any]:
+    by_conversation = {r.conversation.name: r.links for r in runs}
+    asked = [a for r in runs for a in r.asked]
+    points = [
+        Proposed(alpha, depth, nxt, prev, guard)
+        for alpha, depth, nxt, prev, guard in itertools.product(
+            PROPOSED_ALPHA, PROPOSED_DEPTH, PROPOSED_NEXT, PROPOSED_PREV, (False, True)
+        )
+        if not guard or nxt or prev
+    ]
+    if current not in points:
+        points.append(current)
+
+    def rank(a: Asked, p: Proposed) -> list[int]:
+        return [pk for pk, _ in p.rank(a.lexical, a.vector, by_conversation[a.conversation])[:TOP]]
+
+    progress = Progress("proposed sweep", len(points))
+    grid = {}
+    for p in points:
+        grid[p] = hits_per_conversation(asked, lambda a, p=p: rank(a, p))
+        progress.step()
+    progress.close()
+    names = [r.conversation.name for r in runs]
+    best = max(grid, key=lambda p: (*pooled(grid[p].values()), p == current))
+    ranked_points = sorted(grid, key=lambda p: pooled(grid[p].values()), reverse=True)
+    return {
+        "top_in_sample": [
+            {"config": p.label(), **dict(zip(METRICS, pooled(grid[p].values()), strict=True))}
+            for p in ranked_points[:10]
+        ],
+        "no_neighbours_best": next(
+            {"config": p.label(), **dict(zip(METRICS, pooled(grid[p].values()), strict=True))}
+            for p in ranked_points
+            if not p.next_share and not p.prev_share
+        ),
+        "best_in_sample": best.label(),
+        "leave_one_out": _loo_labels(leave_one_out(grid, names, current), Proposed.label) if len(names) > 1 else None,
+    }
+
+
+def _loo_labels(result: dict[str, Any], label: Callable[[Any], Any]) -> dict[str, Any]:
+    for fold in result["folds"]:
+        fold["chosen"] = label(fold["chosen"])
+        fold["held_out_scores"] = dict(zip(METRICS, fold["held_out_scores"], strict=True))
+    return result
+
+
+# --- scale ----------------------------------------------------------------------------------------
+
+
+def scale_texts(conversations: list[Conversation], count: int, text_format: str) -> list[tuple[str, str, float]]:
+    """`count` (text, original text, time): every turn, then every turn again with the session's
+    year moved on by one, two, ... (so the texts differ; the original's vector is reused)."""
+    out: list[tuple[str, str, float]] = []
+    turns = [t for c in conversations for t in c.turns]
+    for shift in itertools.count():
+        for turn in turns:
+            if len(out) >= count:
+                return out
+            original = memory_text(turn, text_format)
+            if shift:
+                year = int(turn.date[-4:]) + shift
+                turn = Turn(turn.dia_id, turn.speaker, turn.text, turn.caption, f"{turn.date[:-4]}{year}", turn.at)
+            out.append((memory_text(turn, text_format), original, turn.at + shift * 366 * 86400))
+    return out
+
+
+def bulk_add(
+    service: MemoryService,
+    engine: Engine,
+    embedder: LocalOnnxEmbedder,
+    user_id: str,
+    items: list[tuple[str, str, float]],
+    known: dict[str, np.ndarray],
+) -> float:
+    """Insert memories the way `index_document_job` does (vectors for a batch, inserted in one
+    transaction): no duplicate check, so it is only for filling a database quickly. A text whose
+    original was stored by a conversation run reuses that vector (a copy with another year would
+    embed within rounding of it); the rest are embedded here."""
+    progress = Progress("scale: bulk insert", len(items))
+    started = time.perf_counter()
+    for start in range(0, len(items), 256):
+        batch = items[start : start + 256]
+        missing = list(dict.fromkeys(original for _, original, _ in batch if original not in known))
+        if missing:
+            known.update(zip(missing, embedder.embed(missing), strict=True))
+        vectors = [known[original] for _, original, _ in batch]
+        with engine.begin() as conn:
+            pairs = []
+            for (text, _, when), vector in zip(batch, vectors, strict=True):
+                with clock_at(when):
+                    pk, _ = service._insert(conn, user_id, text, [], "bench")
+                pairs.append((pk, vector))
+            service._write_vectors(conn, user_id, pairs)
+            bump_version(conn, user_id)
+        progress.step(len(batch))
+    progress.close()
+    return time.perf_counter() - started
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server_process(database: Path, workdir: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JEAN_MEMORY_")}
+    env.update(
+        {
+            "DATABASE_URL": f"sqlite:///{database}",
+            "JEAN_MEMORY_DATA_DIR": str(workdir / "server-data"),
+            "JWT_SECRET_KEY": secrets.token_hex(32),
+            "JEAN_MEMORY_LOG_LEVEL": "WARNING",
+        }
+    )
+    logfile = (workdir / "server.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jean_memory.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=logfile,
+        stderr=subprocess.STDOUT,
+        cwd=workdir,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the server exited: {(workdir / 'server.log').read_text()[-2000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not become ready in 120 s")
+            time.sleep(0.2)
+        yield process, url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        logfile.close()
+
+
+def mcp_call(http: httpx.Client, url: str, rpc_id: int, tool: str, arguments: dict[str, Any]) -> float:
+    body = {"jsonrpc": "2.0", "id": rpc_id, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}
+    t0 = time.perf_counter()
+    response = http.post(url, json=body)
+    elapsed = (time.perf_counter() - t0) * 1000
+    text = response.text
+    if response.status_code != 200 or '"isError":true' in text.replace(" ", ""):
+        raise RuntimeError(f"{tool} failed: HTTP {response.status_code} {text[:300]}")
+    return elapsed
+
+
+def scale_test(
+    conversations: list[Conversation],
+    known: dict[str, np.ndarray],
+    count: int,
+    workdir: Path,
+    embedder: LocalOnnxEmbedder,
+    search: SearchConfig,
+    proposed: Proposed,
+    text_format: str,
+    queries: int,
+    adds: int,
+    server: bool,
+) -> dict[str, Any]:
+    from jean_memory.accounts.api_keys import create_api_key
+    from jean_memory.accounts.users import create_user
+
+    database = workdir / "scale.db"
+    engine = create_engine(f"sqlite:///{database}")
+    upgrade(engine)
+    service = MemoryService(engine, embedder, search)
+    user_id = create_user(engine, "locomo-bench@example.com", secrets.token_urlsafe(16)).id
+    report: dict[str, Any] = {"memories": count, "load_average_before": load_average()}
+    items = scale_texts(conversations, count, text_format)
+    report["bulk_insert_s"] = round(bulk_add(service, engine, embedder, user_id, items, dict(known)), 1)
+
+    pool = [q.text for c in conversations for q in c.questions]
+    pool = pool[:: max(1, len(pool) // queries)][:queries] if queries else []
+    service.search(user_id, "warm up the vector cache", TOP)
+    stages = {name: Timer() for name in ("search", "embed_query", "lexical", "vector_nearest", "proposed")}
+    progress = Progress(f"scale: searching {count} memories", len(pool))
+    for query in pool:
+        with stages["search"]():
+            service.search(user_id, query, TOP)
+        with stages["embed_query"]():
+            vector = embedder.embed_query(query)
+        with stages["vector_nearest"]():
+            service._vectors.nearest(user_id, embedder.model_name, vector, search.depth)
+        with stages["lexical"](), engine.connect() as conn:
+            lexical_search(conn, user_id, query, search.depth)
+        with stages["proposed"]():
+            proposed_search(service, engine, user_id, query, proposed)
+        progress.step()
+    progress.close()
+    report["search"] = {name: timer.report() for name, timer in stages.items()}
+
+    add_timer = Timer()
+    progress = Progress("scale: single adds", adds)
+    for text, _ in make_memories(adds, seed=7):
+        with add_timer():
+            service.add(user_id, text, None, "bench")
+        progress.step()
+    progress.close()
+    report["add"] = add_timer.report()
+    report["bench_process"] = rss_mb()
+
+    if server:
+        key = create_api_key(engine, user_id)
+        engine.dispose()
+        log("  scale: starting `jean-memory serve` on the scale database")
+        with server_process(database, workdir) as (process, url):
+            report["server_idle"] = rss_mb(process.pid)
+            endpoint = f"{url}/mcp/v2/bench/{user_id}"
+            headers = {
+                "X-Api-Key": key,
+                "Accept": "application/json, text/event-stream",
+                "MCP-Protocol-Version": "2025-11-25",
+            }
+            calls = {
+                "search_memory": [("search_memory", {"query": q, "limit": TOP}) for q in pool],
+                "add_memories": [("add_memories", {"text": text}) for text, _ in make_memories(adds, seed=8)],
+            }
+            report["server_http"] = {}
+            with httpx.Client(headers=headers, timeout=60) as http:
+                mcp_call(http, endpoint, 0, "search_memory", {"query": "warm up", "limit": TOP})
+                for name, batch in calls.items():
+                    cpu_before = process_cpu_seconds(process.pid)
+                    wall = [
+                        mcp_call(http, endpoint, i + 1, tool, arguments) for i, (tool, arguments) in enumerate(batch)
+                    ]
+                    cpu_after = process_cpu_seconds(process.pid)
+                    report["server_http"][name] = timing(wall)
+                    if cpu_before is not None and cpu_after is not None and batch:
+                        report["server_http"][name]["server_cpu_ms_per_call"] = round(
+                            (cpu_after - cpu_before) * 1000 / len(batch), 2
+                        )
+            report["server_after"] = rss_mb(process.pid)
+    report["load_average_after"] = load_average()
+    return report
+
+
+# --- the report -----------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    search = SearchConfig(depth=args.depth, rrf_k=args.k)
+    proposed = args.proposed
+    conversations = [load_conversation(p) for p in conversation_paths(args.data, args.conversations)]
+    workdir = Path(tempfile.mkdtemp(prefix="jean-locomo-"))
+    log(f"work dir {workdir}")
+    embedder = LocalOnnxEmbedder()
+    t0 = time.perf_counter()
+    embedder.load()
+    report: dict[str, Any] = {
+        "code": code_version(),
+        "config": {
+            "conversations": [c.name for c in conversations],
+            "k": search.rrf_k,
+            "depth": search.depth,
+            "text_format": TEXT_FORMATS[args.text],
+            "proposed": proposed.label(),
+            "model": embedder.model_name,
+            "cpus": os.cpu_count(),
+            "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
+        },
+        "load_average_before": load_average(),
+        "model_load_s": round(time.perf_counter() - t0, 2),
+        "rss_after_model_load": rss_mb(),
+    }
+    runs = [build_and_ask(c, workdir, embedder, search, args.text, proposed) for c in conversations]
+    asked = [a for r in runs for a in r.asked]
+    names = [*MODES, "proposed"]
+    report["data"] = {
+        r.conversation.name: {
+            "turns": len(r.conversation.turns),
+            "memories": r.memories,
+            "questions": len(r.conversation.questions),
+            "left_out_no_evidence": r.conversation.unanswerable,
+            "evidence_ids_dropped": r.conversation.dropped_evidence,
+            "offline_rrf_matches_service": round(r.consistent, 3),
+        }
+        for r in runs
+    }
+    report["results"] = summary_by_category(asked, names)
+    report["per_conversation"] = {r.conversation.name: {n: summarise(r.asked, n) for n in names} for r in runs}
+    report["timing"] = {
+        "build_s": {r.conversation.name: round(r.build_seconds, 1) for r in runs},
+        "add": Timer.merged(r.add for r in runs).report(),
+        "search": Timer.merged(r.search for r in runs).report(),
+        "rank": {mode: Timer.merged(r.rank[mode] for r in runs).report() for mode in MODES},
+        "proposed": Timer.merged(r.proposed for r in runs).report(),
+        "load_average_after": load_average(),
+    }
+    if args.sweep:
+        log("sweeping")
+        report["rrf_sweep"] = rrf_sweep(runs, args.sweep_k, args.sweep_depth, (search.rrf_k, search.depth))
+        report["proposed_sweep"] = proposed_sweep(runs, proposed)
+    if args.scale:
+        known = {text: vector for r in runs for text, vector in r.vectors.items()}
+        report["scale"] = scale_test(
+            conversations,
+            known,
+            args.scale,
+            workdir,
+            embedder,
+            search,
+            proposed,
+            args.text,
+            args.scale_queries,
+            args.adds,
+            args.server,
+        )
+    report["rss_end"] = rss_mb()
+    if not args.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return report
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def ms(t: dict[str, Any]) -> str:
+    cpu = f", cpu {t['cpu_p50_ms']}" if t.get("cpu_p50_ms") is not None else ""
+    return f"p50 {t['p50_ms']} ms (p95 {t['p95_ms']}{cpu})"
+
+
+def triple(m: dict[str, Any]) -> str:
+    return " / ".join(fmt(m[name]) for name in METRICS)
+
+
+def print_report(report: dict[str, Any]) -> None:
+    config = report["config"]
+    names = [*MODES, "proposed"]
+    print(
+        f"LoCoMo retrieval: conversations {', '.join(config['conversations'])}, memory text {config['text_format']!r}"
+    )
+    print(f"hybrid = the service's RRF, k={config['k']} depth={config['depth']}; proposed = {config['proposed']}")
+    print(f"code {report['code']}, {config['cpus']} CPUs, OPENBLAS_NUM_THREADS {config['blas_threads']}")
+    print()
+    print("hit@5 / hit@10 / recall@10")
+    print()
+    print("| questions | n | " + " | ".join(LABELS[n] for n in names) + " |")
+    print("|---|---:|" + "---|" * len(names))
+    for group, row in report["results"].items():
+        print(f"| {group} | {row['hybrid']['n']} | " + " | ".join(triple(row[n]) for n in names) + " |")
+    print()
+    print("| conversation | turns | memories | questions | " + " | ".join(LABELS[n] for n in names) + " |")
+    print("|---|---:|---:|---:|" + "---|" * len(names))
+    for name, row in report["per_conversation"].items():
+        data = report["data"][name]
+        cells = " | ".join(triple(row[n]) for n in names)
+        print(f"| {name} | {data['turns']} | {data['memories']} | {data['questions']} | {cells} |")
+    print()
+    t = report["timing"]
+    print(f"model load {report['model_load_s']} s, RSS after it {report['rss_after_model_load']['rss_mb']} MB")
+    print("build, one MemoryService.add per turn: " + ", ".join(f"{k} {v} s" for k, v in t["build_s"].items()))
+    print(f"add {ms(t['add'])}")
+    print(f"search (MemoryService.search, hybrid, embedding included) {ms(t['search'])}")
+    print(f"proposed, the whole path {ms(t['proposed'])}")
+    print("rank alone: " + "; ".join(f"{LABELS[m]} {ms(v)}" for m, v in t["rank"].items()))
+    print(f"load average {report['load_average_before']} before, {t['load_average_after']} after")
+    skipped = {k: (v["left_out_no_evidence"], v["evidence_ids_dropped"]) for k, v in report["data"].items()}
+    print(
+        "questions left out (no evidence turn) / evidence ids dropped: "
+        + "; ".join(f"{k}: {n} / {', '.join(d) or 'none'}" for k, (n, d) in skipped.items())
+    )
+    print(
+        "the sweep's offline RRF gives the service's hybrid top 10 for: "
+        + ", ".join(f"{k} {v['offline_rrf_matches_service']:.0%}" for k, v in report["data"].items())
+    )
+    if "rrf_sweep" in report:
+        sweep = report["rrf_sweep"]
+        print()
+        print("RRF sweep (hybrid, all questions): hit@5 / hit@10 / recall@10")
+        for label, m in sweep["grid"].items():
+            print(f"  {label:<16} {triple(m)}")
+        print(f"  best in sample: k={sweep['best_in_sample']['k']} depth={sweep['best_in_sample']['depth']}")
+        _print_loo(sweep["leave_one_out"])
+        ps = report["proposed_sweep"]
+        print()
+        print("proposed sweep (in sample, best 10): hit@5 / hit@10 / recall@10")
+        for row in ps["top_in_sample"]:
+            print(f"  {row['config']:<52} {triple(row)}")
+        row = ps["no_neighbours_best"]
+        print(f"  best without neighbours: {row['config']} {triple(row)}")
+        _print_loo(ps["leave_one_out"])
+    if "scale" in report:
+        s = report["scale"]
+        print()
+        print(f"scale: {s['memories']} memories of one user (bulk insert {s['bulk_insert_s']} s)")
+        for name, v in s["search"].items():
+            print(f"  {name:<15} {ms(v)}")
+        print(f"  add (MemoryService.add, one at a time) {ms(s['add'])}")
+        print(f"  this process: RSS {s['bench_process']['rss_mb']} MB, peak {s['bench_process']['peak_rss_mb']} MB")
+        if "server_idle" in s:
+            print(
+                f"  jean-memory serve: RSS {s['server_idle']['rss_mb']} MB once ready (model loaded), "
+                f"{s['server_after']['rss_mb']} MB after the calls below (peak {s['server_after']['peak_rss_mb']} MB)"
+            )
+            for name, v in s["server_http"].items():
+                cpu = v.get("server_cpu_ms_per_call")
+                print(f"  {name} over HTTP {ms(v)}; server CPU {cpu} ms per call")
+        print(f"  load average {s['load_average_before']} before, {s['load_average_after']} after")
+
+
+def _print_loo(loo: dict[str, Any] | None) -> None:
+    if not loo:
+        return
+    for fold in loo["folds"]:
+        s = fold["held_out_scores"]
+        print(f"  leave {fold['held_out']} out: chose {fold['chosen']}, on {fold['held_out']} hit@5 {s['hit@5']:.3f}")
+    held = loo["held_out"]
+    default = loo["default"]
+    print(
+        f"  pooled held-out hit@5 {held['hit@5']:.3f} hit@10 {held['hit@10']:.3f} recall@10 {held['recall@10']:.3f}"
+        + (f"; the current setting: hit@5 {default['hit@5']:.3f}" if default else "")
+    )
+
+
+def parse_proposed(text: str) -> Proposed:
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) not in (4, 5) or (len(parts) == 5 and parts[4] != "guard"):
+        raise argparse.ArgumentTypeError("expected alpha,depth,next,prev[,guard], e.g. 0.5,50,0.5,0.25,guard")
+    return Proposed(float(parts[0]), int(parts[1]), float(parts[2]), float(parts[3]), len(parts) == 5)
+
+
+def int_list(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    defaults = SearchConfig()
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"LoCoMo folder (default {DEFAULT_DATA})")
+    parser.add_argument("--conversations", help="comma-separated files or names, e.g. 26,30 (default: every *.json)")
+    parser.add_argument(
+        "--k", type=int, default=defaults.rrf_k, help=f"RRF k of the hybrid column (default {defaults.rrf_k})"
+    )
+    parser.add_argument(
+        "--depth", type=int, default=defaults.depth, help=f"candidates per ranking (default {defaults.depth})"
+    )
+    parser.add_argument("--text", choices=sorted(TEXT_FORMATS), default="date-speaker", help="memory text format")
+    parser.add_argument(
+        "--proposed",
+        type=parse_proposed,
+        default=Proposed(),
+        help="the proposed column: alpha,depth,next,prev[,guard] (default 0.5,50,0.5,0.25,guard)",
+    )
+    parser.add_argument("--no-sweep", dest="sweep", action="store_false", help="skip the RRF and proposed sweeps")
+    parser.add_argument("--sweep-k", type=int_list, default=list(SWEEP_K), help="RRF k values to sweep")
+    parser.add_argument("--sweep-depth", type=int_list, default=list(SWEEP_DEPTH), help="depths to sweep")
+    parser.add_argument("--scale", type=int, default=10_000, help="memories of one user for the scale test (0: skip)")
+    parser.add_argument("--scale-queries", type=int, default=300, help="searches timed at scale")
+    parser.add_argument("--adds", type=int, default=100, help="single adds timed at scale")
+    parser.add_argument("--no-server", dest="server", action="store_false", help="skip the `jean-memory serve` part")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary databases")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    report = run(args)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print_report(report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
