@@ -20,6 +20,10 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	bash scripts/pytest-no-empty.sh $(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
+bench: $(STAMP)
+	$(BIN)/python -m bench.mcp_load
+	$(BIN)/python -m bench.locomo
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
