@@ -336,7 +336,7 @@ def clock_at(when: float) -> Iterator[None]:
 
 _NEIGHBOURS = sa.text(
     """
-    SELECT c.pk AS pk,
+    SELECT c.pk AS pk, c.user_id AS user_id,
       (SELECT p.pk FROM memories AS p
        WHERE p.user_id = c.user_id AND p.created_at < c.created_at AND p.created_at >= c.created_at - :window
        ORDER BY p.created_at DESC LIMIT 1) AS prev_pk,
@@ -344,22 +344,22 @@ _NEIGHBOURS = sa.text(
        WHERE n.user_id = c.user_id AND n.created_at > c.created_at AND n.created_at <= c.created_at + :window
        ORDER BY n.created_at ASC LIMIT 1) AS next_pk
     FROM memories AS c
-    WHERE c.user_id = :user_id AND c.pk IN :pks
+    WHERE c.pk IN :pks
     """
 ).bindparams(sa.bindparam("pks", expanding=True))
 
 
 def neighbours(engine: Engine, user_id: str, pks: Iterable[int]) -> dict[int, tuple[int | None, int | None]]:
     """For each memory, the one the same user saved just before and just after it (within
-    NEIGHBOUR_WINDOW), or None. Two index seeks per memory on (user_id, created_at)."""
+    NEIGHBOUR_WINDOW), or None: a primary-key lookup and two seeks on (user_id, created_at) per
+    memory. (The outer query filters by pk alone: with `user_id = ?` there SQLite's planner
+    walks the user's whole index instead; the owner is checked here.)"""
     wanted = list(dict.fromkeys(pks))
     out: dict[int, tuple[int | None, int | None]] = {}
     with engine.connect() as conn:
         for start in range(0, len(wanted), 500):
-            rows = conn.execute(
-                _NEIGHBOURS, {"user_id": user_id, "pks": wanted[start : start + 500], "window": NEIGHBOUR_WINDOW}
-            )
-            out.update({row.pk: (row.prev_pk, row.next_pk) for row in rows})
+            rows = conn.execute(_NEIGHBOURS, {"pks": wanted[start : start + 500], "window": NEIGHBOUR_WINDOW})
+            out.update({row.pk: (row.prev_pk, row.next_pk) for row in rows if row.user_id == user_id})
     return out
 
 
