@@ -310,7 +310,6 @@ def test_claude_web_via_cimd(
     server: RunningServer,
     alice: User,
     browser: httpx.Client,
-    request: pytest.FixtureRequest,
     backend: Backend,
 ) -> None:
     """claude.ai with a client ID metadata document: no registration; client_id is the URL of
@@ -402,7 +401,6 @@ def test_chatgpt_via_cimd(
     server: RunningServer,
     alice: User,
     browser: httpx.Client,
-    request: pytest.FixtureRequest,
     backend: Backend,
 ) -> None:
     """ChatGPT prefers CIMD when the metadata advertises it; its client_id is
@@ -489,7 +487,6 @@ def test_claude_code_via_cimd(
     server: RunningServer,
     alice: User,
     browser: httpx.Client,
-    request: pytest.FixtureRequest,
     backend: Backend,
 ) -> None:
     """Claude Code with CIMD (claude-code changelog 2.1.81: "MCP OAuth supports Client ID Metadata
