@@ -34,16 +34,21 @@ Bulk load, per backend, as close to production's rows as possible:
     production triggers, row by row.
 
 Run from the repository root:
-    .venv/bin/python -m bench.scale                              # ~20 min on 2 cores
-    .venv/bin/python -m bench.scale --users 100 --sqlite-rows 20000 --duration 4   # smoke, ~2-3 min
-    .venv/bin/python -m bench.scale --skip-sqlite --keep         # keep the PostgreSQL database ...
-    .venv/bin/python -m bench.scale --skip-sqlite --reuse        # ... and measure it again
+    .venv/bin/python -m bench.scale                              # ~6 min on 2 quiet cores, ~20 busy
+    .venv/bin/python -m bench.scale --users 100 --sqlite-rows 20000 --duration 3   # smoke, ~2 min
+    .venv/bin/python -m bench.scale --keep                       # keep the loaded databases ...
+    .venv/bin/python -m bench.scale --reuse --skip-sqlite        # ... and measure them again
     .venv/bin/python -m bench.scale --json > scale.json
 Progress goes to stderr, the tables (or the JSON report) to stdout.
 """
 
 from __future__ import annotations
 
+# First, as in the server: importing the package sets its BLAS thread default (one thread) before
+# numpy loads OpenBLAS; imported after numpy, the setting would come too late.
+import jean_memory  # noqa: F401
+
+# isort: split
 import argparse
 import contextlib
 import hashlib
@@ -1088,7 +1093,7 @@ def print_report(report: dict[str, Any]) -> None:
             f"({100 * lm.get('median_share', 0):.0f}% of the user's rows; LoCoMo questions match 12-36% of turns)"
         )
         if backend["backend"] == "postgresql":
-            print(f"  settings (server defaults, nothing changed): {backend['settings']}")
+            print(f"  server settings (this run did not change any): {backend['settings']}")
             print(f"  sizes: {backend['sizes']}")
         else:
             print(f"  file: {backend['file_mb']} MB")

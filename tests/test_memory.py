@@ -182,3 +182,22 @@ def test_texts_whose_numbers_differ_are_never_merged(service):
     assert second.saved and second.saved[0].id != first.id
     assert [m.id for m in second.similar] == [first.id]  # named, so the assistant can fix or delete
     assert service.count(USER) == 2
+
+
+def test_patched_cache_answers_like_a_fresh_load(service, engine):
+    """Own writes patch the cached matrix in place (appends, rewordings, deletes): the answers must
+    equal those of a cache loaded from the database."""
+    from jean_memory.memory.vectors import VectorCache
+
+    ids = [service.add(USER, f"{word} is something I care about a lot").saved[0].id for word in DISTRACTORS]
+    query = service.embedder.embed_query("what do I care about")
+    model = service.embedder.model_name
+    service.search(USER, "care", limit=3)  # cache loaded
+    for i in range(20):  # appends past the first capacity
+        service.add(USER, f"Fact {i}: {' '.join(DISTRACTORS[i % 5].split()[::-1])} in year {2000 + i}")
+    service.add(USER, "My sister Ana lives in Lisbon, Portugal")  # rewording of a distractor: same row
+    service.delete(USER, ids[0])
+    patched = service._vectors.nearest(USER, model, query, 50)
+    fresh = VectorCache(engine).nearest(USER, model, query, 50)
+    assert [pk for pk, _ in patched] == [pk for pk, _ in fresh]
+    assert [round(s, 5) for _, s in patched] == [round(s, 5) for _, s in fresh]

@@ -330,12 +330,17 @@ class MemoryService:
         if not isinstance(memory_id, str) or not memory_id.strip():
             raise MemoryInputError("memory_id is empty: pass an id from search_memory or list_memories")
         with self._engine.begin() as conn:
-            result = conn.execute(
-                memories.delete().where(memories.c.user_id == user_id, memories.c.id == memory_id.strip())
-            )
-            if result.rowcount:
-                bump_version(conn, user_id)
-        return bool(result.rowcount)
+            deleted = conn.execute(
+                memories.delete()
+                .where(memories.c.user_id == user_id, memories.c.id == memory_id.strip())
+                .returning(memories.c.pk)
+            ).scalar()
+            if deleted is None:
+                return False
+            version = bump_version(conn, user_id)
+        if self._embedder is not None:
+            self._vectors.note_write(user_id, self._embedder.model_name, version, {}, {deleted})
+        return True
 
     def count(self, user_id: str) -> int:
         with self._engine.connect() as conn:

@@ -43,10 +43,32 @@ def read_version(conn: Connection, user_id: str) -> int:
 
 @dataclass
 class _UserMatrix:
+    """Rows [0, size) are live; the arrays have spare capacity so an add appends without copying."""
+
     version: int
     model: str
     pks: np.ndarray  # int64, one per row of `matrix`
-    matrix: np.ndarray  # float32 (n, dims), rows L2-normalised
+    matrix: np.ndarray  # float32 (capacity, dims), rows L2-normalised
+    size: int
+    rows: dict[int, int]  # pk -> row
+
+    @classmethod
+    def of(cls, version: int, model: str, pks: np.ndarray, matrix: np.ndarray) -> _UserMatrix:
+        return cls(version, model, pks, matrix, len(pks), {int(pk): i for i, pk in enumerate(pks)})
+
+    def append(self, pk: int, vector: np.ndarray) -> None:
+        if self.size == len(self.pks) or self.matrix.ndim != 2 or self.matrix.shape[1] != vector.shape[0]:
+            capacity = max(16, 2 * self.size)
+            matrix = np.zeros((capacity, vector.shape[0]), dtype=np.float32)
+            pks = np.zeros(capacity, dtype=np.int64)
+            if self.size:
+                matrix[: self.size] = self.matrix[: self.size]
+                pks[: self.size] = self.pks[: self.size]
+            self.matrix, self.pks = matrix, pks  # readers holding the old arrays keep a consistent view
+        self.matrix[self.size] = vector
+        self.pks[self.size] = pk
+        self.rows[pk] = self.size
+        self.size += 1
 
 
 class VectorCache:
@@ -64,7 +86,7 @@ class VectorCache:
                 cached = self._users.get(user_id)
                 if cached is not None and cached.version == version and cached.model == model:
                     self._users.move_to_end(user_id)
-                    return cached
+                    return _UserMatrix(version, model, cached.pks, cached.matrix, cached.size, cached.rows)
             rows = conn.execute(
                 sa.select(memory_vectors.c.memory_pk, memory_vectors.c.vector).where(
                     memory_vectors.c.user_id == user_id, memory_vectors.c.model == model
@@ -75,7 +97,7 @@ class VectorCache:
             matrix = np.vstack([r.vector for r in rows])
         else:
             pks, matrix = np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
-        loaded = _UserMatrix(version, model, pks, matrix)
+        loaded = _UserMatrix.of(version, model, pks, matrix)
         with self._lock:
             self._users[user_id] = loaded
             self._users.move_to_end(user_id)
@@ -85,14 +107,15 @@ class VectorCache:
 
     def nearest(self, user_id: str, model: str, query: np.ndarray, depth: int) -> list[tuple[int, float]]:
         """The `depth` most similar memories as (pk, cosine), best first."""
-        cached = self._matrix(user_id, model)
-        if cached.pks.size == 0:
+        snapshot = self._matrix(user_id, model)  # arrays and size as of now; later appends go past it
+        if snapshot.size == 0:
             return []
-        scores = cached.matrix @ np.asarray(query, dtype=np.float32)
+        pks = snapshot.pks[: snapshot.size]
+        scores = snapshot.matrix[: snapshot.size] @ np.asarray(query, dtype=np.float32)
         depth = min(depth, scores.size)
         top = np.argpartition(-scores, depth - 1)[:depth]
         top = top[np.argsort(-scores[top])]
-        return [(int(cached.pks[i]), float(scores[i])) for i in top]
+        return [(int(pks[i]), float(scores[i])) for i in top]
 
     def note_write(
         self,
@@ -102,8 +125,8 @@ class VectorCache:
         upserts: dict[int, np.ndarray],
         deletes: set[int] = frozenset(),
     ) -> None:
-        """Patch the cached matrix after this process's own write, so a busy writer does not
-        reload every vector on each save; when anything else wrote in between, drop the entry."""
+        """Patch the cached matrix after this process's own write, so a busy writer neither
+        reloads nor copies every vector on each save; when anything else wrote in between, drop it."""
         with self._lock:
             cached = self._users.get(user_id)
             if cached is None:
@@ -111,16 +134,17 @@ class VectorCache:
             if cached.version != new_version - 1 or cached.model != model:
                 del self._users[user_id]
                 return
-            pks, matrix = cached.pks, cached.matrix
-            gone = deletes | set(upserts)
-            if gone and pks.size:
-                keep = ~np.isin(pks, list(gone))
-                pks, matrix = pks[keep], matrix[keep]
-            if upserts:
-                new_rows = np.stack([np.asarray(v, dtype=np.float32) for v in upserts.values()])
-                pks = np.concatenate([pks, np.fromiter(upserts, dtype=np.int64, count=len(upserts))])
-                matrix = new_rows if matrix.size == 0 else np.vstack([matrix, new_rows])
-            self._users[user_id] = _UserMatrix(new_version, model, pks, matrix)
+            if deletes & cached.rows.keys():  # rare: rebuild without those rows
+                keep = [i for i in range(cached.size) if int(cached.pks[i]) not in deletes]
+                cached = _UserMatrix.of(cached.version, model, cached.pks[keep].copy(), cached.matrix[keep].copy())
+            for pk, vector in upserts.items():
+                vector = np.asarray(vector, dtype=np.float32)
+                if pk in cached.rows:
+                    cached.matrix[cached.rows[pk]] = vector  # a reworded memory: same row, new vector
+                else:
+                    cached.append(pk, vector)
+            cached.version = new_version
+            self._users[user_id] = cached
 
     def forget(self, user_id: str) -> None:
         with self._lock:
