@@ -201,3 +201,35 @@ def test_patched_cache_answers_like_a_fresh_load(service, engine):
     fresh = VectorCache(engine).nearest(USER, model, query, 50)
     assert [pk for pk, _ in patched] == [pk for pk, _ in fresh]
     assert [round(s, 5) for _, s in patched] == [round(s, 5) for _, s in fresh]
+
+
+def test_a_users_first_writes_on_two_connections_at_once(engine):
+    """Two instances saving a user's first memories at the same moment: the version counter
+    must count both (it once raised a unique violation on PostgreSQL and lost the save)."""
+    import threading
+    import time
+
+    from jean_memory.memory.vectors import bump_version, read_version
+
+    first_inside = threading.Event()
+    versions: list[int] = []
+
+    def first() -> None:
+        with engine.begin() as conn:
+            versions.append(bump_version(conn, "newcomer"))
+            first_inside.set()
+            time.sleep(0.3)  # hold the transaction open while the second one starts
+
+    def second() -> None:
+        first_inside.wait(10)
+        with engine.begin() as conn:
+            versions.append(bump_version(conn, "newcomer"))
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(versions) == [1, 2]
+    with engine.connect() as conn:
+        assert read_version(conn, "newcomer") == 2

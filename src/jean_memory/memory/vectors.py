@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from jean_memory.db.tables import memory_vectors, memory_versions
@@ -23,17 +24,14 @@ MAX_CACHED_USERS = 256
 
 
 def bump_version(conn: Connection, user_id: str) -> int:
-    """Mark the user's memories as changed; call inside the writing transaction."""
-    updated = conn.execute(
-        memory_versions.update()
-        .where(memory_versions.c.user_id == user_id)
-        .values(version=memory_versions.c.version + 1)
-        .returning(memory_versions.c.version)
-    ).scalar()
-    if updated is not None:
-        return updated
-    conn.execute(memory_versions.insert().values(user_id=user_id, version=1))
-    return 1
+    """Mark the user's memories as changed; call inside the writing transaction. One upsert, so
+    two instances making a user's first writes at the same moment cannot collide."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(memory_versions).values(user_id=user_id, version=1)
+    statement = statement.on_conflict_do_update(
+        index_elements=[memory_versions.c.user_id], set_={"version": memory_versions.c.version + 1}
+    ).returning(memory_versions.c.version)
+    return conn.execute(statement).scalar_one()
 
 
 def read_version(conn: Connection, user_id: str) -> int:
