@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 SECRET_KEY_FILE = "jwt_secret.key"
-LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
 class ConfigError(ValueError):

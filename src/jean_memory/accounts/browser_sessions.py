@@ -34,8 +34,3 @@ def session_user_id(engine: Engine, token: str | None) -> str | None:
             )
         ).first()
     return row.user_id if row else None
-
-
-def end_session(engine: Engine, token: str) -> None:
-    with engine.begin() as conn:
-        conn.execute(browser_sessions.delete().where(browser_sessions.c.token_hash == clock.sha256_hex(token)))

@@ -18,10 +18,6 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def is_sqlite(engine: Engine) -> bool:
-    return engine.dialect.name == "sqlite"
-
-
 def normalise_url(url: str) -> str:
     """Accept the `postgresql://` and `postgres://` spellings PaaS hosts hand out, and pick psycopg 3."""
     for prefix in ("postgres://", "postgresql://"):

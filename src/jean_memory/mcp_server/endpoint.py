@@ -13,7 +13,6 @@ loses nothing.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from urllib.parse import urlsplit
@@ -32,8 +31,6 @@ from jean_memory.memory.service import MemoryService
 from jean_memory.oauth.jwt_tokens import InvalidAccessToken
 from jean_memory.oauth.scopes import MEMORY_SCOPE
 from jean_memory.oauth.service import OAuthService
-
-logger = logging.getLogger("jean_memory.mcp")
 
 INSTRUCTIONS = (
     "Jean Memory is the person's long-term memory. Call jean_memory at the start of each conversation "

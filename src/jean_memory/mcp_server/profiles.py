@@ -9,7 +9,6 @@ PROFILE_TOOLS: dict[str, tuple[str, ...]] = {
     # ChatGPT's connectors call exactly `search` and `fetch`; other tools confuse its deep research.
     "chatgpt": ("search", "fetch"),
 }
-PROFILES = tuple(PROFILE_TOOLS)
 
 
 def profile_for(name: str | None) -> str:

@@ -84,6 +84,3 @@ class PgVectorIndex:
 
     def note_write(self, *_args: object, **_kwargs: object) -> None:
         """Nothing cached, nothing to patch."""
-
-    def forget(self, user_id: str) -> None:
-        """Nothing cached, nothing to forget."""

@@ -143,7 +143,3 @@ class VectorCache:
                     cached.append(pk, vector)
             cached.version = new_version
             self._users[user_id] = cached
-
-    def forget(self, user_id: str) -> None:
-        with self._lock:
-            self._users.pop(user_id, None)
