@@ -90,7 +90,16 @@ class Worker:
             loop.call_soon_threadsafe(event.set)
 
     async def run_once(self) -> bool:
-        """Run one job if there is one; True when it did."""
+        """Run one job if there is one; True when it did.
+
+        Shielded: a shutdown that cancels the worker between claiming a job and finishing it
+        would leave the job leased (invisible to every worker) for LEASE_SECONDS, so a save we
+        acknowledged would be missing after the restart. A job is short: milliseconds, or an
+        LLM call bounded by its timeout."""
+        with anyio.CancelScope(shield=True):
+            return await self._run_one_job()
+
+    async def _run_one_job(self) -> bool:
         job = await run_db(claim_next, self._engine)
         if job is None:
             return False
