@@ -527,7 +527,7 @@ def breakdown(
 def lexical_matches(engine: Engine, uid: str, queries: list[str], rows_user: int) -> dict[str, float]:
     """How many of the user's memories each query matches lexically (what ranking has to score).
     For comparison, LoCoMo's questions match a median 12-36% of a conversation's turns."""
-    from jean_memory.memory.lexical import fts_query, topical_words
+    from jean_memory.memory.lexical import fts_query, owner_token, topical_words
 
     counts = []
     with engine.connect() as conn:
@@ -536,11 +536,8 @@ def lexical_matches(engine: Engine, uid: str, queries: list[str], rows_user: int
                 sql = "SELECT count(*) FROM memories WHERE user_id = :u AND text_search @@ to_tsquery('english', :q)"
                 match = " | ".join(topical_words(query))
             else:
-                sql = (
-                    "SELECT count(*) FROM memories_fts CROSS JOIN memories AS m ON m.pk = memories_fts.rowid "
-                    "WHERE memories_fts MATCH :q AND m.user_id = :u"
-                )
-                match = fts_query(query) or '""'
+                sql = "SELECT count(*) FROM memories_fts WHERE memories_fts MATCH :q"
+                match = f'owner : "{owner_token(uid)}" AND text : ({fts_query(query) or chr(34) * 2})'
             counts.append(conn.execute(sa.text(sql), {"u": uid, "q": match}).scalar_one())
     return {
         "median": float(np.median(counts)),

@@ -233,3 +233,49 @@ def test_a_users_first_writes_on_two_connections_at_once(engine):
     assert sorted(versions) == [1, 2]
     with engine.connect() as conn:
         assert read_version(conn, "newcomer") == 2
+
+
+def test_a_user_with_many_memories_is_searched_on_both_cores_with_the_same_answers(service, engine):
+    """Above LARGE_USER_VECTORS the vector scan is split over two threads and BM25 runs beside
+    it: the answers must be those of one thread, and both rankings must still reach the result."""
+    import numpy as np
+    import sqlalchemy as sa
+
+    from jean_memory.db.tables import memories, memory_vectors
+    from jean_memory.memory.vectors import LARGE_USER_VECTORS, VectorCache, _best_rows, bump_version
+
+    model = service.embedder.model_name
+    rng = np.random.default_rng(7)
+    filler = rng.standard_normal((LARGE_USER_VECTORS + 500, 384)).astype(np.float32)
+    filler /= np.linalg.norm(filler, axis=1, keepdims=True)
+    with engine.begin() as conn:
+        conn.execute(
+            memories.insert(),
+            [
+                dict(pk=pk, id=f"f{pk}", user_id=USER, text=f"filler note {pk} about nothing", content_hash=f"h{pk}",
+                     tags=[], created_at=0.0, updated_at=0.0, kind="memory")
+                for pk in range(1, len(filler) + 1)
+            ],
+        )  # fmt: skip
+        conn.execute(
+            memory_vectors.insert(),
+            [dict(memory_pk=pk, user_id=USER, model=model, vector=v) for pk, v in enumerate(filler, start=1)],
+        )
+        if engine.dialect.name == "postgresql":  # rows inserted with explicit keys: move the sequence on
+            conn.execute(sa.text("SELECT setval('memories_pk_seq', (SELECT max(pk) FROM memories))"))
+        bump_version(conn, USER)
+    dog = service.add(USER, "I adopted a beagle, Max").saved[0]
+    cello = service.add(USER, "I am learning to play the cello").saved[0]
+
+    cache = VectorCache(engine)
+    query = service.embedder.embed_query("What's my dog called?")
+    split = cache.nearest(USER, model, query, 50)
+    assert cache.is_large(USER)
+    rows, scores = _best_rows(cache._users[USER].matrix, query, 0, cache._users[USER].size, 50)
+    one_thread = sorted(zip(cache._users[USER].pks[rows].tolist(), scores.tolist(), strict=True), key=lambda p: -p[1])
+    assert [pk for pk, _ in split] == [pk for pk, _ in one_thread]
+
+    service.search(USER, "warm the cache", limit=1)
+    assert engine.dialect.name == "postgresql" or service._vectors.is_large(USER)
+    assert service.search(USER, "What's my dog called?", limit=3)[0].id == dog.id  # by meaning
+    assert service.search(USER, "cello", limit=3)[0].id == cello.id  # by word

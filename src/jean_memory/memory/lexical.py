@@ -29,15 +29,23 @@ def fts_query(text: str) -> str | None:
     return " OR ".join(f'"{w}"' for w in topical_words(text)) or None
 
 
+# The owner is an indexed column (migration 0003), so FTS5 matches the user's rows only and no
+# match is looked up in `memories`; its weight 0 keeps it out of the score.
 _SQLITE_SEARCH = sa.text(
     """
-    SELECT m.pk AS pk, bm25(memories_fts) AS rank
-    FROM memories_fts JOIN memories AS m ON m.pk = memories_fts.rowid
-    WHERE memories_fts MATCH :match AND m.user_id = :user_id
+    SELECT rowid AS pk, bm25(memories_fts, 1.0, 0.0) AS rank
+    FROM memories_fts
+    WHERE memories_fts MATCH :match
     ORDER BY rank
     LIMIT :depth
     """
 )
+
+
+def owner_token(user_id: str) -> str:
+    """The user id as the FTS5 `owner` column holds it: each hex digit of its UTF-8 bytes as
+    two decimal digits, a token no stemmer rewrites (same mapping as migration 0003's SQL)."""
+    return "".join(f"{int(digit, 16):02d}" for digit in user_id.encode().hex())
 
 
 _POSTGRESQL_SEARCH = sa.text(
@@ -68,5 +76,6 @@ def lexical_search(conn: Connection, user_id: str, query: str, depth: int) -> li
     match = fts_query(query)
     if match is None:
         return []
-    rows = conn.execute(_SQLITE_SEARCH, {"match": match, "user_id": user_id, "depth": depth}).all()
+    match = f'owner : "{owner_token(user_id)}" AND text : ({match})'
+    rows = conn.execute(_SQLITE_SEARCH, {"match": match, "depth": depth}).all()
     return [(row.pk, -row.rank) for row in rows]

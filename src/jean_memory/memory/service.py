@@ -37,7 +37,7 @@ from jean_memory.memory.records import (
     normalised_hash,
 )
 from jean_memory.memory.triage import importance
-from jean_memory.memory.vectors import VectorCache, bump_version
+from jean_memory.memory.vectors import SEARCH_POOL, VectorCache, bump_version
 
 NEAR_DUPLICATE = 0.95  # same fact reworded: update the memory in place (unless its numbers differ)
 SIMILAR = 0.80  # related: store, and tell the assistant so it can correct or delete
@@ -271,15 +271,25 @@ class MemoryService:
     def rank(self, user_id: str, query: str, depth: int, mode: str = "hybrid") -> list[tuple[int, float]]:
         """(pk, score) best first. `mode` is for the benchmark: "lexical", "vector" or "hybrid"."""
         rankings: list[list[tuple[int, float]]] = []
+        lexical = None
         if mode in ("hybrid", "lexical"):
-            with self._engine.connect() as conn:
-                rankings.append(lexical_search(conn, user_id, query, depth))
+            if mode == "hybrid" and isinstance(self._vectors, VectorCache) and self._vectors.is_large(user_id):
+                # Both cores: BM25 in SQLite while this thread embeds the query and scores vectors.
+                lexical = SEARCH_POOL.submit(self._lexical, user_id, query, depth)
+            else:
+                rankings.append(self._lexical(user_id, query, depth))
         if mode in ("hybrid", "vector") and self._embedder is not None:
             vector = self._embedder.embed_query(query)
             rankings.append(self._vectors.nearest(user_id, self._embedder.model_name, vector, depth))
+        if lexical is not None:
+            rankings.insert(0, lexical.result())
         if len(rankings) == 1:
             return rankings[0]
         return reciprocal_rank_fusion([[pk for pk, _ in r] for r in rankings], self._search.rrf_k)
+
+    def _lexical(self, user_id: str, query: str, depth: int) -> list[tuple[int, float]]:
+        with self._engine.connect() as conn:
+            return lexical_search(conn, user_id, query, depth)
 
     def list(self, user_id: str, limit: int = 20, cursor: str | None = None) -> tuple[list[Memory], str | None]:
         """The person's facts, newest first (document chunks are listed with their document)."""
