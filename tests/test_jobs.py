@@ -45,4 +45,3 @@ def test_a_job_running_when_the_worker_is_cancelled_still_finishes(engine):
     anyio.run(main)
     assert ran == [{"text": "I live in Porto"}]
     assert pending_count(engine) == 0  # finished, not left leased
-
