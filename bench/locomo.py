@@ -9,17 +9,17 @@ in a temporary directory, one user per conversation:
    said, 30 s apart within a session); a turn that `add` merges into an existing memory (exact or
    near duplicate) counts as found wherever that memory is found;
 2. asks every question of categories 1-4 through `MemoryService.rank` in the three modes
-   (`lexical`, `vector`, `hybrid`, the code path `search` uses) and scores hit@5, hit@10 (at
-   least one evidence turn among the top k) and recall@10 (share of the evidence turns among
-   the top 10), per category and overall;
+   (`lexical`, `vector`, `hybrid`, the code path `search` uses: z-score fusion of BM25 and
+   cosine, then credit passed to the memories saved just before and after the best candidates)
+   and scores hit@5, hit@10 (at least one evidence turn among the top k) and recall@10 (share
+   of the evidence turns among the top 10), per category and overall; beside them `rrf`, the
+   reciprocal rank fusion (k=10, depth 50) the service used before, for comparison;
 3. times `add` for every turn and `search` (hybrid, query embedding included) for every question.
 
-Then, from the same candidate lists (each ranking taken at depth 100 once per question):
-  * a sweep of RRF k x candidate depth, with the values chosen by leave-one-conversation-out
-    (pick on the other conversations, score on the one left out), next to the in-sample grid;
-  * the same for the "proposed" ranking (not in src/ yet; see `Proposed`): z-score
-    fusion of the BM25 and cosine scores, plus credit passed to the memories saved just before
-    and just after each candidate (its conversational neighbours).
+Then, from the same candidate lists (each ranking taken at depth 100 once per question), a sweep
+of the hybrid's settings (`SearchConfig`: lexical weight x depth x the neighbours' shares), with
+the values chosen by leave-one-conversation-out (pick on the other conversations, score on the
+one left out), next to the in-sample grid.
 Finally, the scale test: a fresh database with `--scale` memories of one user (LoCoMo turns,
 repeated with the session year moved on), search p50 with the LoCoMo questions, `add` p50 on
 new memories, this process's RSS, and a real `jean-memory serve` process on that database
@@ -28,7 +28,7 @@ the API-key endpoint).
 
 Run from the repository root:
     .venv/bin/python -m bench.locomo                     # about 5 minutes on 2 quiet cores
-    .venv/bin/python -m bench.locomo --conversations 26,30 --k 10 --depth 50 --scale 0
+    .venv/bin/python -m bench.locomo --conversations 26,30 --hybrid 0.5,50,0.5,0.25 --scale 0
     .venv/bin/python -m bench.locomo --json > locomo.json
 Progress goes to stderr, the tables (or the JSON report) to stdout. Retrieval numbers are
 deterministic; timings are not (each is given as wall-clock p50/p95 and CPU p50, and the load
@@ -53,7 +53,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +68,9 @@ from jean_memory.db.engine import create_engine
 from jean_memory.db.migrate import upgrade
 from jean_memory.db.tables import memories, memory_vectors
 from jean_memory.memory.embeddings import LocalOnnxEmbedder
-from jean_memory.memory.fusion import reciprocal_rank_fusion
+from jean_memory.memory.fusion import best_first, z_fusion
 from jean_memory.memory.lexical import lexical_search
+from jean_memory.memory.neighbours import SPREAD_FROM, neighbours, pass_to_neighbours
 from jean_memory.memory.service import MemoryService, SearchConfig
 from jean_memory.memory.vectors import bump_version
 
@@ -77,7 +78,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "locomo"
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 MODES = ("lexical", "vector", "hybrid")
-LABELS = {"lexical": "bm25", "vector": "vectors", "hybrid": "hybrid", "proposed": "proposed"}
+NAMES = (*MODES, "rrf")  # columns of the report
+LABELS = {"lexical": "bm25", "vector": "vectors", "hybrid": "hybrid", "rrf": "rrf (before)"}
 METRICS = ("hit@5", "hit@10", "recall@10")
 TOP = 10  # results kept per question: enough for every metric
 CANDIDATES = 100  # depth of the cached candidate lists the sweeps fuse
@@ -88,16 +90,13 @@ TEXT_FORMATS = {
     "date": "[{date}] {text}",
     "date-speaker-caption": "[{date}] {speaker}: {text}{caption}",
 }
-SWEEP_K = (5, 10, 20, 60)
-SWEEP_DEPTH = (20, 50, 100)
+RRF_K, RRF_DEPTH = 10, 50  # the reciprocal rank fusion the service used before (the `rrf` column)
 
-# The proposed ranking and the grid its sweep explores (see `Proposed`).
-NEIGHBOUR_WINDOW = 3600.0  # seconds: memories saved within the hour belong to one conversation
-SPREAD_FROM = 20  # only the best candidates pass score to their neighbours (so 40 index seeks)
-PROPOSED_ALPHA = (0.4, 0.5, 0.6, 0.7)
-PROPOSED_DEPTH = (20, 50, 100)
-PROPOSED_NEXT = (0.0, 0.25, 0.5)
-PROPOSED_PREV = (0.0, 0.25, 0.5)
+# The grid the hybrid's sweep explores (`SearchConfig`).
+SWEEP_WEIGHT = (0.4, 0.5, 0.6, 0.7)
+SWEEP_DEPTH = (20, 50, 100)
+SWEEP_NEXT = (0.0, 0.25, 0.5)
+SWEEP_PREV = (0.0, 0.25, 0.5)
 
 
 def log(message: str) -> None:
@@ -331,133 +330,44 @@ def clock_at(when: float) -> Iterator[None]:
         clock.reset()
 
 
-# --- the proposed ranking (a candidate for src/jean_memory/memory/, measured here first) -----------
+# --- the hybrid ranking, offline (from cached candidate lists, for the sweep) ---------------------
 
 
-_NEIGHBOURS = sa.text(
-    """
-    SELECT c.pk AS pk, c.user_id AS user_id,
-      (SELECT p.pk FROM memories AS p
-       WHERE p.user_id = c.user_id AND p.created_at < c.created_at AND p.created_at >= c.created_at - :window
-       ORDER BY p.created_at DESC LIMIT 1) AS prev_pk,
-      (SELECT n.pk FROM memories AS n
-       WHERE n.user_id = c.user_id AND n.created_at > c.created_at AND n.created_at <= c.created_at + :window
-       ORDER BY n.created_at ASC LIMIT 1) AS next_pk
-    FROM memories AS c
-    WHERE c.pk IN :pks
-    """
-).bindparams(sa.bindparam("pks", expanding=True))
+def label(config: SearchConfig) -> str:
+    return f"weight={config.lexical_weight} depth={config.depth} next={config.next_share} prev={config.prev_share}"
 
 
-def neighbours(engine: Engine, user_id: str, pks: Iterable[int]) -> dict[int, tuple[int | None, int | None]]:
-    """For each memory, the one the same user saved just before and just after it (within
-    NEIGHBOUR_WINDOW), or None: a primary-key lookup and two seeks on (user_id, created_at) per
-    memory. (The outer query filters by pk alone: with `user_id = ?` there SQLite's planner
-    walks the user's whole index instead; the owner is checked here.)"""
-    wanted = list(dict.fromkeys(pks))
+def hybrid_top(
+    lexical: Sequence[tuple[int, float]],
+    vector: Sequence[tuple[int, float]],
+    links: dict[int, tuple[int | None, int | None]],
+    config: SearchConfig,
+) -> list[int]:
+    """What `MemoryService.rank(mode="hybrid")` returns with `config`, from deeper cached lists
+    and every memory's neighbours (`links`)."""
+    fused = z_fusion(lexical[: config.depth], vector[: config.depth], config.lexical_weight)
+    ranked = pass_to_neighbours(fused, links, config.next_share, config.prev_share)
+    return [pk for pk, _ in ranked[:TOP]]
+
+
+def rrf_top(lexical: Sequence[tuple[int, float]], vector: Sequence[tuple[int, float]]) -> list[int]:
+    """The reciprocal rank fusion the service used before (Cormack et al., 2009), for the
+    comparison column only."""
+    scores: dict[int, float] = {}
+    for ranking in (lexical[:RRF_DEPTH], vector[:RRF_DEPTH]):
+        for rank, (pk, _) in enumerate(ranking):
+            scores[pk] = scores.get(pk, 0.0) + 1.0 / (RRF_K + rank + 1)
+    # Ties keep the lexical list's order, as the service's sort did.
+    return [pk for pk, _ in sorted(scores.items(), key=lambda item: item[1], reverse=True)[:TOP]]
+
+
+def all_neighbours(engine: Engine, user_id: str, pks: Iterable[int]) -> dict[int, tuple[int | None, int | None]]:
+    wanted = list(pks)
     out: dict[int, tuple[int | None, int | None]] = {}
     with engine.connect() as conn:
         for start in range(0, len(wanted), 500):
-            rows = conn.execute(_NEIGHBOURS, {"pks": wanted[start : start + 500], "window": NEIGHBOUR_WINDOW})
-            out.update({row.pk: (row.prev_pk, row.next_pk) for row in rows if row.user_id == user_id})
+            out.update(neighbours(conn, user_id, wanted[start : start + 500]))
     return out
-
-
-def zscores(ranking: Sequence[tuple[int, float]]) -> tuple[dict[int, float], float]:
-    """Each candidate's score in standard deviations from the list's mean, and the lowest one
-    (what a memory missing from the list gets)."""
-    if not ranking:
-        return {}, 0.0
-    scores = np.fromiter((s for _, s in ranking), dtype=np.float64, count=len(ranking))
-    spread = float(scores.std())
-    z = (scores - scores.mean()) / spread if spread > 0 else np.zeros_like(scores)
-    return {pk: float(v) for (pk, _), v in zip(ranking, z, strict=True)}, float(z.min())
-
-
-def z_fusion(
-    lexical: Sequence[tuple[int, float]], vector: Sequence[tuple[int, float]], alpha: float
-) -> dict[int, float]:
-    """Each ranking's scores (BM25, cosine) as z-scores over its own candidates, so one query's
-    scores are comparable whatever their scale; a memory missing from a list gets that list's
-    lowest z. fused = alpha * z_bm25 + (1 - alpha) * z_cosine, shifted so the lowest is 0.
-
-    Unlike RRF this keeps how far ahead the top candidates are: a clear winner in one list is
-    not pulled level with the rank-1 of a list that has no real match."""
-    zl, floor_l = zscores(lexical)
-    zv, floor_v = zscores(vector)
-    keys = list(dict.fromkeys([*zl, *zv]))
-    if not keys:
-        return {}
-    if not zl or not zv:  # one list empty (no topical word, or no embedder): the other alone
-        fused = {pk: zl.get(pk, 0.0) + zv.get(pk, 0.0) for pk in keys}
-    else:
-        fused = {pk: alpha * zl.get(pk, floor_l) + (1 - alpha) * zv.get(pk, floor_v) for pk in keys}
-    low = min(fused.values())
-    return {pk: score - low for pk, score in fused.items()}
-
-
-def best_first(scores: dict[int, float]) -> list[tuple[int, float]]:
-    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
-
-
-def with_neighbours(
-    base: dict[int, float],
-    links: dict[int, tuple[int | None, int | None]],
-    next_share: float,
-    prev_share: float,
-    candidates_only: bool = False,
-) -> list[tuple[int, float]]:
-    """Each of the SPREAD_FROM best memories passes `next_share` of its score to the memory the
-    user saved right after it and `prev_share` to the one saved right before (`links`, from
-    `neighbours`): in a conversation the turn that matches the question's words is very often
-    the question itself, and the answer is the next turn. With `candidates_only`, only to a
-    neighbour that is itself among the candidates (a guard against unrelated neighbours)."""
-    final = dict(base)
-    if next_share or prev_share:
-        for pk, score in best_first(base)[:SPREAD_FROM]:
-            prev_pk, next_pk = links.get(pk, (None, None))
-            for other, share in ((next_pk, next_share), (prev_pk, prev_share)):
-                if other is not None and share and (not candidates_only or other in base):
-                    final[other] = final.get(other, 0.0) + share * score
-    return best_first(final)
-
-
-@dataclass(frozen=True)
-class Proposed:
-    alpha: float = 0.5
-    depth: int = 50
-    next_share: float = 0.5
-    prev_share: float = 0.25
-    candidates_only: bool = True
-
-    def label(self) -> str:
-        guard = " candidates-only" if self.candidates_only else ""
-        return f"z-fusion a={self.alpha} depth={self.depth} next={self.next_share} prev={self.prev_share}{guard}"
-
-    def rank(
-        self,
-        lexical: Sequence[tuple[int, float]],
-        vector: Sequence[tuple[int, float]],
-        links: dict[int, tuple[int | None, int | None]],
-    ) -> list[tuple[int, float]]:
-        base = z_fusion(lexical[: self.depth], vector[: self.depth], self.alpha)
-        return with_neighbours(base, links, self.next_share, self.prev_share, self.candidates_only)
-
-
-def proposed_search(
-    service: MemoryService, engine: Engine, user_id: str, query: str, config: Proposed
-) -> list[tuple[int, float]]:
-    """The whole proposed path as src would run it (for timing): both rankings, fusion, the
-    neighbours of the SPREAD_FROM best, and the rows of the top 10."""
-    lexical = service.rank(user_id, query, config.depth, mode="lexical")
-    vector = service.rank(user_id, query, config.depth, mode="vector")
-    base = z_fusion(lexical, vector, config.alpha)
-    links = {}
-    if config.next_share or config.prev_share:
-        links = neighbours(engine, user_id, [pk for pk, _ in best_first(base)[:SPREAD_FROM]])
-    ranked = with_neighbours(base, links, config.next_share, config.prev_share, config.candidates_only)
-    service._rows_by_pk(user_id, [pk for pk, _ in ranked[:TOP]])
-    return ranked
 
 
 # --- building and asking --------------------------------------------------------------------------
@@ -484,11 +394,10 @@ class Run:
     add: Timer
     search: Timer  # MemoryService.search, hybrid, query embedding included
     rank: dict[str, Timer]
-    proposed: Timer
     asked: list[Asked]
     vectors: dict[str, np.ndarray]  # memory text -> its vector, reused by the scale test
     links: dict[int, tuple[int | None, int | None]]
-    consistent: float  # share of questions whose offline RRF top 10 equals the service's
+    consistent: float  # share of questions whose offline hybrid top 10 equals the service's
 
 
 def build_and_ask(
@@ -497,7 +406,6 @@ def build_and_ask(
     embedder: LocalOnnxEmbedder,
     search: SearchConfig,
     text_format: str,
-    proposed: Proposed,
 ) -> Run:
     engine = create_engine(f"sqlite:///{workdir / f'locomo-{conversation.name}.db'}")
     upgrade(engine)
@@ -523,9 +431,9 @@ def build_and_ask(
     count = len(pk_of_id)
     progress.close(f", {count} memories ({len(conversation.turns) - count} turns merged)")
 
-    links = neighbours(engine, user_id, pk_of_id.values())
+    links = all_neighbours(engine, user_id, pk_of_id.values())
     asked: list[Asked] = []
-    search_timer, proposed_timer = Timer(), Timer()
+    search_timer = Timer()
     rank_timers = {mode: Timer() for mode in MODES}
     consistent = 0
     progress = Progress(f"{conversation.name}: asking", len(conversation.questions))
@@ -537,13 +445,10 @@ def build_and_ask(
             top[mode] = [pk for pk, _ in ranked[:TOP]]
         with search_timer():
             service.search(user_id, question.text, TOP)
-        with proposed_timer():
-            ranked = proposed_search(service, engine, user_id, question.text, proposed)
-        top["proposed"] = [pk for pk, _ in ranked[:TOP]]
         lexical = service.rank(user_id, question.text, CANDIDATES, mode="lexical")
         vector = service.rank(user_id, question.text, CANDIDATES, mode="vector")
-        offline = rrf_top(lexical, vector, search.rrf_k, search.depth)
-        consistent += offline == top["hybrid"]
+        top["rrf"] = rrf_top(lexical, vector)
+        consistent += hybrid_top(lexical, vector, links, search) == top["hybrid"]
         asked.append(
             Asked(
                 conversation.name,
@@ -571,18 +476,11 @@ def build_and_ask(
         add_timer,
         search_timer,
         rank_timers,
-        proposed_timer,
         asked,
         {row.text: np.asarray(row.vector, dtype=np.float32) for row in stored},
         links,
         consistent / len(conversation.questions) if conversation.questions else 1.0,
     )
-
-
-def rrf_top(lexical: list[tuple[int, float]], vector: list[tuple[int, float]], k: int, depth: int) -> list[int]:
-    """What `MemoryService.rank(mode="hybrid")` returns, from deeper cached lists."""
-    fused = reciprocal_rank_fusion([[pk for pk, _ in r[:depth]] for r in (lexical, vector)], k)
-    return [pk for pk, _ in fused[:TOP]]
 
 
 # --- scoring --------------------------------------------------------------------------------------
@@ -661,63 +559,39 @@ def leave_one_out(
     }
 
 
-def rrf_sweep(runs: list[Run], ks: Sequence[int], depths: Sequence[int], default: tuple[int, int]) -> dict[str, Any]:
-    asked = [a for r in runs for a in r.asked]
-    grid = {
-        (k, d): hits_per_conversation(asked, lambda a, k=k, d=d: rrf_top(a.lexical, a.vector, k, d))
-        for k in ks
-        for d in depths
-    }
-    if default not in grid:
-        grid[default] = hits_per_conversation(asked, lambda a: rrf_top(a.lexical, a.vector, *default))
-    names = [r.conversation.name for r in runs]
-    best = max(grid, key=lambda p: (*pooled(grid[p].values()), p == default))
-    return {
-        "grid": {f"k={k} depth={d}": dict(zip(METRICS, pooled(grid[(k, d)].values()), strict=True)) for k, d in grid},
-        "best_in_sample": {"k": best[0], "depth": best[1]},
-        "leave_one_out": _loo_labels(leave_one_out(grid, names, default), lambda p: {"k": p[0], "depth": p[1]})
-        if len(names) > 1
-        else None,
-    }
-
-
-def proposed_sweep(runs: list[Run], current: Proposed) -> dict[str, Any]:
+def hybrid_sweep(runs: list[Run], current: SearchConfig) -> dict[str, Any]:
+    """Every `SearchConfig` of the grid scored from the cached lists, and the one chosen by
+    leave-one-conversation-out."""
     by_conversation = {r.conversation.name: r.links for r in runs}
     asked = [a for r in runs for a in r.asked]
     points = [
-        Proposed(alpha, depth, nxt, prev, guard)
-        for alpha, depth, nxt, prev, guard in itertools.product(
-            PROPOSED_ALPHA, PROPOSED_DEPTH, PROPOSED_NEXT, PROPOSED_PREV, (False, True)
-        )
-        if not guard or nxt or prev
+        SearchConfig(depth=depth, lexical_weight=weight, next_share=nxt, prev_share=prev)
+        for weight, depth, nxt, prev in itertools.product(SWEEP_WEIGHT, SWEEP_DEPTH, SWEEP_NEXT, SWEEP_PREV)
     ]
-    if current not in points:
-        points.append(current)
-
-    def rank(a: Asked, p: Proposed) -> list[int]:
-        return [pk for pk, _ in p.rank(a.lexical, a.vector, by_conversation[a.conversation])[:TOP]]
-
-    progress = Progress("proposed sweep", len(points))
+    alone = replace(current, next_share=0.0, prev_share=0.0)  # the same fusion without neighbours
+    points.extend(p for p in (current, alone) if p not in points)
+    progress = Progress("hybrid sweep", len(points))
     grid = {}
     for p in points:
-        grid[p] = hits_per_conversation(asked, lambda a, p=p: rank(a, p))
+        grid[p] = hits_per_conversation(
+            asked, lambda a, p=p: hybrid_top(a.lexical, a.vector, by_conversation[a.conversation], p)
+        )
         progress.step()
     progress.close()
     names = [r.conversation.name for r in runs]
     best = max(grid, key=lambda p: (*pooled(grid[p].values()), p == current))
     ranked_points = sorted(grid, key=lambda p: pooled(grid[p].values()), reverse=True)
+
+    def row(p: SearchConfig) -> dict[str, Any]:
+        return {"config": label(p), **dict(zip(METRICS, pooled(grid[p].values()), strict=True))}
+
     return {
-        "top_in_sample": [
-            {"config": p.label(), **dict(zip(METRICS, pooled(grid[p].values()), strict=True))}
-            for p in ranked_points[:10]
-        ],
-        "no_neighbours_best": next(
-            {"config": p.label(), **dict(zip(METRICS, pooled(grid[p].values()), strict=True))}
-            for p in ranked_points
-            if not p.next_share and not p.prev_share
-        ),
-        "best_in_sample": best.label(),
-        "leave_one_out": _loo_labels(leave_one_out(grid, names, current), Proposed.label) if len(names) > 1 else None,
+        "top_in_sample": [row(p) for p in ranked_points[:10]],
+        "current": row(current),
+        "no_neighbours_best": next(row(p) for p in ranked_points if not p.next_share and not p.prev_share),
+        "no_neighbours_current": row(alone),
+        "best_in_sample": label(best),
+        "leave_one_out": _loo_labels(leave_one_out(grid, names, current), label) if len(names) > 1 else None,
     }
 
 
@@ -848,7 +722,6 @@ def scale_test(
     workdir: Path,
     embedder: LocalOnnxEmbedder,
     search: SearchConfig,
-    proposed: Proposed,
     text_format: str,
     queries: int,
     adds: int,
@@ -869,7 +742,7 @@ def scale_test(
     pool = [q.text for c in conversations for q in c.questions]
     pool = pool[:: max(1, len(pool) // queries)][:queries] if queries else []
     service.search(user_id, "warm up the vector cache", TOP)
-    stages = {name: Timer() for name in ("search", "embed_query", "lexical", "vector_nearest", "proposed")}
+    stages = {name: Timer() for name in ("search", "embed_query", "vector_nearest", "lexical", "fusion+neighbours")}
     progress = Progress(f"scale: searching {count} memories", len(pool))
     for query in pool:
         with stages["search"]():
@@ -877,11 +750,14 @@ def scale_test(
         with stages["embed_query"]():
             vector = embedder.embed_query(query)
         with stages["vector_nearest"]():
-            service._vectors.nearest(user_id, embedder.model_name, vector, search.depth)
-        with stages["lexical"](), engine.connect() as conn:
-            lexical_search(conn, user_id, query, search.depth)
-        with stages["proposed"]():
-            proposed_search(service, engine, user_id, query, proposed)
+            nearest = service._vectors.nearest(user_id, embedder.model_name, vector, search.depth)
+        with engine.connect() as conn:
+            with stages["lexical"]():
+                lexical = lexical_search(conn, user_id, query, search.depth)
+            with stages["fusion+neighbours"]():
+                fused = z_fusion(lexical, nearest, search.lexical_weight)
+                links = neighbours(conn, user_id, [pk for pk, _ in best_first(fused)[:SPREAD_FROM]])
+                pass_to_neighbours(fused, links, search.next_share, search.prev_share)
         progress.step()
     progress.close()
     report["search"] = {name: timer.report() for name, timer in stages.items()}
@@ -935,8 +811,7 @@ def scale_test(
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    search = SearchConfig(depth=args.depth, rrf_k=args.k)
-    proposed = args.proposed
+    search = args.hybrid
     conversations = [load_conversation(p) for p in conversation_paths(args.data, args.conversations)]
     workdir = Path(tempfile.mkdtemp(prefix="jean-locomo-"))
     log(f"work dir {workdir}")
@@ -947,10 +822,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "code": code_version(),
         "config": {
             "conversations": [c.name for c in conversations],
-            "k": search.rrf_k,
-            "depth": search.depth,
+            "hybrid": label(search),
+            "rrf": f"k={RRF_K} depth={RRF_DEPTH}",
             "text_format": TEXT_FORMATS[args.text],
-            "proposed": proposed.label(),
             "model": embedder.model_name,
             "cpus": os.cpu_count(),
             "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
@@ -959,9 +833,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "model_load_s": round(time.perf_counter() - t0, 2),
         "rss_after_model_load": rss_mb(),
     }
-    runs = [build_and_ask(c, workdir, embedder, search, args.text, proposed) for c in conversations]
+    runs = [build_and_ask(c, workdir, embedder, search, args.text) for c in conversations]
     asked = [a for r in runs for a in r.asked]
-    names = [*MODES, "proposed"]
+    names = NAMES
     report["data"] = {
         r.conversation.name: {
             "turns": len(r.conversation.turns),
@@ -969,7 +843,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "questions": len(r.conversation.questions),
             "left_out_no_evidence": r.conversation.unanswerable,
             "evidence_ids_dropped": r.conversation.dropped_evidence,
-            "offline_rrf_matches_service": round(r.consistent, 3),
+            "offline_hybrid_matches_service": round(r.consistent, 3),
         }
         for r in runs
     }
@@ -980,13 +854,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "add": Timer.merged(r.add for r in runs).report(),
         "search": Timer.merged(r.search for r in runs).report(),
         "rank": {mode: Timer.merged(r.rank[mode] for r in runs).report() for mode in MODES},
-        "proposed": Timer.merged(r.proposed for r in runs).report(),
         "load_average_after": load_average(),
     }
     if args.sweep:
         log("sweeping")
-        report["rrf_sweep"] = rrf_sweep(runs, args.sweep_k, args.sweep_depth, (search.rrf_k, search.depth))
-        report["proposed_sweep"] = proposed_sweep(runs, proposed)
+        report["hybrid_sweep"] = hybrid_sweep(runs, search)
     if args.scale:
         known = {text: vector for r in runs for text, vector in r.vectors.items()}
         report["scale"] = scale_test(
@@ -996,7 +868,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             workdir,
             embedder,
             search,
-            proposed,
             args.text,
             args.scale_queries,
             args.adds,
@@ -1025,11 +896,14 @@ def triple(m: dict[str, Any]) -> str:
 
 def print_report(report: dict[str, Any]) -> None:
     config = report["config"]
-    names = [*MODES, "proposed"]
+    names = NAMES
     print(
         f"LoCoMo retrieval: conversations {', '.join(config['conversations'])}, memory text {config['text_format']!r}"
     )
-    print(f"hybrid = the service's RRF, k={config['k']} depth={config['depth']}; proposed = {config['proposed']}")
+    print(
+        f"hybrid = the service: z-score fusion and neighbours, {config['hybrid']}; "
+        f"rrf (before) = reciprocal rank fusion, {config['rrf']}"
+    )
     print(f"code {report['code']}, {config['cpus']} CPUs, OPENBLAS_NUM_THREADS {config['blas_threads']}")
     print()
     print("hit@5 / hit@10 / recall@10")
@@ -1051,7 +925,6 @@ def print_report(report: dict[str, Any]) -> None:
     print("build, one MemoryService.add per turn: " + ", ".join(f"{k} {v} s" for k, v in t["build_s"].items()))
     print(f"add {ms(t['add'])}")
     print(f"search (MemoryService.search, hybrid, embedding included) {ms(t['search'])}")
-    print(f"proposed, the whole path {ms(t['proposed'])}")
     print("rank alone: " + "; ".join(f"{LABELS[m]} {ms(v)}" for m, v in t["rank"].items()))
     print(f"load average {report['load_average_before']} before, {t['load_average_after']} after")
     skipped = {k: (v["left_out_no_evidence"], v["evidence_ids_dropped"]) for k, v in report["data"].items()}
@@ -1060,25 +933,23 @@ def print_report(report: dict[str, Any]) -> None:
         + "; ".join(f"{k}: {n} / {', '.join(d) or 'none'}" for k, (n, d) in skipped.items())
     )
     print(
-        "the sweep's offline RRF gives the service's hybrid top 10 for: "
-        + ", ".join(f"{k} {v['offline_rrf_matches_service']:.0%}" for k, v in report["data"].items())
+        "the sweep's offline hybrid gives the service's top 10 for: "
+        + ", ".join(f"{k} {v['offline_hybrid_matches_service']:.0%}" for k, v in report["data"].items())
     )
-    if "rrf_sweep" in report:
-        sweep = report["rrf_sweep"]
+    if "hybrid_sweep" in report:
+        sweep = report["hybrid_sweep"]
         print()
-        print("RRF sweep (hybrid, all questions): hit@5 / hit@10 / recall@10")
-        for label, m in sweep["grid"].items():
-            print(f"  {label:<16} {triple(m)}")
-        print(f"  best in sample: k={sweep['best_in_sample']['k']} depth={sweep['best_in_sample']['depth']}")
+        print("hybrid sweep (in sample, best 10): hit@5 / hit@10 / recall@10")
+        for row in sweep["top_in_sample"]:
+            print(f"  {row['config']:<44} {triple(row)}")
+        for name, title in (
+            ("current", "the current setting"),
+            ("no_neighbours_current", "the same without neighbours"),
+            ("no_neighbours_best", "best without neighbours"),
+        ):
+            row = sweep[name]
+            print(f"  {title}: {row['config']} {triple(row)}")
         _print_loo(sweep["leave_one_out"])
-        ps = report["proposed_sweep"]
-        print()
-        print("proposed sweep (in sample, best 10): hit@5 / hit@10 / recall@10")
-        for row in ps["top_in_sample"]:
-            print(f"  {row['config']:<52} {triple(row)}")
-        row = ps["no_neighbours_best"]
-        print(f"  best without neighbours: {row['config']} {triple(row)}")
-        _print_loo(ps["leave_one_out"])
     if "scale" in report:
         s = report["scale"]
         print()
@@ -1112,15 +983,15 @@ def _print_loo(loo: dict[str, Any] | None) -> None:
     )
 
 
-def parse_proposed(text: str) -> Proposed:
+def parse_hybrid(text: str) -> SearchConfig:
     parts = [p.strip() for p in text.split(",")]
-    if len(parts) not in (4, 5) or (len(parts) == 5 and parts[4] != "guard"):
-        raise argparse.ArgumentTypeError("expected alpha,depth,next,prev[,guard], e.g. 0.5,50,0.5,0.25,guard")
-    return Proposed(float(parts[0]), int(parts[1]), float(parts[2]), float(parts[3]), len(parts) == 5)
-
-
-def int_list(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x.strip()]
+    try:
+        weight, depth, nxt, prev = float(parts[0]), int(parts[1]), float(parts[2]), float(parts[3])
+        if len(parts) != 4:
+            raise ValueError
+    except (ValueError, IndexError):
+        raise argparse.ArgumentTypeError("expected weight,depth,next,prev, e.g. 0.5,50,0.5,0.25") from None
+    return SearchConfig(depth=depth, lexical_weight=weight, next_share=nxt, prev_share=prev)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1131,21 +1002,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"LoCoMo folder (default {DEFAULT_DATA})")
     parser.add_argument("--conversations", help="comma-separated files or names, e.g. 26,30 (default: every *.json)")
     parser.add_argument(
-        "--k", type=int, default=defaults.rrf_k, help=f"RRF k of the hybrid column (default {defaults.rrf_k})"
-    )
-    parser.add_argument(
-        "--depth", type=int, default=defaults.depth, help=f"candidates per ranking (default {defaults.depth})"
+        "--hybrid",
+        type=parse_hybrid,
+        default=defaults,
+        help="the service's hybrid settings: lexical weight,depth,next share,prev share "
+        f"(default {defaults.lexical_weight},{defaults.depth},{defaults.next_share},{defaults.prev_share})",
     )
     parser.add_argument("--text", choices=sorted(TEXT_FORMATS), default="date-speaker", help="memory text format")
     parser.add_argument(
-        "--proposed",
-        type=parse_proposed,
-        default=Proposed(),
-        help="the proposed column: alpha,depth,next,prev[,guard] (default 0.5,50,0.5,0.25,guard)",
+        "--no-sweep", dest="sweep", action="store_false", help="skip the sweep of the hybrid's settings"
     )
-    parser.add_argument("--no-sweep", dest="sweep", action="store_false", help="skip the RRF and proposed sweeps")
-    parser.add_argument("--sweep-k", type=int_list, default=list(SWEEP_K), help="RRF k values to sweep")
-    parser.add_argument("--sweep-depth", type=int_list, default=list(SWEEP_DEPTH), help="depths to sweep")
     parser.add_argument("--scale", type=int, default=10_000, help="memories of one user for the scale test (0: skip)")
     parser.add_argument("--scale-queries", type=int, default=300, help="searches timed at scale")
     parser.add_argument("--adds", type=int, default=100, help="single adds timed at scale")

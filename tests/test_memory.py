@@ -7,13 +7,18 @@ import textwrap
 
 import anyio
 import pytest
+import sqlalchemy as sa
 
+from jean_memory import clock
 from jean_memory.db.engine import create_engine
 from jean_memory.db.migrate import upgrade
+from jean_memory.db.tables import memories
 from jean_memory.memory.embeddings import LocalOnnxEmbedder
+from jean_memory.memory.fusion import best_first, z_fusion
 from jean_memory.memory.jobs import Worker, pending_count
+from jean_memory.memory.neighbours import neighbours
 from jean_memory.memory.records import MemoryInputError
-from jean_memory.memory.service import MemoryService
+from jean_memory.memory.service import MemoryService, SearchConfig
 from jean_memory.memory.triage import facts_worth_keeping
 
 USER = "u1"
@@ -279,3 +284,105 @@ def test_a_user_with_many_memories_is_searched_on_both_cores_with_the_same_answe
     assert engine.dialect.name == "postgresql" or service._vectors.is_large(USER)
     assert service.search(USER, "What's my dog called?", limit=3)[0].id == dog.id  # by meaning
     assert service.search(USER, "cello", limit=3)[0].id == cello.id  # by word
+
+
+def test_fusion_keeps_a_clear_lead_that_rank_fusion_would_flatten():
+    """BM25's best is barely ahead of the rest (one common word); cosine's best is far ahead of
+    everything. Reciprocal rank fusion (k=10) sees only ranks: "weak" is 1st lexically and 3rd
+    by cosine, "strong" 1st by cosine and 5th lexically, so 1/11 + 1/13 beats 1/11 + 1/15 and
+    the weak match wins. Score fusion keeps the size of each lead and puts the strong one first."""
+    weak, strong, others = 1, 2, list(range(10, 18))
+    lexical = [(weak, 5.2), (others[0], 5.1), (others[1], 5.0), (others[2], 4.9), (strong, 4.8)]
+    lexical += [(pk, 4.7 - 0.1 * i) for i, pk in enumerate(others[3:])]
+    vector = [(strong, 0.82), (others[0], 0.31), (weak, 0.30)] + [
+        (pk, 0.29 - 0.01 * i) for i, pk in enumerate(others[1:])
+    ]
+    ranked = best_first(z_fusion(lexical, vector, 0.5))
+    assert ranked[0][0] == strong
+    assert min(score for _, score in ranked) == 0.0  # shifted: the neighbours' shares need scores >= 0
+
+
+def test_fusion_of_one_list_is_that_list():
+    lexical = [(1, 3.0), (2, 2.0), (3, 1.0)]
+    assert [pk for pk, _ in best_first(z_fusion(lexical, [], 0.5))] == [1, 2, 3]
+    assert [pk for pk, _ in best_first(z_fusion([], lexical, 0.5))] == [1, 2, 3]
+    assert z_fusion([], [], 0.5) == {}
+
+
+def at(seconds: float) -> None:
+    """Set the server clock `seconds` from now (so `created_at` is when the memory was said)."""
+    clock.reset()
+    clock.advance(seconds)
+
+
+def pk_of(engine, memory_id: str) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(memories.c.pk).where(memories.c.id == memory_id)).scalar_one()
+
+
+PUPPY_QUESTION = "What is the name of Melanie's puppy?"
+EARLIER = [
+    "Caroline: I went hiking in the hills on Saturday",
+    "Caroline: my neighbour's dog barks all night long",
+    "Caroline: the vet said the cat needs a new diet",
+    "Caroline: I painted the garden fence green",
+    "Caroline: we adopted two goldfish for the kids",
+    "Caroline: Melanie's puppy chewed my new shoes",
+    "Caroline: Melanie said her puppy sleeps all day",
+    "Caroline: the new puppy food is expensive",
+]
+LATER = [
+    "Caroline: my sister called from Lisbon yesterday",
+    "Caroline: the puppy classes at the park start in June",
+    "Caroline: I should buy a bigger car for the dog crate",
+]
+
+
+def test_the_answer_saved_right_after_the_best_match_is_found(service, engine):
+    """The question's words match the turn that asked it; the answer, saved 30 s later, shares
+    none of them and ranks 7th on fusion alone. Its neighbour passes it enough to rise."""
+    for i, text in enumerate(EARLIER):  # hours apart: not the same conversation
+        at(-7200 * (len(EARLIER) - i))
+        service.add(USER, text)
+    at(0)
+    asked = service.add(USER, "Caroline: Melanie, what name did you give your new puppy?").saved[0]
+    at(30)
+    answer = service.add(USER, "Biscuit! My daughter picked it.").saved[0]
+    for i, text in enumerate(LATER):
+        at(7200 * (i + 1))
+        service.add(USER, text)
+    clock.reset()
+
+    with engine.connect() as conn:
+        assert neighbours(conn, USER, [pk_of(engine, asked.id)]) == {
+            pk_of(engine, asked.id): (None, pk_of(engine, answer.id))
+        }
+    assert answer.id in [m.id for m in service.search(USER, PUPPY_QUESTION, limit=3)]
+    alone = MemoryService(engine, service.embedder, SearchConfig(next_share=0.0, prev_share=0.0))
+    assert answer.id not in [m.id for m in alone.search(USER, PUPPY_QUESTION, limit=5)]
+
+
+def test_another_users_memory_is_never_a_neighbour(service, engine):
+    """Bob saves something between Alice's question and her answer: Alice's neighbour is still
+    her own answer, Bob's memory never reaches her results, and asking for the neighbours of
+    Bob's memory as Alice gives nothing."""
+    at(0)
+    asked = service.add("alice", "Caroline: Melanie, what name did you give your new puppy?").saved[0]
+    at(10)
+    bobs = service.add("bob", "Biscuit! My daughter picked it.").saved[0]
+    at(20)
+    answer = service.add("alice", "Pepper, because of the black spot on her nose.").saved[0]
+    at(40)
+    service.add("bob", "My puppy Rex is called after my grandfather.")
+    clock.reset()
+
+    asked_pk, answer_pk, bobs_pk = (pk_of(engine, m.id) for m in (asked, answer, bobs))
+    with engine.connect() as conn:
+        assert neighbours(conn, "alice", [asked_pk, answer_pk]) == {
+            asked_pk: (None, answer_pk),
+            answer_pk: (asked_pk, None),
+        }
+        assert neighbours(conn, "alice", [bobs_pk]) == {}
+    found = service.search("alice", PUPPY_QUESTION, limit=10)
+    assert {m.id for m in found} == {asked.id, answer.id}
+    assert bobs_pk not in {pk for pk, _ in service.rank("alice", PUPPY_QUESTION, 50)}

@@ -22,8 +22,9 @@ from jean_memory.memory import jobs
 from jean_memory.memory.chunking import chunk_text
 from jean_memory.memory.embeddings import Embedder
 from jean_memory.memory.extraction import LlmExtractor
-from jean_memory.memory.fusion import DEFAULT_K, reciprocal_rank_fusion
+from jean_memory.memory.fusion import best_first, z_fusion
 from jean_memory.memory.lexical import lexical_search
+from jean_memory.memory.neighbours import SPREAD_FROM, neighbours, pass_to_neighbours
 from jean_memory.memory.pg_vectors import PgVectorIndex
 from jean_memory.memory.records import (
     AddResult,
@@ -50,10 +51,13 @@ EMBED_BATCH = 64
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """Chosen by bench/locomo.py on held-out conversations, not by habit."""
+    """Chosen by bench/locomo.py with leave-one-conversation-out (picked on four LoCoMo
+    conversations, scored on the fifth), not by habit: this setting is the choice in most folds."""
 
     depth: int = 50  # candidates taken from each ranking before fusion
-    rrf_k: int = DEFAULT_K
+    lexical_weight: float = 0.5  # of the BM25 z-score in the fused score; the cosine's is the rest
+    next_share: float = 0.5  # of a top candidate's score passed to the memory saved right after it
+    prev_share: float = 0.25  # ... and to the one saved right before it
 
 
 NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
@@ -175,8 +179,8 @@ class MemoryService:
             return AddResult(saved=[], similar=[replace(_row_memory(existing), tags=merged)])
 
         vector = self._embedder.embed([text])[0] if self._embedder else None
-        neighbours = self._neighbours(user_id, vector)
-        closest = neighbours[0] if neighbours else None
+        nearest = self._closest(user_id, vector)
+        closest = nearest[0] if nearest else None
         rewording = closest is not None and is_rewording(closest, text)
         with self._engine.begin() as conn:
             if rewording and closest is not None:
@@ -200,10 +204,10 @@ class MemoryService:
         if rewording:
             return AddResult(saved=[updated], similar=[])
         memory = updated
-        similar = [m for m in neighbours if m.score is not None and m.score >= SIMILAR]
+        similar = [m for m in nearest if m.score is not None and m.score >= SIMILAR]
         return AddResult(saved=[memory], similar=similar)
 
-    def _neighbours(self, user_id: str, vector: np.ndarray | None, k: int = 5) -> list[Memory]:
+    def _closest(self, user_id: str, vector: np.ndarray | None, k: int = 5) -> list[Memory]:
         """The closest existing memories (not document chunks) with their cosine as score."""
         if vector is None or self._embedder is None:
             return []
@@ -256,7 +260,7 @@ class MemoryService:
         }
 
     def search(self, user_id: str, query: str, limit: int = 10, tags: list[str] | None = None) -> list[Memory]:
-        """Hybrid search: BM25 and embedding similarity fused by reciprocal rank."""
+        """Hybrid search (see `rank`), best first; with `tags`, only memories carrying all of them."""
         check_limit(limit)
         if not isinstance(query, str) or not query.strip():
             raise MemoryInputError("query is empty: say what to look for, e.g. 'favourite food'")
@@ -269,23 +273,33 @@ class MemoryService:
         return hits[:limit]
 
     def rank(self, user_id: str, query: str, depth: int, mode: str = "hybrid") -> list[tuple[int, float]]:
-        """(pk, score) best first. `mode` is for the benchmark: "lexical", "vector" or "hybrid"."""
-        rankings: list[list[tuple[int, float]]] = []
-        lexical = None
-        if mode in ("hybrid", "lexical"):
-            if mode == "hybrid" and isinstance(self._vectors, VectorCache) and self._vectors.is_large(user_id):
-                # Both cores: BM25 in SQLite while this thread embeds the query and scores vectors.
-                lexical = SEARCH_POOL.submit(self._lexical, user_id, query, depth)
-            else:
-                rankings.append(self._lexical(user_id, query, depth))
+        """(pk, score) best first. `mode` is for the benchmark: "lexical", "vector" or "hybrid".
+
+        Hybrid: the `depth` best of BM25 and of cosine similarity, fused by z-score (fusion.py),
+        then the best candidates pass part of their score to the memories saved right before
+        and after them (neighbours.py). On LoCoMo (bench/locomo.py) this finds an evidence turn
+        in the top 5 for 0.712 of the questions (also when the settings are chosen out of
+        sample), against 0.654 for the reciprocal rank fusion it replaced and 0.616 for BM25.
+        Without a model it is BM25 alone, as measured (the neighbours were tuned on the fusion)."""
+        settings = self._search
+        beside = None
+        if mode == "hybrid" and isinstance(self._vectors, VectorCache) and self._vectors.is_large(user_id):
+            # Both cores: BM25 in SQLite while this thread embeds the query and scores vectors.
+            beside = SEARCH_POOL.submit(self._lexical, user_id, query, depth)
+        vector: list[tuple[int, float]] = []
         if mode in ("hybrid", "vector") and self._embedder is not None:
-            vector = self._embedder.embed_query(query)
-            rankings.append(self._vectors.nearest(user_id, self._embedder.model_name, vector, depth))
-        if lexical is not None:
-            rankings.insert(0, lexical.result())
-        if len(rankings) == 1:
-            return rankings[0]
-        return reciprocal_rank_fusion([[pk for pk, _ in r] for r in rankings], self._search.rrf_k)
+            query_vector = self._embedder.embed_query(query)
+            vector = self._vectors.nearest(user_id, self._embedder.model_name, query_vector, depth)
+        if mode == "vector":
+            return vector
+        # One connection for the BM25 list and the neighbours (on PostgreSQL each checkout pings).
+        with self._engine.connect() as conn:
+            lexical = beside.result() if beside is not None else lexical_search(conn, user_id, query, depth)
+            if mode == "lexical" or self._embedder is None:
+                return lexical
+            fused = z_fusion(lexical, vector, settings.lexical_weight)
+            links = neighbours(conn, user_id, [pk for pk, _ in best_first(fused)[:SPREAD_FROM]])
+        return pass_to_neighbours(fused, links, settings.next_share, settings.prev_share)
 
     def _lexical(self, user_id: str, query: str, depth: int) -> list[tuple[int, float]]:
         with self._engine.connect() as conn:

@@ -1,0 +1,68 @@
+"""Neighbours in time: the memory a person saved right before and right after another one.
+
+Memories saved within minutes of each other are usually one conversation, and a question's
+words very often match the turn that asked (or mentioned) something while the answer is the
+turn saved next. So after fusion each of the best candidates passes a share of its score to its
+neighbours. On LoCoMo (bench/locomo.py, 760 questions over five conversations) this lifts hybrid
+hit@5 from 0.682 (z-score fusion alone) to 0.712, hit@10 from 0.753 to 0.792; choosing the
+shares on four conversations and scoring on the fifth picks these same shares in every fold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from jean_memory.memory.fusion import best_first
+
+WINDOW_SECONDS = 3600.0  # saved more than an hour apart: not the same conversation
+SPREAD_FROM = 20  # only the best candidates pass score on (one query, 40 index seeks)
+
+# The outer query looks rows up by primary key only and the owner is checked in Python: with
+# `c.user_id = :user_id` there SQLite's planner walks the user's whole (user_id, created_at)
+# index instead. Each subquery is one seek on that index, and keeps to the same user.
+_NEIGHBOURS = sa.text(
+    """
+    SELECT c.pk AS pk, c.user_id AS user_id,
+      (SELECT p.pk FROM memories AS p
+       WHERE p.user_id = c.user_id AND p.created_at < c.created_at AND p.created_at >= c.created_at - :window
+       ORDER BY p.created_at DESC LIMIT 1) AS prev_pk,
+      (SELECT n.pk FROM memories AS n
+       WHERE n.user_id = c.user_id AND n.created_at > c.created_at AND n.created_at <= c.created_at + :window
+       ORDER BY n.created_at ASC LIMIT 1) AS next_pk
+    FROM memories AS c
+    WHERE c.pk IN :pks
+    """
+).bindparams(sa.bindparam("pks", expanding=True))
+
+
+def neighbours(conn: Connection, user_id: str, pks: Iterable[int]) -> dict[int, tuple[int | None, int | None]]:
+    """pk -> (the pk the user saved just before it, the one just after), each None when there
+    is none within WINDOW_SECONDS. Memories of other users are left out, and so never lead to
+    anyone's neighbours."""
+    wanted = list(dict.fromkeys(pks))
+    if not wanted:
+        return {}
+    rows = conn.execute(_NEIGHBOURS, {"pks": wanted, "window": WINDOW_SECONDS})
+    return {row.pk: (row.prev_pk, row.next_pk) for row in rows if row.user_id == user_id}
+
+
+def pass_to_neighbours(
+    scores: dict[int, float],
+    links: dict[int, tuple[int | None, int | None]],
+    next_share: float,
+    prev_share: float,
+) -> list[tuple[int, float]]:
+    """The ranking after each of the SPREAD_FROM best of `scores` (all >= 0) passed `next_share`
+    of its score to the memory saved right after it and `prev_share` to the one right before.
+    Only a neighbour that is itself a candidate (in `scores`) gains: one with nothing in common
+    with the question is more often noise than the answer."""
+    final = dict(scores)
+    for pk, score in best_first(scores)[:SPREAD_FROM]:
+        prev_pk, next_pk = links.get(pk, (None, None))
+        for other, share in ((next_pk, next_share), (prev_pk, prev_share)):
+            if other is not None and share and other in scores:
+                final[other] += share * score
+    return best_first(final)
