@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -38,7 +39,7 @@ from jean_memory.memory.records import (
     normalised_hash,
 )
 from jean_memory.memory.triage import importance
-from jean_memory.memory.vectors import SEARCH_POOL, VectorCache, bump_version
+from jean_memory.memory.vectors import VectorCache, bump_version
 
 NEAR_DUPLICATE = 0.95  # same fact reworded: update the memory in place (unless its numbers differ)
 SIMILAR = 0.80  # related: store, and tell the assistant so it can correct or delete
@@ -47,6 +48,8 @@ DOCUMENT_TYPES = ("markdown", "text", "html", "code", "email", "note", "pdf-text
 SAVE_JOB = "save_memories"
 INDEX_JOB = "index_document"
 EMBED_BATCH = 64
+# BM25 for a person with very many memories runs here while the request's thread scans vectors.
+SEARCH_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="jean-memory-search")
 
 
 @dataclass(frozen=True)

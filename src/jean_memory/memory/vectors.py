@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,11 +21,10 @@ from sqlalchemy.engine import Connection, Engine
 from jean_memory.db.tables import memory_vectors, memory_versions
 
 MAX_CACHED_USERS = 256
-# Above this many vectors a user's search is split over two threads (numpy and SQLite release the
-# GIL): at 100,000 vectors the product reads 150 MB and takes 14 ms on one core. Letting BLAS
-# use two threads instead collapses under concurrent searches (bench/README.md, "Scale").
+# Above this many vectors a search runs BM25 in a second thread beside the vector scan (see
+# MemoryService.rank). The scan itself stays on one thread: it is bound by memory bandwidth, and
+# two threads scanning halves at once were slower than one after the other on this machine.
 LARGE_USER_VECTORS = 20_000
-SEARCH_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="jean-memory-search")
 
 
 def bump_version(conn: Connection, user_id: str) -> int:
@@ -110,7 +108,8 @@ class VectorCache:
         return loaded
 
     def is_large(self, user_id: str) -> bool:
-        """Whether the user's cached matrix is big enough that a search should use both cores."""
+        """Whether the user's cached matrix is big enough (a 100k-vector scan takes 6-8 ms)
+        that BM25 should run beside it rather than before it."""
         cached = self._users.get(user_id)
         return cached is not None and cached.size >= LARGE_USER_VECTORS
 
@@ -119,17 +118,11 @@ class VectorCache:
         snapshot = self._matrix(user_id, model)  # arrays and size as of now; later appends go past it
         if snapshot.size == 0:
             return []
-        query = np.asarray(query, dtype=np.float32)
-        if snapshot.size < LARGE_USER_VECTORS:
-            rows, scores = _best_rows(snapshot.matrix, query, 0, snapshot.size, depth)
-        else:
-            middle = snapshot.size // 2
-            other_half = SEARCH_POOL.submit(_best_rows, snapshot.matrix, query, middle, snapshot.size, depth)
-            first = _best_rows(snapshot.matrix, query, 0, middle, depth)
-            second = other_half.result()
-            rows, scores = np.concatenate([first[0], second[0]]), np.concatenate([first[1], second[1]])
-        order = np.argsort(-scores, kind="stable")[:depth]
-        return [(int(snapshot.pks[rows[i]]), float(scores[i])) for i in order]
+        scores = snapshot.matrix[: snapshot.size] @ np.asarray(query, dtype=np.float32)
+        depth = min(depth, scores.size)
+        top = np.argpartition(-scores, depth - 1)[:depth]
+        top = top[np.argsort(-scores[top])]
+        return [(int(snapshot.pks[i]), float(scores[i])) for i in top]
 
     def note_write(
         self,
@@ -159,13 +152,3 @@ class VectorCache:
                     cached.append(pk, vector)
             cached.version = new_version
             self._users[user_id] = cached
-
-
-def _best_rows(
-    matrix: np.ndarray, query: np.ndarray, start: int, stop: int, depth: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Row numbers and cosines of the `depth` best rows in [start, stop), unordered."""
-    scores = matrix[start:stop] @ query
-    depth = min(depth, scores.size)
-    top = np.argpartition(-scores, depth - 1)[:depth]
-    return top + start, scores[top]
