@@ -385,3 +385,49 @@ def test_another_users_memory_is_never_a_neighbour(service, engine):
     found = service.search("alice", PUPPY_QUESTION, limit=10)
     assert {m.id for m in found} == {asked.id, answer.id}
     assert bobs_pk not in {pk for pk, _ in service.rank("alice", PUPPY_QUESTION, 50)}
+
+
+def test_postgresql_builds_the_vector_index_outside_requests(service, engine):
+    """A search never builds the HNSW index (a plain CREATE INDEX blocked every insert for
+    minutes at 100k vectors); until the maintenance task has built it, a person past the
+    exact-search limit is searched exactly, and afterwards through the index, finding the same."""
+    import numpy as np
+
+    from jean_memory.db.tables import memory_vectors
+    from jean_memory.memory.pg_vectors import EXACT_SEARCH_MAX_VECTORS, hnsw_index_name
+    from jean_memory.memory.vectors import bump_version
+
+    model = service.embedder.model_name
+    if engine.dialect.name != "postgresql":
+        assert service.build_vector_index() is False  # SQLite: the in-process matrix, nothing to build
+        return
+    rng = np.random.default_rng(11)
+    filler = rng.standard_normal((EXACT_SEARCH_MAX_VECTORS + 200, 384)).astype(np.float32)
+    filler /= np.linalg.norm(filler, axis=1, keepdims=True)
+    with engine.begin() as conn:
+        conn.execute(
+            memories.insert(),
+            [
+                dict(pk=pk, id=f"f{pk}", user_id=USER, text=f"filler note {pk}", content_hash=f"h{pk}",
+                     tags=[], created_at=0.0, updated_at=0.0, kind="memory")
+                for pk in range(1, len(filler) + 1)
+            ],
+        )  # fmt: skip
+        conn.execute(
+            memory_vectors.insert(),
+            [dict(memory_pk=pk, user_id=USER, model=model, vector=v) for pk, v in enumerate(filler, start=1)],
+        )
+        conn.execute(sa.text("SELECT setval('memories_pk_seq', (SELECT max(pk) FROM memories))"))
+        bump_version(conn, USER)
+    dog = service.add(USER, "I adopted a beagle, Max").saved[0]
+
+    def index_exists() -> bool:
+        with engine.connect() as conn:
+            query = sa.text("SELECT count(*) FROM pg_indexes WHERE indexname = :n")
+            return conn.execute(query, {"n": hnsw_index_name(model)}).scalar_one() == 1
+
+    assert service.search(USER, "What's my dog called?", limit=3)[0].id == dog.id
+    assert not index_exists()  # the search did not build it
+    assert service.build_vector_index() is True
+    assert index_exists() and service.build_vector_index() is False  # built once
+    assert service.search(USER, "What's my dog called?", limit=3)[0].id == dog.id

@@ -166,6 +166,11 @@ def build_app(settings: Settings, engine: Engine, migrate: bool = True, embedder
                         await run_db(_maintenance, engine, settings)
                     except Exception:
                         logger.exception("maintenance failed; will retry")
+                    try:
+                        if await run_db(memory.build_vector_index):
+                            logger.info("built the vector index for people with very many memories")
+                    except Exception:
+                        logger.exception("building the vector index failed; will retry")
                     await anyio.sleep(MAINTENANCE_INTERVAL_SECONDS)
 
             tasks.start_soon(maintain)

@@ -455,6 +455,13 @@ class MemoryService:
             ).first()
         return (row.status, row.chunk_count) if row else None
 
+    def build_vector_index(self) -> bool:
+        """PostgreSQL: build the HNSW index once some user has outgrown exact search, outside any
+        request (see pg_vectors). True when it was built now; SQLite has nothing to build."""
+        if not isinstance(self._vectors, PgVectorIndex) or self._embedder is None:
+            return False
+        return self._vectors.build_index_if_needed(self._embedder.model_name, self._embedder.dimensions)
+
     def job_handlers(self) -> dict[str, jobs.Handler]:
         return {SAVE_JOB: self.save_facts_job, INDEX_JOB: self.index_document_job}
 
