@@ -26,18 +26,28 @@ class MissingExtensionError(RuntimeError):
 
 
 def check_extensions(engine: Engine) -> None:
-    """PostgreSQL needs pgvector; say how to get it rather than fail inside a migration."""
+    """PostgreSQL needs pgvector and btree_gin; say how to get them rather than fail inside a
+    migration."""
     if engine.dialect.name != "postgresql":
         return
     with engine.connect() as conn:
-        available = conn.execute(
-            sa.text("SELECT installed_version FROM pg_available_extensions WHERE name = 'vector'")
-        ).first()
-    if available is None:
+        available = set(
+            conn.execute(
+                sa.text("SELECT name FROM pg_available_extensions WHERE name IN ('vector', 'btree_gin')")
+            ).scalars()
+        )
+    if "vector" not in available:
         raise MissingExtensionError(
             "PostgreSQL has no pgvector extension. Install it on the database server "
             "(Debian/Ubuntu: apt-get install postgresql-<version>-pgvector; managed services: enable "
             "the 'vector' extension), then start again."
+        )
+    if "btree_gin" not in available:
+        raise MissingExtensionError(
+            "PostgreSQL has no btree_gin extension (part of PostgreSQL's contrib modules). Install "
+            "the contrib package on the database server (Debian/Ubuntu: it comes with "
+            "postgresql-<version>; some distributions: postgresql-contrib; managed services: enable "
+            "'btree_gin'), then start again."
         )
 
 

@@ -11,7 +11,9 @@ def include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no-
         return False
     if type_ == "column" and name == "text_search":  # PostgreSQL's generated tsvector
         return False
-    made_by_hand = name == "ix_memories_text_search" or (name or "").startswith("ix_memory_vectors_hnsw")
+    made_by_hand = name in ("ix_memories_text_search", "ix_memories_user_text_search") or (name or "").startswith(
+        "ix_memory_vectors_hnsw"
+    )
     return not (type_ == "index" and made_by_hand)
 
 
