@@ -63,6 +63,15 @@ class SearchConfig:
     prev_share: float = 0.25  # ... and to the one saved right before it
 
 
+# Looked up by primary key only, and the owner checked in Python: with `user_id = ?` in the query
+# SQLite walks the user's whole index (13 ms at 100k memories instead of 0.2 ms). Built once: a
+# statement built per call costs SQLAlchemy about 0.12 ms per search to compile and cache-key.
+_ROWS_BY_PK = (
+    sa.select(memories, documents.c.title)
+    .outerjoin(documents, documents.c.id == memories.c.document_id)
+    .where(memories.c.pk.in_(sa.bindparam("pks", expanding=True)))
+)
+
 NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
 
 
@@ -247,15 +256,8 @@ class MemoryService:
     def _rows_by_pk(self, user_id: str, pks: list[int], kind: str | None = None) -> dict[int, Memory]:
         if not pks:
             return {}
-        # Looked up by primary key only, and the owner checked here: with `user_id = ?` in the
-        # query SQLite walks the user's whole index (13 ms at 100k memories instead of 0.2 ms).
-        statement = (
-            sa.select(memories, documents.c.title)
-            .outerjoin(documents, documents.c.id == memories.c.document_id)
-            .where(memories.c.pk.in_(pks))
-        )
         with self._engine.connect() as conn:
-            rows = conn.execute(statement).all()
+            rows = conn.execute(_ROWS_BY_PK, {"pks": pks}).all()
         return {
             row.pk: _row_memory(row, title=row.title)
             for row in rows

@@ -38,9 +38,12 @@ def bump_version(conn: Connection, user_id: str) -> int:
     return conn.execute(statement).scalar_one()
 
 
+_VERSION = sa.select(memory_versions.c.version).where(memory_versions.c.user_id == sa.bindparam("user_id"))
+
+
 def read_version(conn: Connection, user_id: str) -> int:
-    value = conn.execute(sa.select(memory_versions.c.version).where(memory_versions.c.user_id == user_id)).scalar()
-    return value or 0
+    """Read on every search, so the statement is built once (SQLAlchemy cache-keys it per call)."""
+    return conn.execute(_VERSION, {"user_id": user_id}).scalar() or 0
 
 
 @dataclass
