@@ -6,8 +6,8 @@ fused score is `lexical_weight * z_lexical + (1 - lexical_weight) * z_cosine`. U
 reciprocal rank fusion (what the service used before), this keeps the size of a lead: a strong
 cosine match is not pulled level with the rank-1 of a lexical list whose best is a weak match on
 one common word. On LoCoMo (bench/locomo.py, 760 questions) z-fusion at weight 0.5 gives hit@5
-0.682 against RRF's 0.654 (k=10, depth 50; no RRF setting did better out of sample); with the
-neighbours of `neighbours.py` on top, 0.712.
+0.680 against RRF's 0.654 (k=10, depth 50; no RRF setting did better out of sample); with the
+neighbours of `neighbours.py` on top, 0.711.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ Memories saved within minutes of each other are usually one conversation, and a 
 words very often match the turn that asked (or mentioned) something while the answer is the
 turn saved next. So after fusion each of the best candidates passes a share of its score to its
 neighbours. On LoCoMo (bench/locomo.py, 760 questions over five conversations) this lifts hybrid
-hit@5 from 0.682 (z-score fusion alone) to 0.712, hit@10 from 0.753 to 0.792; choosing the
-shares on four conversations and scoring on the fifth picks these same shares in every fold.
+hit@5 from 0.680 (z-score fusion alone) to 0.711, hit@10 from 0.754 to 0.792; choosing the
+settings on four conversations and scoring on the fifth picks these same shares in every fold.
 """
 
 from __future__ import annotations
