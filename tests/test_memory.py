@@ -240,18 +240,15 @@ def test_a_users_first_writes_on_two_connections_at_once(engine):
         assert read_version(conn, "newcomer") == 2
 
 
-def test_a_user_with_many_memories_is_searched_with_bm25_beside_the_vector_scan(service, engine):
-    """Above LARGE_USER_VECTORS BM25 runs in another thread while the vectors are scanned: both
-    rankings must still reach the result, and the answer must equal the one-thread ranking."""
+def insert_filler_memories(engine, model: str, count: int, seed: int) -> None:
+    """`count` memories of USER with random unit vectors, written in bulk (saving them one by one
+    through the service would embed each): what makes a person "large" for the search paths."""
     import numpy as np
 
     from jean_memory.db.tables import memory_vectors
-    from jean_memory.memory.lexical import lexical_search
-    from jean_memory.memory.vectors import LARGE_USER_VECTORS, bump_version
+    from jean_memory.memory.vectors import bump_version
 
-    model = service.embedder.model_name
-    rng = np.random.default_rng(7)
-    filler = rng.standard_normal((LARGE_USER_VECTORS + 500, 384)).astype(np.float32)
+    filler = np.random.default_rng(seed).standard_normal((count, 384)).astype(np.float32)
     filler /= np.linalg.norm(filler, axis=1, keepdims=True)
     with engine.begin() as conn:
         conn.execute(
@@ -259,7 +256,7 @@ def test_a_user_with_many_memories_is_searched_with_bm25_beside_the_vector_scan(
             [
                 dict(pk=pk, id=f"f{pk}", user_id=USER, text=f"filler note {pk} about nothing", content_hash=f"h{pk}",
                      tags=[], created_at=0.0, updated_at=0.0, kind="memory")
-                for pk in range(1, len(filler) + 1)
+                for pk in range(1, count + 1)
             ],
         )  # fmt: skip
         conn.execute(
@@ -269,6 +266,16 @@ def test_a_user_with_many_memories_is_searched_with_bm25_beside_the_vector_scan(
         if engine.dialect.name == "postgresql":  # rows inserted with explicit keys: move the sequence on
             conn.execute(sa.text("SELECT setval('memories_pk_seq', (SELECT max(pk) FROM memories))"))
         bump_version(conn, USER)
+
+
+def test_a_user_with_many_memories_is_searched_with_bm25_beside_the_vector_scan(service, engine):
+    """Above LARGE_USER_VECTORS BM25 runs in another thread while the vectors are scanned: both
+    rankings must still reach the result, and the answer must equal the one-thread ranking."""
+    from jean_memory.memory.lexical import lexical_search
+    from jean_memory.memory.vectors import LARGE_USER_VECTORS
+
+    model = service.embedder.model_name
+    insert_filler_memories(engine, model, LARGE_USER_VECTORS + 500, seed=7)
     dog = service.add(USER, "I adopted a beagle, Max").saved[0]
     cello = service.add(USER, "I am learning to play the cello").saved[0]
 
@@ -391,34 +398,13 @@ def test_postgresql_builds_the_vector_index_outside_requests(service, engine):
     """A search never builds the HNSW index (a plain CREATE INDEX blocked every insert for
     minutes at 100k vectors); until the maintenance task has built it, a person past the
     exact-search limit is searched exactly, and afterwards through the index, finding the same."""
-    import numpy as np
-
-    from jean_memory.db.tables import memory_vectors
     from jean_memory.memory.pg_vectors import EXACT_SEARCH_MAX_VECTORS, hnsw_index_name
-    from jean_memory.memory.vectors import bump_version
 
     model = service.embedder.model_name
     if engine.dialect.name != "postgresql":
         assert service.build_vector_index() is False  # SQLite: the in-process matrix, nothing to build
         return
-    rng = np.random.default_rng(11)
-    filler = rng.standard_normal((EXACT_SEARCH_MAX_VECTORS + 200, 384)).astype(np.float32)
-    filler /= np.linalg.norm(filler, axis=1, keepdims=True)
-    with engine.begin() as conn:
-        conn.execute(
-            memories.insert(),
-            [
-                dict(pk=pk, id=f"f{pk}", user_id=USER, text=f"filler note {pk}", content_hash=f"h{pk}",
-                     tags=[], created_at=0.0, updated_at=0.0, kind="memory")
-                for pk in range(1, len(filler) + 1)
-            ],
-        )  # fmt: skip
-        conn.execute(
-            memory_vectors.insert(),
-            [dict(memory_pk=pk, user_id=USER, model=model, vector=v) for pk, v in enumerate(filler, start=1)],
-        )
-        conn.execute(sa.text("SELECT setval('memories_pk_seq', (SELECT max(pk) FROM memories))"))
-        bump_version(conn, USER)
+    insert_filler_memories(engine, model, EXACT_SEARCH_MAX_VECTORS + 200, seed=11)
     dog = service.add(USER, "I adopted a beagle, Max").saved[0]
 
     def index_exists() -> bool:
