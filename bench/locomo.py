@@ -63,6 +63,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from bench.corpus import make_memories
+from bench.provenance import REPO_ROOT, code_label
 from jean_memory import clock
 from jean_memory.db.engine import create_engine
 from jean_memory.db.migrate import upgrade
@@ -74,7 +75,6 @@ from jean_memory.memory.neighbours import SPREAD_FROM, neighbours, pass_to_neigh
 from jean_memory.memory.service import MemoryService, SearchConfig
 from jean_memory.memory.vectors import bump_version
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "locomo"
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 MODES = ("lexical", "vector", "hybrid")
@@ -179,20 +179,6 @@ def process_cpu_seconds(pid: int) -> float | None:
     except (OSError, IndexError):
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def code_version() -> str:
-    """The commit measured, and whether the work tree's src/ differed from it."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "src"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return f"{head}{' + uncommitted changes in src/' if dirty else ''}"
 
 
 def load_average() -> float | None:
@@ -819,7 +805,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     embedder.load()
     report: dict[str, Any] = {
-        "code": code_version(),
+        "code": code_label(),
         "config": {
             "conversations": [c.name for c in conversations],
             "hybrid": label(search),

@@ -51,8 +51,8 @@ import httpx
 import jwt
 
 from bench.corpus import make_memories, make_queries
+from bench.provenance import REPO_ROOT, code_label
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 EMAIL = "bench@example.com"
 PASSWORD = "bench horse battery staple"
 PROTOCOL_VERSION = "2025-11-25"
@@ -567,20 +567,6 @@ def check_answers(server: Server, pool: list[bytes]) -> dict[str, float]:
     return {"mean_hits": round(hits / len(results), 2), "mean_response_bytes": round(size / len(results))}
 
 
-def code_version() -> str:
-    """The commit measured, and whether the work tree differed from it."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "src"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return f"{head}{' + uncommitted changes in src/' if dirty else ''}"
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="jean-bench-"))
     secret = secrets.token_hex(32)
@@ -597,7 +583,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ours_env["JEAN_MEMORY_EMBEDDINGS"] = args.embeddings
     bare_env = {**base_env, "BENCH_JWT_SECRET": secret, "PYTHONPATH": str(REPO_ROOT)}
     report: dict[str, Any] = {
-        "code": code_version(),
+        "code": code_label(),
         "config": {k: v for k, v in vars(args).items() if k != "json"},
     }
     try:

@@ -58,7 +58,6 @@ import os
 import platform
 import random
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
@@ -75,13 +74,13 @@ from sqlalchemy.engine import Engine
 
 from bench.corpus import PEOPLE, TAGS, THINGS, VERBS, WHEN
 from bench.corpus import vocabulary as template_vocabulary
+from bench.provenance import code_version
 from jean_memory.db.engine import create_engine, normalise_url
 from jean_memory.db.migrate import upgrade
 from jean_memory.memory.lexical import lexical_search
 from jean_memory.memory.records import normalised_hash
 from jean_memory.memory.service import MemoryService, SearchConfig
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DIMS = 384
 SYNTHETIC_MODEL = "bench:synthetic-unit-384"
 BLOCK = 10_000  # rows generated (and written) together; the data depends on it, so it is fixed
@@ -188,6 +187,23 @@ class Block:
     tags: list[str]  # JSON text
     created: np.ndarray  # float64
     vectors: np.ndarray  # float32 (n, DIMS), unit rows
+
+    def memory_rows(self) -> list[tuple]:
+        """(pk, id, user_id, text, content_hash, tags, created_at, updated_at), as both loaders insert."""
+        created = self.created.tolist()
+        return list(
+            zip(
+                self.pks.tolist(),
+                self.ids,
+                self.users,
+                self.texts,
+                self.hashes,
+                self.tags,
+                created,
+                created,
+                strict=True,
+            )
+        )
 
 
 class Dataset:
@@ -343,17 +359,7 @@ def machine_info() -> dict[str, Any]:
                 model = line.split(":", 1)[1].strip()
                 break
     mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "status", "--porcelain", "--", "src"], cwd=REPO_ROOT, capture_output=True, text=True
-            ).stdout.strip()
-        )
-    except (OSError, subprocess.CalledProcessError):
-        commit, dirty = "unknown", False
+    commit, dirty = code_version()
     return {
         "cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)),
@@ -745,19 +751,7 @@ def pg_bulk_load(url: str, dataset: Dataset) -> dict[str, float]:
     with psycopg.connect(libpq_url(url)) as conn, conn.cursor() as cur:
         for block in dataset.blocks():
             t0 = time.perf_counter()
-            rows = list(
-                zip(
-                    block.pks.tolist(),
-                    block.ids,
-                    block.users,
-                    block.texts,
-                    block.hashes,
-                    block.tags,
-                    block.created.tolist(),
-                    block.created.tolist(),
-                    strict=True,
-                )
-            )
+            rows = block.memory_rows()
             payload = PGCOPY_HEADER + vector_copy_block(block.pks, block.users, SYNTHETIC_MODEL, block.vectors)
             payload += PGCOPY_TRAILER
             t1 = time.perf_counter()
@@ -938,19 +932,7 @@ def sqlite_bulk_load(engine: Engine, dataset: Dataset) -> dict[str, float]:
         cur = raw.cursor()
         for block in dataset.blocks():
             t0 = time.perf_counter()
-            memory_rows = list(
-                zip(
-                    block.pks.tolist(),
-                    block.ids,
-                    block.users,
-                    block.texts,
-                    block.hashes,
-                    block.tags,
-                    block.created.tolist(),
-                    block.created.tolist(),
-                    strict=True,
-                )
-            )
+            memory_rows = block.memory_rows()
             vector_rows = [
                 (pk, uid, SYNTHETIC_MODEL, vector.tobytes())
                 for pk, uid, vector in zip(block.pks.tolist(), block.users, block.vectors.astype("<f4"), strict=True)
