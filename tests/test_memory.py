@@ -16,7 +16,7 @@ from jean_memory.db.tables import memories
 from jean_memory.memory.embeddings import LocalOnnxEmbedder
 from jean_memory.memory.fusion import best_first, z_fusion
 from jean_memory.memory.jobs import Worker, pending_count
-from jean_memory.memory.neighbours import neighbours
+from jean_memory.memory.neighbours import SPREAD_FROM, neighbours, pass_to_neighbours
 from jean_memory.memory.records import MemoryInputError
 from jean_memory.memory.service import MemoryService, SearchConfig
 from jean_memory.memory.triage import facts_worth_keeping
@@ -288,8 +288,12 @@ def test_a_user_with_many_memories_is_searched_with_bm25_beside_the_vector_scan(
     with engine.connect() as conn:
         lexical = lexical_search(conn, USER, question, 50)
     vector = service._vectors.nearest(USER, model, service.embedder.embed_query(question), 50)
-    fused = z_fusion(lexical, vector, SearchConfig().lexical_weight)
-    assert [pk for pk, _ in service.rank(USER, question, 50)][:1] == [pk for pk, _ in best_first(fused)][:1]
+    settings = SearchConfig()
+    fused = z_fusion(lexical, vector, settings.lexical_weight)
+    with engine.connect() as conn:
+        links = neighbours(conn, USER, [pk for pk, _ in best_first(fused)[:SPREAD_FROM]])
+    one_thread = pass_to_neighbours(fused, links, settings.next_share, settings.prev_share)
+    assert service.rank(USER, question, 50) == one_thread
 
 
 def test_fusion_keeps_a_clear_lead_that_rank_fusion_would_flatten():
