@@ -96,6 +96,39 @@ def test_json_log_lines(database_url, tmp_path):
     assert request["status"] == 200 and request["method"] == "GET" and request["request_id"]
 
 
+def test_the_served_log_has_exactly_one_line_per_request(database_url, tmp_path):
+    """`jean-memory serve` as an operator runs it: while it answers, each request is one line
+    (the MCP SDK's own per-request INFO chatter, "Terminating session: None", must not double it)."""
+    env = cli_env(database_url, tmp_path / "data") | {"JEAN_MEMORY_EMBEDDINGS": "none"}
+    assert run_cli(["user", "add", "logs@example.com", "--password-stdin"], env, stdin=PASSWORD + "\n").returncode == 0
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jean_memory.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until_up(base, process=process)
+        token = new_flow(base).tokens("logs@example.com")["access_token"]
+        mcp = McpHttp(f"{base}/mcp", token)
+        mcp.call_tool("add_memories", {"text": "I keep bees on the roof"})
+        mcp.call_tool("search_memory", {"query": "bees"})
+        assert mcp.rpc("tools/list", {}).status_code == 200
+        time.sleep(0.5)  # the last request's line is written right after its answer
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    lines = stderr.splitlines()
+    first = next(i for i, line in enumerate(lines) if "jean_memory.http" in line)
+    stop = next(i for i, line in enumerate(lines) if "Shutting down" in line)
+    serving = lines[first:stop]
+    assert serving and all("jean_memory.http" in line for line in serving), "\n".join(serving)
+    assert sum(" /mcp " in line for line in serving) == 3
+
+
 def test_rotating_the_key_logs_nobody_out(database_url, tmp_path):
     issuer = "http://memory.localhost"  # one issuer for the three servers, as behind one proxy
     with threaded_server(database_url, tmp_path / "d", issuer=issuer) as old:

@@ -45,6 +45,10 @@ def configure_logging(level: str, log_format: str = "plain") -> None:
     logging.basicConfig(level=level, handlers=[handler], force=True)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)  # our own request log replaces it
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    if logging.getLogger().level > logging.DEBUG:
+        # The MCP SDK says "Terminating session: None" at INFO after every stateless request,
+        # which would double the one line per request; its warnings and errors still show.
+        logging.getLogger("mcp").setLevel(logging.WARNING)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
