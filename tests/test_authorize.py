@@ -1,5 +1,6 @@
 """The authorization endpoint, sign-in and consent (OAuth 2.1 §4.1, RFC 9207, RFC 8707)."""
 
+import concurrent.futures
 from urllib.parse import urlsplit
 
 import httpx
@@ -256,3 +257,26 @@ def test_sign_in_failures_are_limited_per_address_but_a_burst_of_successes_is_no
     blocked = flow.sign_in(flow.authorize(), alice.email)  # even the right password waits now
     assert blocked.status_code == 429
     assert "Too many failed sign-ins" in blocked.text
+
+
+def test_parallel_password_guesses_are_limited_too(server, alice):
+    """The limit holds when the guesses arrive at once (each used to read the count before any
+    earlier guess's failure was recorded, so all of them were checked)."""
+    from jean_memory.db.rate_limits import SIGN_IN_FAILURES
+
+    flow = new_flow(server.base_url)
+    page = flow.authorize()
+    form = parse_form(page.text)
+    url = str(page.url.join(form["action"]))
+
+    def guess(i: int) -> int:
+        with httpx.Client(cookies=flow.http.cookies, timeout=120) as browser:
+            return browser.post(
+                url, data={**form["fields"], "email": alice.email, "password": f"guess {i}"}
+            ).status_code
+
+    guesses = SIGN_IN_FAILURES.max_count + 10
+    with concurrent.futures.ThreadPoolExecutor(guesses) as pool:
+        statuses = list(pool.map(guess, range(guesses)))
+    assert statuses.count(400) == SIGN_IN_FAILURES.max_count
+    assert statuses.count(429) == 10

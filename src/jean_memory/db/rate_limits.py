@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
@@ -37,16 +36,6 @@ def retry_after(limit: Limit) -> int:
     return max(1, _window(limit) + limit.window_seconds - int(clock.now()))
 
 
-def count(engine: Engine, limit: Limit, key: str) -> int:
-    with engine.connect() as conn:
-        value = conn.execute(
-            sa.select(rate_limits.c.count).where(
-                rate_limits.c.bucket == f"{limit.name}:{key}", rate_limits.c.window_start == _window(limit)
-            )
-        ).scalar()
-    return value or 0
-
-
 def hit(engine: Engine, limit: Limit, key: str) -> int:
     """Count one event and return the window's count (atomic across instances)."""
     dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
@@ -57,6 +46,21 @@ def hit(engine: Engine, limit: Limit, key: str) -> int:
     ).returning(rate_limits.c.count)
     with engine.begin() as conn:
         return conn.execute(statement).scalar_one()
+
+
+def take_back(engine: Engine, limit: Limit, key: str) -> None:
+    """Uncount one event counted with `hit` that turned out not to be one (a sign-in counted
+    before the password check, which then succeeded)."""
+    with engine.begin() as conn:
+        conn.execute(
+            rate_limits.update()
+            .where(
+                rate_limits.c.bucket == f"{limit.name}:{key}",
+                rate_limits.c.window_start == _window(limit),
+                rate_limits.c.count > 0,
+            )
+            .values(count=rate_limits.c.count - 1)
+        )
 
 
 def exceeded(engine: Engine, limit: Limit, key: str) -> bool:

@@ -254,7 +254,9 @@ class AuthorizationEndpoints:
         email = _str(form.get("email")) or ""
         password = _str(form.get("password")) or ""
         address = client_address(request)
-        if await run_db(rate_limits.count, engine, SIGN_IN_FAILURES, address) >= SIGN_IN_FAILURES.max_count:
+        # Counted as a failure before the password is checked: a count read first and raised
+        # only after the (slow) check let any number of parallel guesses through.
+        if await run_db(rate_limits.hit, engine, SIGN_IN_FAILURES, address) > SIGN_IN_FAILURES.max_count:
             minutes = -(-rate_limits.retry_after(SIGN_IN_FAILURES) // 60)
             return self._login_page(
                 request,
@@ -267,8 +269,8 @@ class AuthorizationEndpoints:
         user = await run_db(authenticate, engine, email, password)
         if user is None:
             self._service.metrics.sign_in_failures.inc()
-            await run_db(rate_limits.hit, engine, SIGN_IN_FAILURES, address)
             return self._login_page(request, client, session_id, error=SIGN_IN_FAILED, email=email[:320])
+        await run_db(rate_limits.take_back, engine, SIGN_IN_FAILURES, address)
         await run_db(grant_store.attach_user, engine, session_id, user.id)
         token = await run_db(start_session, engine, user.id, self._settings.browser_session_days * 86400)
         pending = replace(pending, user_id=user.id)
