@@ -79,6 +79,39 @@ def test_redirect_uri_must_match_the_authorization_request(server, alice):
     assert response.json()["error"] == "invalid_grant"
 
 
+def _exchange_without_redirect_uri(flow, code: str) -> httpx.Response:
+    data = {"grant_type": "authorization_code", "code": code, "code_verifier": flow.verifier, **flow.client_auth()}
+    return flow.http.post(f"{flow.base_url}/oauth/token", data=data)
+
+
+def test_redirect_uri_sent_at_authorize_is_required_at_token(server, alice):
+    """RFC 6749 §4.1.3: REQUIRED if it was included in the authorization request."""
+    flow = new_flow(server.base_url)
+    code = flow.get_code(alice.email)["code"]
+    response = _exchange_without_redirect_uri(flow, code)
+    assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
+
+
+def test_redirect_uri_left_out_of_both_requests(server, alice):
+    """A client with one registered redirect URI may leave it out of the authorization request
+    (OAuth 2.1 §4.1.1) and then of the token request (RFC 6749 §4.1.3); it used to be refused."""
+    only = {
+        "client_name": "One callback",
+        "redirect_uris": ["https://app.example/cb"],
+        "token_endpoint_auth_method": "none",
+    }
+    flow = new_flow(server.base_url, only)
+    params = flow.get_code(alice.email, redirect_uri=None)
+    response = _exchange_without_redirect_uri(flow, params["code"])
+    assert response.status_code == 200, response.text
+    # Sent at the token endpoint anyway, it must be the one the code went to.
+    other = flow.get_code(alice.email, redirect_uri=None)["code"]
+    wrong = flow.exchange(other, redirect_uri="https://app.example/other")
+    assert wrong.json()["error"] == "invalid_grant"
+    third = flow.get_code(alice.email, redirect_uri=None)["code"]
+    assert flow.exchange(third).status_code == 200
+
+
 def test_wrong_resource_at_token_is_invalid_target(server, alice):
     flow = new_flow(server.base_url)
     code = flow.get_code(alice.email)["code"]

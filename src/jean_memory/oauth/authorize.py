@@ -154,6 +154,7 @@ class AuthorizationEndpoints:
         return grant_store.PendingAuthorization(
             client_id=client.client_id,
             redirect_uri=redirect_uri,
+            redirect_uri_given=bool(params.get("redirect_uri")),
             code_challenge=challenge,
             state=params.get("state"),
             scope=grantable_scope(params.get("scope") or client.scope),

@@ -37,6 +37,7 @@ class PendingAuthorization:
     resource: str
     user_id: str | None
     prompt: str | None = None
+    redirect_uri_given: bool = True  # False: left out, the only registered one is used (RFC 6749 §4.1.3)
 
     def wants(self, prompt: str) -> bool:
         """OpenID Connect `prompt` values (login, consent, none) the client asked for."""
@@ -57,6 +58,7 @@ class Grant:
 class CodeRedemption:
     grant: Grant
     redirect_uri: str
+    redirect_uri_given: bool
     code_challenge: str
     expired: bool
 
@@ -81,6 +83,7 @@ def save_pending(engine: Engine, pending: PendingAuthorization, lifetime_seconds
                 id_hash=clock.sha256_hex(session_id),
                 client_id=pending.client_id,
                 redirect_uri=pending.redirect_uri,
+                redirect_uri_given=pending.redirect_uri_given,
                 code_challenge=pending.code_challenge,
                 state=pending.state,
                 scope=pending.scope,
@@ -115,6 +118,7 @@ def load_pending(engine: Engine, session_id: str | None) -> PendingAuthorization
         resource=row.resource,
         user_id=row.user_id,
         prompt=row.prompt,
+        redirect_uri_given=row.redirect_uri_given,
     )
 
 
@@ -179,6 +183,7 @@ def issue_code(
                 grant_id=grant_id,
                 client_id=pending.client_id,
                 redirect_uri=pending.redirect_uri,
+                redirect_uri_given=pending.redirect_uri_given,
                 code_challenge=pending.code_challenge,
                 expires_at=now + lifetime_seconds,
             )
@@ -221,6 +226,7 @@ def redeem_code(engine: Engine, code: str, client_id: str) -> CodeRedemption | N
     return CodeRedemption(
         grant=_grant_from_row(row),
         redirect_uri=row.redirect_uri,
+        redirect_uri_given=row.redirect_uri_given,
         code_challenge=row.code_challenge,
         expired=row.expires_at <= clock.now(),
     )

@@ -100,7 +100,9 @@ class TokenEndpoint:
         if redemption.grant.revoked:
             raise OAuthError("invalid_grant", "the authorization has been revoked")
         redirect_uri = form.get("redirect_uri")
-        if redirect_uri != redemption.redirect_uri:
+        # RFC 6749 §4.1.3: required, and identical, when the authorization request carried it;
+        # a client that left it out there may leave it out here (if sent anyway, it must match).
+        if (redemption.redirect_uri_given or redirect_uri is not None) and redirect_uri != redemption.redirect_uri:
             raise OAuthError("invalid_grant", "redirect_uri does not match the one used to get the code")
         if not CODE_VERIFIER.match(verifier) or not pkce_matches(verifier, redemption.code_challenge):
             raise OAuthError("invalid_grant", "code_verifier does not match the code_challenge (PKCE)")
