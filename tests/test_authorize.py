@@ -42,6 +42,13 @@ def test_loopback_redirect_may_change_port_only(server, alice):
     assert flow.authorize(redirect_uri="http://localhost:54321/callback").status_code == 200
     assert flow.authorize(redirect_uri="http://localhost:54321/other").status_code == 400
     assert flow.authorize(redirect_uri="http://127.0.0.1:54321/callback").status_code == 400
+    # Only the port: not user information, a fragment (RFC 6749 §3.1.2) or a port that is no number.
+    for near_miss in (
+        "http://localhost:54321/callback#frag",
+        "http://attacker:x@localhost:54321/callback",
+        "http://localhost:abc/callback",
+    ):
+        assert flow.authorize(redirect_uri=near_miss).status_code == 400, near_miss
 
 
 @pytest.mark.parametrize(

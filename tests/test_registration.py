@@ -67,6 +67,8 @@ def test_redirect_uris_of_real_clients_are_accepted(server, uri):
         "data:text/html,<script>alert(1)</script>",
         "http://evil.example.com/callback",  # plain http off loopback
         "https://app.example.com/cb#fragment",  # RFC 6749 §3.1.2
+        "https://claude.ai@evil.example/cb",  # reads like claude.ai, goes to evil.example
+        "http://user@127.0.0.1:3000/cb",
         "/relative/callback",
         "file:///etc/passwd",
     ],

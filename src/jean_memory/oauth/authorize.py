@@ -47,6 +47,12 @@ def error_page(title: str, message: str, status: int = 400, hint: str | None = N
     return render_page("error.html", status_code=status, title=title, message=message, hint=hint)
 
 
+def _host(netloc: str) -> str:
+    """host[:port] as a person should read it: user information before an `@` is not where
+    the browser goes, so it is never shown (clients registered before it was refused)."""
+    return netloc.rpartition("@")[2]
+
+
 def redirect_to_client(redirect_uri: str, params: dict[str, str | None]) -> RedirectResponse:
     parts = urlsplit(redirect_uri)
     extra = urlencode({k: v for k, v in params.items() if v is not None})
@@ -212,9 +218,9 @@ class AuthorizationEndpoints:
             "consent.html",
             client_name=client.client_name,
             email=user.email if user else "",
-            redirect_host=redirect.netloc or f"{redirect.scheme}:",
+            redirect_host=_host(redirect.netloc) or f"{redirect.scheme}:",
             # The host that vouches for an app identified by a metadata document (e.g. claude.ai).
-            client_host=urlsplit(client.client_id).netloc if client.source == "cimd" else None,
+            client_host=_host(urlsplit(client.client_id).netloc) if client.source == "cimd" else None,
             scope_descriptions=[SCOPE_DESCRIPTIONS.get(s, s) for s in pending.scope.split()],
             session_id=session_id,
             csrf_token=csrf_token(self._settings, cookie, session_id),

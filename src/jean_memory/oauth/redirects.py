@@ -50,6 +50,9 @@ def check_registrable(uri: str) -> str:
         raise RedirectUriError(f"redirect URI {uri!r} must be an absolute URI")
     if parts.fragment or "#" in uri:
         raise RedirectUriError(f"redirect URI {uri!r} must not contain a fragment")
+    if "@" in parts.netloc:
+        # https://claude.ai@evil.example/ goes to evil.example while reading like claude.ai.
+        raise RedirectUriError(f"redirect URI {uri!r} must not contain user information (user@host)")
     if scheme in FORBIDDEN_SCHEMES:
         raise RedirectUriError(f"redirect URI scheme {scheme!r} is not allowed")
     if scheme == "http":
@@ -72,8 +75,17 @@ def check_registrable(uri: str) -> str:
 
 
 def _loopback_key(uri: str) -> tuple[str, str, str, str] | None:
+    """Everything but the port, for a loopback http URI; None for anything else, including a
+    URI with user information, a fragment or a port that is not a number (only the port may
+    differ from the registered URI)."""
     parts = urlsplit(uri)
     if parts.scheme.lower() != "http" or not is_loopback_host(parts.hostname or ""):
+        return None
+    if "@" in parts.netloc or "#" in uri:
+        return None
+    try:
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number in range)
+    except ValueError:
         return None
     return ("http", (parts.hostname or "").lower(), parts.path, parts.query)
 
