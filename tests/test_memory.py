@@ -109,6 +109,20 @@ def test_indexing_a_document_twice_leaves_one_set_of_chunks(service, engine):
     assert service.count(USER) == before
 
 
+def test_headings_are_read_in_linear_time():
+    """A heading line with a long run of spaces took the old pattern cubic time (3 KB: 30 s,
+    holding the GIL, so the whole server stopped answering). Run in a child process: a stuck
+    regex cannot be interrupted from another thread."""
+    from jean_memory.memory.chunking import chunk_text
+
+    script = "from jean_memory.memory.chunking import chunk_text; chunk_text('# a' + ' ' * 20000 + 'b')"
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    assert chunk_text("## Plans ##\nMove in May.\n\n#hashtag is not a heading\n### Costs\nTwo.") == [
+        "Plans: Move in May. #hashtag is not a heading",
+        "Costs: Two.",
+    ]
+
+
 def test_cache_sees_a_write_from_another_process(service, database_url):
     service.add(USER, "I play tennis on Tuesdays")
     assert service.search(USER, "hobby sport", limit=5)  # the matrix is now cached in this process
