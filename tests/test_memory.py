@@ -4,6 +4,8 @@ documents, the vector cache across processes, and lexical-only mode."""
 import subprocess
 import sys
 import textwrap
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import anyio
 import pytest
@@ -17,7 +19,7 @@ from jean_memory.memory.embeddings import LocalOnnxEmbedder
 from jean_memory.memory.fusion import best_first, z_fusion
 from jean_memory.memory.jobs import Worker, pending_count
 from jean_memory.memory.neighbours import SPREAD_FROM, neighbours, pass_to_neighbours
-from jean_memory.memory.records import MemoryInputError
+from jean_memory.memory.records import AddResult, MemoryInputError
 from jean_memory.memory.service import MemoryService, SearchConfig
 from jean_memory.memory.triage import facts_worth_keeping
 
@@ -173,11 +175,42 @@ def test_users_never_see_each_others_vectors_or_documents(service, engine):
         (lambda s: s.store_document(USER, "T", "x", document_type="exe"), "document_type must be one of"),
         (lambda s: s.add(USER, "x" * 1_000_000), "store_document"),
         (lambda s: s.search(USER, "x", limit=10_000), "limit must be"),
+        # PostgreSQL cannot store NUL and the column holds 2,048 characters: these were database
+        # errors there ("Error executing tool") and silently stored on SQLite.
+        (lambda s: s.add(USER, "I like\x00 tea"), "NUL character"),
+        (lambda s: s.store_document(USER, "T", "body\x00"), "content contains a NUL"),
+        (lambda s: s.store_document(USER, "T\x00", "body"), "title contains a NUL"),
+        (lambda s: s.store_document(USER, "T", "body", source_url="https://a.example/" + "x" * 2048), "source_url"),
     ],
 )
-def test_bad_input_says_what_to_change(service, call, message):
+def test_bad_input_says_what_to_change(service, engine, call, message):
     with pytest.raises(MemoryInputError, match=message):
         call(service)
+    with engine.connect() as conn:  # and nothing was written
+        assert conn.execute(sa.select(sa.func.count()).select_from(memories)).scalar_one() == 0
+
+
+def test_a_nul_in_a_message_does_not_stop_its_facts_being_saved():
+    assert facts_worth_keeping("I just moved to Berlin\x00 and I work as a data engineer.") == [
+        "I just moved to Berlin and I work as a data engineer."
+    ]
+
+
+def test_identical_saves_at_the_same_moment_are_stored_once(service):
+    """The exact-duplicate check used to run before the write transaction: of 8 identical
+    add_memories at once, 2 were stored."""
+    start = threading.Barrier(8)
+
+    def save(_: int) -> AddResult:
+        start.wait()
+        return service.add(USER, "I keep bees on the roof", ["hobby"])
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(save, range(8)))
+    assert service.count(USER) == 1
+    saved = [r.saved[0].id for r in results if r.saved]
+    merged = [r.similar[0].id for r in results if not r.saved]
+    assert len(saved) == 1 and set(merged) == set(saved)
 
 
 @pytest.mark.parametrize(

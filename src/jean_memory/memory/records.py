@@ -69,9 +69,17 @@ def check_limit(limit: int) -> int:
     return limit
 
 
+def check_no_nul(name: str, value: str) -> None:
+    """PostgreSQL cannot store a NUL character in text (SQLite can): refuse it on both, with a
+    message, instead of a database error on one of them."""
+    if "\x00" in value:
+        raise MemoryInputError(f"{name} contains a NUL character (\\x00), which cannot be stored: remove it")
+
+
 def clean_text(text: str, max_chars: int = MAX_TEXT_CHARS) -> str:
     if not isinstance(text, str) or not text.strip():
         raise MemoryInputError("text is empty: pass the fact to remember, e.g. 'Prefers tea over coffee'")
+    check_no_nul("text", text)
     text = text.strip()
     if len(text) > max_chars:
         raise MemoryInputError(

@@ -32,6 +32,7 @@ from jean_memory.memory.records import (
     Memory,
     MemoryInputError,
     check_limit,
+    check_no_nul,
     clean_tags,
     clean_text,
     decode_cursor,
@@ -44,6 +45,7 @@ from jean_memory.memory.vectors import VectorCache, bump_version
 NEAR_DUPLICATE = 0.95  # same fact reworded: update the memory in place (unless its numbers differ)
 SIMILAR = 0.80  # related: store, and tell the assistant so it can correct or delete
 MAX_DOCUMENT_BYTES = 5 * 1024 * 1024
+MAX_SOURCE_URL_CHARS = 2048  # the column's size
 DOCUMENT_TYPES = ("markdown", "text", "html", "code", "email", "note", "pdf-text")
 SAVE_JOB = "save_memories"
 INDEX_JOB = "index_document"
@@ -81,6 +83,14 @@ def is_rewording(existing: Memory, text: str) -> bool:
     if existing.score is None or existing.score < NEAR_DUPLICATE:
         return False
     return sorted(NUMBER.findall(existing.text)) == sorted(NUMBER.findall(text))
+
+
+def _with_tags(conn: Connection, row: sa.Row, tags: list[str]) -> Memory:
+    """The stored memory an exact duplicate was merged into, with the new tags added to its own."""
+    merged = list(dict.fromkeys([*row.tags, *tags]))
+    if merged != list(row.tags):
+        conn.execute(memories.update().where(memories.c.pk == row.pk).values(tags=merged, updated_at=clock.now()))
+    return replace(_row_memory(row), tags=merged)
 
 
 def _row_memory(row: sa.Row, score: float | None = None, title: str | None = None) -> Memory:
@@ -180,21 +190,25 @@ class MemoryService:
                 )
             ).first()
         if existing is not None:
-            merged = list(dict.fromkeys([*existing.tags, *tags]))
-            if merged != list(existing.tags):
-                with self._engine.begin() as conn:
-                    conn.execute(
-                        memories.update()
-                        .where(memories.c.pk == existing.pk)
-                        .values(tags=merged, updated_at=clock.now())
-                    )
-            return AddResult(saved=[], similar=[replace(_row_memory(existing), tags=merged)])
+            with self._engine.begin() as conn:
+                return AddResult(saved=[], similar=[_with_tags(conn, existing, tags)])
 
         vector = self._embedder.embed([text])[0] if self._embedder else None
         nearest = self._closest(user_id, vector)
         closest = nearest[0] if nearest else None
         rewording = closest is not None and is_rewording(closest, text)
         with self._engine.begin() as conn:
+            # The version bump comes first: it takes this person's write lock (the row lock on
+            # PostgreSQL, the database's on SQLite), so the second look below sees every save
+            # that raced this one, and an identical text arriving twice at once is stored once.
+            version = bump_version(conn, user_id)
+            raced = conn.execute(
+                sa.select(memories).where(
+                    memories.c.user_id == user_id, memories.c.content_hash == content_hash, memories.c.kind == "memory"
+                )
+            ).first()
+            if raced is not None:
+                return AddResult(saved=[], similar=[_with_tags(conn, raced, tags)])
             if rewording and closest is not None:
                 merged = list(dict.fromkeys([*closest.tags, *tags]))
                 conn.execute(
@@ -204,13 +218,11 @@ class MemoryService:
                 )
                 pk = conn.execute(sa.select(memories.c.pk).where(memories.c.id == closest.id)).scalar_one()
                 self._write_vectors(conn, user_id, [(pk, vector)])
-                version = bump_version(conn, user_id)
                 updated = replace(closest, text=text, tags=merged, score=None)
             else:
                 pk, updated = self._insert(conn, user_id, text, tags, client)
                 if vector is not None:
                     self._write_vectors(conn, user_id, [(pk, vector)])
-                version = bump_version(conn, user_id)
         if vector is not None and self._embedder is not None:
             self._vectors.note_write(user_id, self._embedder.model_name, version, {pk: vector})
         if rewording:
@@ -400,6 +412,10 @@ class MemoryService:
             )
         if document_type not in DOCUMENT_TYPES:
             raise MemoryInputError(f"document_type must be one of {', '.join(DOCUMENT_TYPES)}")
+        if source_url is not None and (not isinstance(source_url, str) or len(source_url) > MAX_SOURCE_URL_CHARS):
+            raise MemoryInputError(f"source_url must be a URL of at most {MAX_SOURCE_URL_CHARS} characters")
+        for name, value in (("title", title), ("content", content), ("source_url", source_url or "")):
+            check_no_nul(name, value)
         document_id = clock.new_id()
         with self._engine.begin() as conn:
             conn.execute(

@@ -58,6 +58,7 @@ def facts_worth_keeping(message: str) -> list[str]:
     """The sentences of `message` to save as memories (at most a few), verbatim."""
     if not message or not message.strip():
         return []
+    message = message.replace("\x00", " ")  # never storable (PostgreSQL); the words around it are
     kept: list[str] = []
     for raw in SENTENCE.split(message.strip()):
         sentence = " ".join(raw.split())
