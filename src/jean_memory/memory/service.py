@@ -241,7 +241,8 @@ class MemoryService:
             jobs.enqueue(conn, SAVE_JOB, user_id, payload)
         self._on_enqueue()
 
-    def save_facts_job(self, user_id: str, payload: dict[str, Any]) -> None:
+    def save_facts_job(self, user_id: str, payload: dict[str, Any], lease: jobs.Lease | None = None) -> None:
+        """Short (one LLM call bounded by its timeout), so it never renews `lease`."""
         facts = payload.get("facts", [])
         if self._extractor is not None and payload.get("message"):
             facts = self._extractor.facts_or_fallback(payload["message"], facts)
@@ -420,9 +421,16 @@ class MemoryService:
         self._on_enqueue()
         return document_id
 
-    def index_document_job(self, user_id: str, payload: dict[str, Any]) -> None:
-        """Chunk and embed a stored document; safe to run again after a crash (idempotent)."""
+    def index_document_job(self, user_id: str, payload: dict[str, Any], lease: jobs.Lease | None = None) -> None:
+        """Chunk and embed a stored document; safe to run again after a crash (idempotent).
+
+        A large document takes longer than the job's lease, so every write renews `lease` in its
+        own transaction: no other worker takes the job while this one progresses, and if this
+        one stalled past the lease and another took over, the renewal raises LeaseLost before
+        anything is written beside that run's chunks. Without a lease (a direct call) it just runs.
+        """
         document_id = payload["document_id"]
+        hold: Callable[[Connection], None] = lease.renew if lease is not None else lambda conn: None
         with self._engine.connect() as conn:
             document = conn.execute(
                 sa.select(documents).where(documents.c.id == document_id, documents.c.user_id == user_id)
@@ -431,11 +439,13 @@ class MemoryService:
             return
         chunks = chunk_text(document.content)
         with self._engine.begin() as conn:
+            hold(conn)
             conn.execute(memories.delete().where(memories.c.document_id == document_id))
         for start in range(0, len(chunks), EMBED_BATCH):
             batch = chunks[start : start + EMBED_BATCH]
             vectors = self._embedder.embed(batch) if self._embedder else [None] * len(batch)
             with self._engine.begin() as conn:
+                hold(conn)
                 pairs = []
                 for text, vector in zip(batch, vectors, strict=True):
                     pk, _ = self._insert(conn, user_id, text, [], document.client, "chunk", document_id)
@@ -444,6 +454,7 @@ class MemoryService:
                 self._write_vectors(conn, user_id, pairs)
                 bump_version(conn, user_id)
         with self._engine.begin() as conn:
+            hold(conn)
             conn.execute(
                 documents.update().where(documents.c.id == document_id).values(status="ready", chunk_count=len(chunks))
             )
