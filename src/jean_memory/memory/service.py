@@ -96,6 +96,22 @@ def _row_memory(row: sa.Row, score: float | None = None, title: str | None = Non
     )
 
 
+def check_document(title: Any, content: Any, document_type: Any) -> None:
+    """The checks a document passes before anything is written. Import runs them over a whole
+    file first, so one bad document cannot leave the rest of the file half-imported."""
+    if not isinstance(title, str) or not title.strip():
+        raise MemoryInputError("title is empty: give the document a short title")
+    if not isinstance(content, str) or not content.strip():
+        raise MemoryInputError("content is empty: pass the document's text")
+    size = len(content.encode())
+    if size > MAX_DOCUMENT_BYTES:
+        raise MemoryInputError(
+            f"content is {size / 1048576:.1f} MB; documents may be at most 5 MB. Split it into parts"
+        )
+    if document_type not in DOCUMENT_TYPES:
+        raise MemoryInputError(f"document_type must be one of {', '.join(DOCUMENT_TYPES)}")
+
+
 class MemoryService:
     def __init__(
         self,
@@ -390,35 +406,42 @@ class MemoryService:
         client: str | None = None,
     ) -> str:
         """Record the document and queue its chunking and embedding; returns its id at once."""
-        if not isinstance(title, str) or not title.strip():
-            raise MemoryInputError("title is empty: give the document a short title")
-        if not isinstance(content, str) or not content.strip():
-            raise MemoryInputError("content is empty: pass the document's text")
-        size = len(content.encode())
-        if size > MAX_DOCUMENT_BYTES:
-            raise MemoryInputError(
-                f"content is {size / 1048576:.1f} MB; documents may be at most 5 MB. Split it into parts"
-            )
-        if document_type not in DOCUMENT_TYPES:
-            raise MemoryInputError(f"document_type must be one of {', '.join(DOCUMENT_TYPES)}")
-        document_id = clock.new_id()
+        check_document(title, content, document_type)
         with self._engine.begin() as conn:
-            conn.execute(
-                documents.insert().values(
-                    id=document_id,
-                    user_id=user_id,
-                    title=title.strip()[:500],
-                    document_type=document_type,
-                    source_url=source_url,
-                    content=content,
-                    content_hash=normalised_hash(content),
-                    status="pending",
-                    client=client,
-                    created_at=clock.now(),
-                )
-            )
-            jobs.enqueue(conn, INDEX_JOB, user_id, {"document_id": document_id})
+            document_id = self.record_document(conn, user_id, title, content, document_type, source_url, client)
         self._on_enqueue()
+        return document_id
+
+    def record_document(
+        self,
+        conn: Connection,
+        user_id: str,
+        title: str,
+        content: str,
+        document_type: str,
+        source_url: str | None,
+        client: str | None,
+        created_at: float | None = None,
+    ) -> str:
+        """Write a document that passed `check_document`, and its indexing job, in the caller's
+        transaction: import writes a whole file in one, so a failure leaves nothing behind. Any
+        instance's worker finds the job on its next poll."""
+        document_id = clock.new_id()
+        conn.execute(
+            documents.insert().values(
+                id=document_id,
+                user_id=user_id,
+                title=title.strip()[:500],
+                document_type=document_type,
+                source_url=source_url,
+                content=content,
+                content_hash=normalised_hash(content),
+                status="pending",
+                client=client,
+                created_at=clock.now() if created_at is None else created_at,
+            )
+        )
+        jobs.enqueue(conn, INDEX_JOB, user_id, {"document_id": document_id})
         return document_id
 
     def index_document_job(self, user_id: str, payload: dict[str, Any], lease: jobs.Lease | None = None) -> None:
