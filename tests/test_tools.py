@@ -95,6 +95,19 @@ def test_bad_input_is_a_tool_error_a_person_can_act_on(alice_mcp, tool, argument
     assert hint in result["content"][0]["text"]
 
 
+@pytest.mark.parametrize("raw", ["[1, Infinity]", "[NaN, 1]", "[1, 1e30]", "[1, 99999999999999999999999]", "[1, -1]"])
+def test_a_tampered_cursor_gets_the_cursor_message(alice_mcp, raw):
+    """Found by review: a pk beyond 64 bits (or a non-finite date) passed decoding and failed in
+    the database, so the person saw "Error executing tool" instead of what to do."""
+    import base64
+
+    alice_mcp.call_tool("add_memories", {"text": "Fact one about me"})
+    cursor = base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    result = alice_mcp.call_tool("list_memories", {"limit": 5, "cursor": cursor})
+    assert result["isError"] is True
+    assert "cursor is not one this server handed out" in result["content"][0]["text"]
+
+
 def test_jean_memory_gives_profile_then_relevant_context(alice_mcp):
     alice_mcp.call_tool("add_memories", {"text": "My daughter Ana plays the violin"})
     alice_mcp.call_tool("add_memories", {"text": "I work as a nurse in Porto"})

@@ -6,12 +6,14 @@ import pytest
 import sqlalchemy as sa
 
 from jean_memory.db.engine import create_engine
+from jean_memory.db.tables import documents, jobs, memories
 from jean_memory.memory.service import MemoryService
 from tests.support.databases import fresh_postgresql_database
 from tests.support.oauth import PASSWORD
 from tests.support.servers import cli_env, run_cli
 
 EMAIL = "mover@example.com"
+TABLES = (memories, documents, jobs)
 
 
 @pytest.fixture
@@ -81,3 +83,50 @@ def test_import_refuses_a_file_that_is_not_an_export(database_url, tmp_path):
     result = run_cli(["import", str(bad), "--email", EMAIL], env)
     assert result.returncode == 1
     assert "not a jean-memory export" in result.stderr
+
+
+def export_file(tmp_path, memories: list[dict], documents: list[dict]):
+    path = tmp_path / "export.json"
+    path.write_text(
+        json.dumps({"format": "jean-memory-export", "version": 1, "memories": memories, "documents": documents})
+    )
+    return path
+
+
+def stored_rows(url: str) -> dict[str, int]:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        counts = {t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one() for t in TABLES}
+    engine.dispose()
+    return counts
+
+
+def test_a_bad_last_document_leaves_nothing_imported(database_url, tmp_path):
+    """Found by review: the memories were committed before the documents were checked, so a file
+    whose last document was bad left a half-imported account behind."""
+    env = cli_env(database_url, tmp_path / "a")
+    run_cli(["user", "add", EMAIL, "--password-stdin"], env, stdin=PASSWORD + "\n")
+    path = export_file(
+        tmp_path,
+        [{"id": "m1", "text": "I like tea", "tags": []}, {"text": "I live in Porto", "tags": ["home"]}],
+        [
+            {"title": "ok", "content": "first document", "document_type": "markdown"},
+            {"title": "bad", "content": "second document", "document_type": "pdf"},
+        ],
+    )
+    result = run_cli(["import", str(path), "--email", EMAIL], env)
+    assert result.returncode == 1
+    assert "document 2" in result.stderr and "document_type must be one of" in result.stderr
+    assert stored_rows(database_url) == {"memories": 0, "documents": 0, "jobs": 0}
+
+
+def test_an_over_long_memory_is_refused_like_add_memories_refuses_it(database_url, tmp_path):
+    """Found by review: imported texts skipped the limit add_memories applies (500,000 characters
+    went in as one memory)."""
+    env = cli_env(database_url, tmp_path / "a")
+    run_cli(["user", "add", EMAIL, "--password-stdin"], env, stdin=PASSWORD + "\n")
+    path = export_file(tmp_path, [{"text": "I like tea"}, {"text": "x" * 500_000}], [])
+    result = run_cli(["import", str(path), "--email", EMAIL], env)
+    assert result.returncode == 1
+    assert "memory 2" in result.stderr and "at most 20,000" in result.stderr
+    assert stored_rows(database_url)["memories"] == 0

@@ -2,7 +2,9 @@
 
 A job is written in the same request that decides on it, before the answer goes out; any
 instance's worker may take it. Taking a job leases it (`locked_until`); a worker that dies
-mid-job lets the lease lapse and the job runs again, so handlers must be idempotent.
+mid-job lets the lease lapse and the job runs again, so handlers must be idempotent. A handler
+that outlives LEASE_SECONDS (indexing a 5 MB document takes minutes) renews its lease with each
+write; one that was stalled past it and finds the job taken stops without writing more.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -26,7 +29,35 @@ LEASE_SECONDS = 300
 MAX_ATTEMPTS = 5
 IDLE_POLL_SECONDS = 1.0
 
-Handler = Callable[[str, dict[str, Any]], None]  # (user_id, payload), run in a worker thread
+
+class LeaseLost(Exception):
+    """Another worker has claimed the job since this one's lease lapsed; that run owns it now."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One worker's claim on one job. Every claim raises the job's `attempts`, so the count this
+    claim set tells whether the job is still ours, even after `locked_until` has passed."""
+
+    job_id: str
+    attempt: int
+
+    def renew(self, conn: Connection) -> None:
+        """Extend the lease, inside the transaction of the write it guards: the write then commits
+        only while the job is still ours (on PostgreSQL a concurrent claim waits for it and then
+        finds the job held). Raises LeaseLost, rolling that transaction back, when it is not."""
+        held = conn.execute(
+            jobs.update()
+            .where(jobs.c.id == self.job_id, jobs.c.attempts == self.attempt)
+            .values(locked_until=clock.now() + LEASE_SECONDS)
+        )
+        if not held.rowcount:
+            raise LeaseLost(f"job {self.job_id} was taken by another worker after this one's lease lapsed")
+
+
+# (user_id, payload, lease), run in a worker thread; a handler whose writes may outlast
+# LEASE_SECONDS calls lease.renew(conn) in each write transaction.
+Handler = Callable[[str, dict[str, Any], Lease], None]
 
 
 def enqueue(conn: Connection, kind: str, user_id: str, payload: dict[str, Any]) -> str:
@@ -36,7 +67,8 @@ def enqueue(conn: Connection, kind: str, user_id: str, payload: dict[str, Any]) 
 
 
 def claim_next(engine: Engine) -> sa.Row | None:
-    """Lease the oldest job nobody holds; None when there is nothing to do."""
+    """Lease the oldest job nobody holds; None when there is nothing to do. The row is the job as
+    it was before this claim (see `lease_of`)."""
     now = clock.now()
     free = sa.or_(jobs.c.locked_until.is_(None), jobs.c.locked_until < now)
     with engine.begin() as conn:
@@ -52,21 +84,28 @@ def claim_next(engine: Engine) -> sa.Row | None:
     return None
 
 
-def finish(engine: Engine, job_id: str) -> None:
+def lease_of(job: sa.Row) -> Lease:
+    """The lease `claim_next` took on `job`: its claim raised attempts by one."""
+    return Lease(job.id, job.attempts + 1)
+
+
+def finish(engine: Engine, lease: Lease) -> None:
+    """Done: drop the job, unless another worker holds it now (its run must not lose its row)."""
     with engine.begin() as conn:
-        conn.execute(jobs.delete().where(jobs.c.id == job_id))
+        conn.execute(jobs.delete().where(jobs.c.id == lease.job_id, jobs.c.attempts == lease.attempt))
 
 
 def retry_later(engine: Engine, job: sa.Row) -> None:
-    """Back off exponentially; give up (and say so) after MAX_ATTEMPTS."""
+    """Back off exponentially; give up (and say so) after MAX_ATTEMPTS. A job another worker holds
+    by now is left alone: shortening its lease would let a third worker take it."""
+    lease = lease_of(job)
+    ours = sa.and_(jobs.c.id == lease.job_id, jobs.c.attempts == lease.attempt)
     with engine.begin() as conn:
-        if job.attempts + 1 >= MAX_ATTEMPTS:
-            conn.execute(jobs.delete().where(jobs.c.id == job.id))
-            logger.error("job %s (%s) failed %d times; dropped", job.id, job.kind, job.attempts + 1)
+        if lease.attempt >= MAX_ATTEMPTS:
+            if conn.execute(jobs.delete().where(ours)).rowcount:
+                logger.error("job %s (%s) failed %d times; dropped", job.id, job.kind, lease.attempt)
         else:
-            conn.execute(
-                jobs.update().where(jobs.c.id == job.id).values(locked_until=clock.now() + 2 ** (job.attempts + 1))
-            )
+            conn.execute(jobs.update().where(ours).values(locked_until=clock.now() + 2**lease.attempt))
 
 
 def pending_count(engine: Engine) -> int:
@@ -104,15 +143,18 @@ class Worker:
         if job is None:
             return False
         handler = self._handlers.get(job.kind)
+        lease = lease_of(job)
         try:
             if handler is None:
                 raise LookupError(f"no handler for job kind {job.kind!r}")
-            await run_db(handler, job.user_id, dict(job.payload))
+            await run_db(handler, job.user_id, dict(job.payload), lease)
+        except LeaseLost:
+            logger.warning("job %s (%s) outlived its lease and was taken over; left to that run", job.id, job.kind)
         except Exception:
             logger.exception("job %s (%s) failed; will retry", job.id, job.kind)
             await run_db(retry_later, self._engine, job)
         else:
-            await run_db(finish, self._engine, job.id)
+            await run_db(finish, self._engine, lease)
         return True
 
     async def drain(self, deadline_seconds: float) -> int:

@@ -105,9 +105,18 @@ def encode_cursor(created_at: float, pk: int) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[float, int]:
+    """Check the values, not just the shape: a tampered cursor with a pk beyond 64 bits or a date
+    of Infinity or NaN decodes fine but fails inside the database, where the person would only see
+    "Error executing tool" instead of what to do. Any cursor we hand out passes these checks."""
+    import math  # local: this fix stays within decode_cursor while records.py is edited elsewhere
+
+    largest_pk = 2**63 - 1  # the largest primary key either database stores
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created_at, pk = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        return float(created_at), int(pk)
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
+        created_at = float(created_at)
+        if not math.isfinite(created_at) or type(pk) is not int or not 0 <= pk <= largest_pk:
+            raise ValueError("cursor values out of range")
+        return created_at, pk
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError) as exc:
         raise MemoryInputError("cursor is not one this server handed out; omit it to start from the newest") from exc

@@ -106,6 +106,26 @@ def _row_memory(row: sa.Row, score: float | None = None, title: str | None = Non
     )
 
 
+def check_document(title: Any, content: Any, document_type: Any, source_url: Any = None) -> None:
+    """The checks a document passes before anything is written. Import runs them over a whole
+    file first, so one bad document cannot leave the rest of the file half-imported."""
+    if not isinstance(title, str) or not title.strip():
+        raise MemoryInputError("title is empty: give the document a short title")
+    if not isinstance(content, str) or not content.strip():
+        raise MemoryInputError("content is empty: pass the document's text")
+    size = len(content.encode())
+    if size > MAX_DOCUMENT_BYTES:
+        raise MemoryInputError(
+            f"content is {size / 1048576:.1f} MB; documents may be at most 5 MB. Split it into parts"
+        )
+    if document_type not in DOCUMENT_TYPES:
+        raise MemoryInputError(f"document_type must be one of {', '.join(DOCUMENT_TYPES)}")
+    if source_url is not None and (not isinstance(source_url, str) or len(source_url) > MAX_SOURCE_URL_CHARS):
+        raise MemoryInputError(f"source_url must be a URL of at most {MAX_SOURCE_URL_CHARS} characters")
+    for name, value in (("title", title), ("content", content), ("source_url", source_url or "")):
+        check_no_nul(name, value)
+
+
 class MemoryService:
     def __init__(
         self,
@@ -253,7 +273,8 @@ class MemoryService:
             jobs.enqueue(conn, SAVE_JOB, user_id, payload)
         self._on_enqueue()
 
-    def save_facts_job(self, user_id: str, payload: dict[str, Any]) -> None:
+    def save_facts_job(self, user_id: str, payload: dict[str, Any], lease: jobs.Lease | None = None) -> None:
+        """Short (one LLM call bounded by its timeout), so it never renews `lease`."""
         facts = payload.get("facts", [])
         if self._extractor is not None and payload.get("message"):
             facts = self._extractor.facts_or_fallback(payload["message"], facts)
@@ -401,44 +422,54 @@ class MemoryService:
         client: str | None = None,
     ) -> str:
         """Record the document and queue its chunking and embedding; returns its id at once."""
-        if not isinstance(title, str) or not title.strip():
-            raise MemoryInputError("title is empty: give the document a short title")
-        if not isinstance(content, str) or not content.strip():
-            raise MemoryInputError("content is empty: pass the document's text")
-        size = len(content.encode())
-        if size > MAX_DOCUMENT_BYTES:
-            raise MemoryInputError(
-                f"content is {size / 1048576:.1f} MB; documents may be at most 5 MB. Split it into parts"
-            )
-        if document_type not in DOCUMENT_TYPES:
-            raise MemoryInputError(f"document_type must be one of {', '.join(DOCUMENT_TYPES)}")
-        if source_url is not None and (not isinstance(source_url, str) or len(source_url) > MAX_SOURCE_URL_CHARS):
-            raise MemoryInputError(f"source_url must be a URL of at most {MAX_SOURCE_URL_CHARS} characters")
-        for name, value in (("title", title), ("content", content), ("source_url", source_url or "")):
-            check_no_nul(name, value)
-        document_id = clock.new_id()
+        check_document(title, content, document_type, source_url)
         with self._engine.begin() as conn:
-            conn.execute(
-                documents.insert().values(
-                    id=document_id,
-                    user_id=user_id,
-                    title=title.strip()[:500],
-                    document_type=document_type,
-                    source_url=source_url,
-                    content=content,
-                    content_hash=normalised_hash(content),
-                    status="pending",
-                    client=client,
-                    created_at=clock.now(),
-                )
-            )
-            jobs.enqueue(conn, INDEX_JOB, user_id, {"document_id": document_id})
+            document_id = self.record_document(conn, user_id, title, content, document_type, source_url, client)
         self._on_enqueue()
         return document_id
 
-    def index_document_job(self, user_id: str, payload: dict[str, Any]) -> None:
-        """Chunk and embed a stored document; safe to run again after a crash (idempotent)."""
+    def record_document(
+        self,
+        conn: Connection,
+        user_id: str,
+        title: str,
+        content: str,
+        document_type: str,
+        source_url: str | None,
+        client: str | None,
+        created_at: float | None = None,
+    ) -> str:
+        """Write a document that passed `check_document`, and its indexing job, in the caller's
+        transaction: import writes a whole file in one, so a failure leaves nothing behind. Any
+        instance's worker finds the job on its next poll."""
+        document_id = clock.new_id()
+        conn.execute(
+            documents.insert().values(
+                id=document_id,
+                user_id=user_id,
+                title=title.strip()[:500],
+                document_type=document_type,
+                source_url=source_url,
+                content=content,
+                content_hash=normalised_hash(content),
+                status="pending",
+                client=client,
+                created_at=clock.now() if created_at is None else created_at,
+            )
+        )
+        jobs.enqueue(conn, INDEX_JOB, user_id, {"document_id": document_id})
+        return document_id
+
+    def index_document_job(self, user_id: str, payload: dict[str, Any], lease: jobs.Lease | None = None) -> None:
+        """Chunk and embed a stored document; safe to run again after a crash (idempotent).
+
+        A large document takes longer than the job's lease, so every write renews `lease` in its
+        own transaction: no other worker takes the job while this one progresses, and if this
+        one stalled past the lease and another took over, the renewal raises LeaseLost before
+        anything is written beside that run's chunks. Without a lease (a direct call) it just runs.
+        """
         document_id = payload["document_id"]
+        hold: Callable[[Connection], None] = lease.renew if lease is not None else lambda conn: None
         with self._engine.connect() as conn:
             document = conn.execute(
                 sa.select(documents).where(documents.c.id == document_id, documents.c.user_id == user_id)
@@ -447,11 +478,13 @@ class MemoryService:
             return
         chunks = chunk_text(document.content)
         with self._engine.begin() as conn:
+            hold(conn)
             conn.execute(memories.delete().where(memories.c.document_id == document_id))
         for start in range(0, len(chunks), EMBED_BATCH):
             batch = chunks[start : start + EMBED_BATCH]
             vectors = self._embedder.embed(batch) if self._embedder else [None] * len(batch)
             with self._engine.begin() as conn:
+                hold(conn)
                 pairs = []
                 for text, vector in zip(batch, vectors, strict=True):
                     pk, _ = self._insert(conn, user_id, text, [], document.client, "chunk", document_id)
@@ -460,6 +493,7 @@ class MemoryService:
                 self._write_vectors(conn, user_id, pairs)
                 bump_version(conn, user_id)
         with self._engine.begin() as conn:
+            hold(conn)
             conn.execute(
                 documents.update().where(documents.c.id == document_id).values(status="ready", chunk_count=len(chunks))
             )

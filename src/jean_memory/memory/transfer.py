@@ -8,6 +8,7 @@ Importing twice is harmless: a memory already present (same id, or same text) is
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -16,8 +17,8 @@ from sqlalchemy.engine import Engine
 
 from jean_memory import clock
 from jean_memory.db.tables import documents, memories
-from jean_memory.memory.records import clean_tags, normalised_hash
-from jean_memory.memory.service import MemoryService
+from jean_memory.memory.records import MemoryInputError, clean_tags, clean_text, normalised_hash
+from jean_memory.memory.service import MemoryService, check_document
 from jean_memory.memory.vectors import bump_version
 
 FORMAT = "jean-memory-export"
@@ -26,7 +27,7 @@ Progress = Callable[[str, int, int], None]
 
 
 class ImportFormatError(ValueError):
-    pass
+    """The file cannot be imported; the message names the first faulty entry and what is wrong."""
 
 
 def export_user(engine: Engine, user_id: str, email: str) -> dict[str, Any]:
@@ -79,14 +80,90 @@ def _check(data: Any) -> None:
         raise ImportFormatError("the export's memories and documents must be lists")
 
 
+def _when(value: Any, default: float, where: str) -> float:
+    """A date from the file, in seconds since 1970; missing means `default`."""
+    if not value:
+        return default
+    try:
+        when = float(value)
+    except (TypeError, ValueError, OverflowError):
+        when = math.nan
+    if isinstance(value, bool) or not math.isfinite(when):
+        raise ImportFormatError(f"{where}: dates must be seconds since 1970, got {value!r}")
+    return when
+
+
+def _short(value: Any, limit: int, what: str, where: str) -> str | None:
+    """An optional string field that must fit its column (on PostgreSQL a longer one fails)."""
+    if value is None or (isinstance(value, str) and len(value) <= limit):
+        return value
+    raise ImportFormatError(f"{where}: {what} must be text of at most {limit} characters")
+
+
+def _checked_memories(items: list[Any]) -> list[dict[str, Any]]:
+    """Every memory through the checks add_memories applies, before anything is written."""
+    checked = []
+    for index, item in enumerate(items, 1):
+        where = f"memory {index}"
+        if not isinstance(item, dict):
+            raise ImportFormatError(f"{where} is not an object with a text")
+        try:
+            text, tags = clean_text(item.get("text")), clean_tags(item.get("tags") or [])
+        except MemoryInputError as exc:
+            raise ImportFormatError(f"{where}: {exc}") from exc
+        created = _when(item.get("created_at"), clock.now(), where)
+        memory_id = item.get("id")
+        checked.append(
+            {
+                "id": memory_id if isinstance(memory_id, str) and 0 < len(memory_id) <= 32 else None,
+                "text": text,
+                "tags": tags,
+                "client": _short(item.get("client"), 255, "client", where),
+                "created_at": created,
+                "updated_at": _when(item.get("updated_at"), created, where),
+            }
+        )
+    return checked
+
+
+def _checked_documents(docs: list[Any]) -> list[dict[str, Any]]:
+    """Every document through the checks store_document applies, before anything is written."""
+    checked = []
+    for index, doc in enumerate(docs, 1):
+        where = f"document {index}"
+        if not isinstance(doc, dict):
+            raise ImportFormatError(f"{where} is not an object with a content")
+        title, content = doc.get("title") or "Imported document", doc.get("content")
+        document_type = doc.get("document_type") or "markdown"
+        try:
+            check_document(title, content, document_type, doc.get("source_url"))
+        except MemoryInputError as exc:
+            raise ImportFormatError(f"{where}: {exc}") from exc
+        checked.append(
+            {
+                "title": title,
+                "content": content,
+                "document_type": document_type,
+                "source_url": _short(doc.get("source_url"), 2048, "source_url", where),
+                "client": _short(doc.get("client"), 255, "client", where),
+                "created_at": _when(doc.get("created_at"), clock.now(), where),
+            }
+        )
+    return checked
+
+
 def import_user(
     service: MemoryService, engine: Engine, user_id: str, data: Any, progress: Progress | None = None
 ) -> tuple[int, int]:
     """Import memories and documents for `user_id`; returns (memories added, documents added).
-    All memories land in one transaction, so a bad file leaves nothing half-imported."""
+
+    The whole file is checked first (each memory as add_memories checks it, each document as
+    store_document does) and then written in one transaction, so a bad file is refused with the
+    place of its first fault and leaves nothing half-imported."""
     _check(data)
-    items = data["memories"]
-    added = 0
+    items = _checked_memories(data["memories"])
+    docs = _checked_documents(data.get("documents", []))
+    added = documents_added = 0
     with engine.begin() as conn:
         known_ids = {r.id for r in conn.execute(sa.select(memories.c.id).where(memories.c.user_id == user_id))}
         known_hashes = {
@@ -95,60 +172,42 @@ def import_user(
                 sa.select(memories.c.content_hash).where(memories.c.user_id == user_id, memories.c.kind == "memory")
             )
         }
-        taken = {
-            r.id for r in conn.execute(sa.select(memories.c.id).where(memories.c.id.in_([i.get("id") for i in items])))
-        }
+        wanted_ids = [i["id"] for i in items if i["id"] is not None]
+        taken = {r.id for r in conn.execute(sa.select(memories.c.id).where(memories.c.id.in_(wanted_ids)))}
         for index, item in enumerate(items, 1):
-            text = str(item.get("text") or "").strip()
-            content_hash = normalised_hash(text)
-            if not text or item.get("id") in known_ids or content_hash in known_hashes:
+            content_hash = normalised_hash(item["text"])
+            if item["id"] in known_ids or content_hash in known_hashes:
                 continue
-            memory_id = item["id"] if isinstance(item.get("id"), str) and item["id"] not in taken else clock.new_id()
-            created = float(item.get("created_at") or clock.now())
+            memory_id = item["id"] if item["id"] is not None and item["id"] not in taken else clock.new_id()
             conn.execute(
                 memories.insert().values(
                     id=memory_id,
                     user_id=user_id,
-                    text=text,
+                    text=item["text"],
                     content_hash=content_hash,
-                    tags=clean_tags(item.get("tags") or []),
-                    client=item.get("client"),
-                    created_at=created,
-                    updated_at=float(item.get("updated_at") or created),
+                    tags=item["tags"],
+                    client=item["client"],
+                    created_at=item["created_at"],
+                    updated_at=item["updated_at"],
                     kind="memory",
                 )
             )
             known_hashes.add(content_hash)
+            taken.add(memory_id)
             added += 1
             if progress and (index % 100 == 0 or index == len(items)):
                 progress("memories", index, len(items))
         bump_version(conn, user_id)
-    documents_added = 0
-    docs = data.get("documents", [])
-    with engine.connect() as conn:
         existing = {
             r.content_hash
             for r in conn.execute(sa.select(documents.c.content_hash).where(documents.c.user_id == user_id))
         }
-    for index, doc in enumerate(docs, 1):
-        content = str(doc.get("content") or "")
-        if not content.strip() or normalised_hash(content) in existing:
-            continue
-        document_id = service.store_document(
-            user_id,
-            str(doc.get("title") or "Imported document"),
-            content,
-            doc.get("document_type") or "markdown",
-            doc.get("source_url"),
-            doc.get("client"),
-        )
-        with engine.begin() as conn:
-            conn.execute(
-                documents.update()
-                .where(documents.c.id == document_id)
-                .values(created_at=float(doc.get("created_at") or clock.now()))
-            )
-        documents_added += 1
-        if progress:
-            progress("documents", index, len(docs))
+        for index, doc in enumerate(docs, 1):
+            if normalised_hash(doc["content"]) in existing:
+                continue
+            service.record_document(conn, user_id, **doc)
+            existing.add(normalised_hash(doc["content"]))
+            documents_added += 1
+            if progress:
+                progress("documents", index, len(docs))
     return added, documents_added
