@@ -6,7 +6,15 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.support.oauth import CLAUDE_CALLBACK, PASSWORD, new_flow, parse_form, redirect_params
+from tests.support.oauth import (
+    CLAUDE_CALLBACK,
+    FORM_HEADERS,
+    PASSWORD,
+    chunked_form,
+    new_flow,
+    parse_form,
+    redirect_params,
+)
 
 
 def test_unknown_client_gets_an_error_page_not_a_redirect(server):
@@ -287,3 +295,22 @@ def test_parallel_password_guesses_are_limited_too(server, alice):
         statuses = list(pool.map(guess, range(guesses)))
     assert statuses.count(400) == SIGN_IN_FAILURES.max_count
     assert statuses.count(429) == 10
+
+
+def test_browser_forms_over_64_kib_are_refused_with_a_page(server, alice):
+    """Sign-in, consent and POST authorization count the bytes as they arrive, like the token
+    endpoint: a chunked body has no Content-Length to check."""
+    flow = new_flow(server.base_url)
+    login = flow.authorize()
+    consent = flow.sign_in(flow.authorize(), alice.email)
+    urls = [
+        f"{server.base_url}/oauth/authorize",
+        server.base_url + parse_form(login.text)["action"],
+        server.base_url + parse_form(consent.text)["action"],
+    ]
+    for url, page in zip(urls, [login, login, consent], strict=True):
+        body = chunked_form({**parse_form(page.text)["fields"], "email": alice.email}, 128 * 1024)
+        response = flow.http.post(url, content=body, headers=FORM_HEADERS)
+        assert response.status_code == 413, url
+        assert "location" not in response.headers
+        assert "64 KiB" in response.text

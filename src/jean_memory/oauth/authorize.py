@@ -31,6 +31,7 @@ from jean_memory.oauth.browser import (
 from jean_memory.oauth.cimd import CimdError
 from jean_memory.oauth.clients import Client
 from jean_memory.oauth.errors import OAuthError
+from jean_memory.oauth.forms import read_form
 from jean_memory.oauth.redirects import matches_registered
 from jean_memory.oauth.resource import resolve_resource
 from jean_memory.oauth.scopes import SCOPE_DESCRIPTIONS, grantable_scope
@@ -45,6 +46,16 @@ EXPIRED = "This sign-in link has expired or was already used. Go back to the app
 
 def error_page(title: str, message: str, status: int = 400, hint: str | None = None) -> Response:
     return render_page("error.html", status_code=status, title=title, message=message, hint=hint)
+
+
+def _too_large_page(exc: OAuthError) -> Response:
+    """A person's browser gets a page, not the JSON error the token endpoint answers."""
+    return error_page(
+        "Too much data",
+        f"The form sent to this page was too large ({exc.description}).",
+        status=exc.status,
+        hint="Go back to the app and connect again.",
+    )
 
 
 def _host(netloc: str) -> str:
@@ -70,7 +81,10 @@ class AuthorizationEndpoints:
     # --- GET /oauth/authorize -------------------------------------------------------------------
 
     async def authorize(self, request: Request) -> Response:
-        params = request.query_params if request.method == "GET" else await request.form()
+        try:
+            params = request.query_params if request.method == "GET" else await read_form(request)
+        except OAuthError as exc:
+            return _too_large_page(exc)
         client_id = params.get("client_id")
         try:
             client = await run_db(self._service.resolve_client, client_id)
@@ -250,7 +264,10 @@ class AuthorizationEndpoints:
         client = await run_db(self._service.client, pending.client_id)
         if client is None:
             return error_page("Unknown app", "This app's registration is gone. Connect again from the app.")
-        form = await request.form()
+        try:
+            form = await read_form(request)
+        except OAuthError as exc:
+            return _too_large_page(exc)
         if not csrf_valid(self._settings, request, session_id, _str(form.get("csrf_token"))):
             return error_page(
                 "Please try again",
@@ -293,7 +310,10 @@ class AuthorizationEndpoints:
         pending = await run_db(grant_store.load_pending, engine, session_id)
         if pending is None or pending.user_id is None:
             return error_page("Approval expired", EXPIRED)
-        form = await request.form()
+        try:
+            form = await read_form(request)
+        except OAuthError as exc:
+            return _too_large_page(exc)
         if not csrf_valid(self._settings, request, session_id, _str(form.get("csrf_token"))):
             return error_page("Please try again", "The approval form was stale or came from another site.", 403)
         signed_in = await run_db(session_user_id, engine, session_cookie(request))
