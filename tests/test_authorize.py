@@ -13,6 +13,7 @@ from tests.support.oauth import (
     chunked_form,
     new_flow,
     parse_form,
+    pkce_pair,
     redirect_params,
 )
 
@@ -67,6 +68,7 @@ def test_loopback_redirect_may_change_port_only(server, alice):
         ({"code_challenge": None}, "invalid_request"),
         ({"code_challenge": "short"}, "invalid_request"),
         ({"response_type": "token"}, "unsupported_response_type"),
+        ({"response_type": None}, "invalid_request"),  # RFC 6749 §4.1.2.1: missing, not unsupported
         ({"resource": "https://other.example.com/mcp"}, "invalid_target"),
     ],
 )
@@ -295,6 +297,33 @@ def test_parallel_password_guesses_are_limited_too(server, alice):
         statuses = list(pool.map(guess, range(guesses)))
     assert statuses.count(400) == SIGN_IN_FAILURES.max_count
     assert statuses.count(429) == 10
+
+
+def test_file_valued_parameters_count_as_absent(server):
+    """A multipart POST may carry a file where a parameter belongs: never a 500."""
+    flow = new_flow(server.base_url)
+    fields = {
+        "response_type": "code",
+        "client_id": flow.client_id,
+        "redirect_uri": flow.redirect_uri,
+        "code_challenge": pkce_pair()[1],
+        "code_challenge_method": "S256",
+        "state": "xyz",
+    }
+    url = f"{server.base_url}/oauth/authorize"
+
+    def post_with_file(name: str) -> httpx.Response:
+        rest = {k: v for k, v in fields.items() if k != name}
+        return flow.http.post(url, data=rest, files={name: ("a.txt", b"x")})
+
+    no_client = post_with_file("client_id")
+    assert no_client.status_code == 400
+    assert "location" not in no_client.headers
+    assert "not registered" in no_client.text
+    params = redirect_params(post_with_file("code_challenge"))
+    assert params["error"] == "invalid_request"
+    assert params["state"] == "xyz"
+    assert post_with_file("note").status_code == 200  # an extra file is ignored
 
 
 def test_browser_forms_over_64_kib_are_refused_with_a_page(server, alice):

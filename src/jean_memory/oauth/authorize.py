@@ -11,6 +11,7 @@ import re
 from dataclasses import replace
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -58,6 +59,15 @@ def _too_large_page(exc: OAuthError) -> Response:
     )
 
 
+async def _text_params(request: Request) -> ImmutableMultiDict[str, str]:
+    """The form's text fields; files (possible in a multipart POST) are no parameter values,
+    so they count as absent rather than reaching code that expects strings."""
+    form = await read_form(request)
+    params = ImmutableMultiDict([(k, v) for k, v in form.multi_items() if isinstance(v, str)])
+    await form.close()
+    return params
+
+
 def _host(netloc: str) -> str:
     """host[:port] as a person should read it: user information before an `@` is not where
     the browser goes, so it is never shown (clients registered before it was refused)."""
@@ -82,7 +92,7 @@ class AuthorizationEndpoints:
 
     async def authorize(self, request: Request) -> Response:
         try:
-            params = request.query_params if request.method == "GET" else await read_form(request)
+            params = request.query_params if request.method == "GET" else await _text_params(request)
         except OAuthError as exc:
             return _too_large_page(exc)
         client_id = params.get("client_id")
@@ -156,8 +166,15 @@ class AuthorizationEndpoints:
             return client.redirect_uris[0] if len(client.redirect_uris) == 1 else None
         return requested if matches_registered(requested, client.redirect_uris) else None
 
-    def _validate(self, client: Client, redirect_uri: str, params) -> grant_store.PendingAuthorization:  # type: ignore[no-untyped-def]
-        if params.get("response_type") != "code":
+    def _validate(
+        self, client: Client, redirect_uri: str, params: ImmutableMultiDict[str, str]
+    ) -> grant_store.PendingAuthorization:
+        response_type = params.get("response_type")
+        if not response_type:
+            # RFC 6749 §4.1.2.1: a missing parameter is invalid_request; unsupported_response_type
+            # is for a value we do not serve.
+            raise OAuthError("invalid_request", "response_type is required; use code")
+        if response_type != "code":
             raise OAuthError("unsupported_response_type", "response_type must be code")
         challenge = params.get("code_challenge")
         method = params.get("code_challenge_method")
