@@ -41,6 +41,7 @@ from jean_memory.oauth.throttle import client_address
 from jean_memory.web.templating import render_page
 
 CODE_CHALLENGE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
+MAX_STATE_CHARS = 2048  # the size of authorization_requests.state (db/tables.py)
 SIGN_IN_FAILED = "That email and password do not match an account. Check both and try again."
 EXPIRED = "This sign-in link has expired or was already used. Go back to the app and connect again."
 
@@ -122,6 +123,14 @@ class AuthorizationEndpoints:
                 hint="If you did not start this connection yourself, close this page.",
             )
         state = params.get("state")
+        if state is not None and len(state) > MAX_STATE_CHARS:
+            # A page, not a redirect: the error redirect would have to echo this very state.
+            return error_page(
+                "This app sent too long a request",
+                f"The app's state parameter is {len(state)} characters long; "
+                f"this server accepts at most {MAX_STATE_CHARS}. Nothing was sent to the app.",
+                hint="This is a problem on the app's side: tell the app's developer what this page says.",
+            )
         try:
             pending = self._validate(client, redirect_uri, params)
         except OAuthError as exc:
