@@ -354,3 +354,20 @@ def test_browser_forms_over_64_kib_are_refused_with_a_page(server, alice):
         assert response.status_code == 413, url
         assert "location" not in response.headers
         assert "64 KiB" in response.text
+
+
+def test_every_form_page_renews_the_csrf_cookie(server, alice):
+    """A page shown just before the cookie would expire must still submit: each page with a
+    form sets the same cookie again with its full lifetime (the form is good for 10 minutes)."""
+
+    def csrf_cookie(page: httpx.Response) -> str:
+        return next((h for h in page.headers.get_list("set-cookie") if h.startswith("jm_csrf=")), "(not set)")
+
+    flow = new_flow(server.base_url)
+    first = csrf_cookie(flow.authorize())
+    second_page = flow.authorize()
+    consent_page = flow.sign_in(second_page, alice.email)
+    for renewed in (csrf_cookie(second_page), csrf_cookie(consent_page)):
+        assert renewed.split(";")[0] == first.split(";")[0]  # same value: open forms stay valid
+        assert "Max-Age=3600" in renewed
+        assert "HttpOnly" in renewed

@@ -25,8 +25,8 @@ from jean_memory.oauth.browser import (
     csrf_cookie,
     csrf_token,
     csrf_valid,
-    ensure_csrf_cookie,
     session_cookie,
+    set_csrf_cookie,
     set_session_cookie,
 )
 from jean_memory.oauth.cimd import CimdError
@@ -236,7 +236,7 @@ class AuthorizationEndpoints:
             error=error,
             email=email,
         )
-        ensure_csrf_cookie(request, response, self._settings, cookie)
+        set_csrf_cookie(response, self._settings, cookie)
         return response
 
     async def _consent_or_code(
@@ -265,7 +265,7 @@ class AuthorizationEndpoints:
             session_id=session_id,
             csrf_token=csrf_token(self._settings, cookie, session_id),
         )
-        ensure_csrf_cookie(request, response, self._settings, cookie)
+        set_csrf_cookie(response, self._settings, cookie)
         return response
 
     async def _issue_code(
