@@ -6,7 +6,16 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.support.oauth import CLAUDE_CALLBACK, PASSWORD, new_flow, parse_form, redirect_params
+from tests.support.oauth import (
+    CLAUDE_CALLBACK,
+    FORM_HEADERS,
+    PASSWORD,
+    chunked_form,
+    new_flow,
+    parse_form,
+    pkce_pair,
+    redirect_params,
+)
 
 
 def test_unknown_client_gets_an_error_page_not_a_redirect(server):
@@ -59,6 +68,7 @@ def test_loopback_redirect_may_change_port_only(server, alice):
         ({"code_challenge": None}, "invalid_request"),
         ({"code_challenge": "short"}, "invalid_request"),
         ({"response_type": "token"}, "unsupported_response_type"),
+        ({"response_type": None}, "invalid_request"),  # RFC 6749 §4.1.2.1: missing, not unsupported
         ({"resource": "https://other.example.com/mcp"}, "invalid_target"),
     ],
 )
@@ -287,3 +297,77 @@ def test_parallel_password_guesses_are_limited_too(server, alice):
         statuses = list(pool.map(guess, range(guesses)))
     assert statuses.count(400) == SIGN_IN_FAILURES.max_count
     assert statuses.count(429) == 10
+
+
+def test_state_over_2048_characters_gets_an_error_page_not_a_redirect(server):
+    """The state is stored to be echoed back; one too long to store is refused on the page
+    (redirecting would echo the very value refused). PostgreSQL used to answer 500."""
+    flow = new_flow(server.base_url)
+    response = flow.authorize(state="s" * 2049)
+    assert response.status_code == 400
+    assert "location" not in response.headers
+    assert "2048" in response.text
+    assert flow.authorize(state="s" * 2048).status_code == 200
+
+
+def test_file_valued_parameters_count_as_absent(server):
+    """A multipart POST may carry a file where a parameter belongs: never a 500."""
+    flow = new_flow(server.base_url)
+    fields = {
+        "response_type": "code",
+        "client_id": flow.client_id,
+        "redirect_uri": flow.redirect_uri,
+        "code_challenge": pkce_pair()[1],
+        "code_challenge_method": "S256",
+        "state": "xyz",
+    }
+    url = f"{server.base_url}/oauth/authorize"
+
+    def post_with_file(name: str) -> httpx.Response:
+        rest = {k: v for k, v in fields.items() if k != name}
+        return flow.http.post(url, data=rest, files={name: ("a.txt", b"x")})
+
+    no_client = post_with_file("client_id")
+    assert no_client.status_code == 400
+    assert "location" not in no_client.headers
+    assert "not registered" in no_client.text
+    params = redirect_params(post_with_file("code_challenge"))
+    assert params["error"] == "invalid_request"
+    assert params["state"] == "xyz"
+    assert post_with_file("note").status_code == 200  # an extra file is ignored
+
+
+def test_browser_forms_over_64_kib_are_refused_with_a_page(server, alice):
+    """Sign-in, consent and POST authorization count the bytes as they arrive, like the token
+    endpoint: a chunked body has no Content-Length to check."""
+    flow = new_flow(server.base_url)
+    login = flow.authorize()
+    consent = flow.sign_in(flow.authorize(), alice.email)
+    urls = [
+        f"{server.base_url}/oauth/authorize",
+        server.base_url + parse_form(login.text)["action"],
+        server.base_url + parse_form(consent.text)["action"],
+    ]
+    for url, page in zip(urls, [login, login, consent], strict=True):
+        body = chunked_form({**parse_form(page.text)["fields"], "email": alice.email}, 128 * 1024)
+        response = flow.http.post(url, content=body, headers=FORM_HEADERS)
+        assert response.status_code == 413, url
+        assert "location" not in response.headers
+        assert "64 KiB" in response.text
+
+
+def test_every_form_page_renews_the_csrf_cookie(server, alice):
+    """A page shown just before the cookie would expire must still submit: each page with a
+    form sets the same cookie again with its full lifetime (the form is good for 10 minutes)."""
+
+    def csrf_cookie(page: httpx.Response) -> str:
+        return next((h for h in page.headers.get_list("set-cookie") if h.startswith("jm_csrf=")), "(not set)")
+
+    flow = new_flow(server.base_url)
+    first = csrf_cookie(flow.authorize())
+    second_page = flow.authorize()
+    consent_page = flow.sign_in(second_page, alice.email)
+    for renewed in (csrf_cookie(second_page), csrf_cookie(consent_page)):
+        assert renewed.split(";")[0] == first.split(";")[0]  # same value: open forms stay valid
+        assert "Max-Age=3600" in renewed
+        assert "HttpOnly" in renewed

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from jean_memory import clock
-from tests.support.oauth import McpHttp, new_flow
+from tests.support.oauth import FORM_HEADERS, McpHttp, chunked_form, new_flow
 
 
 def mcp_status(server, token: str) -> int:
@@ -261,3 +261,25 @@ def test_token_alias(server, alice):
         },
     )
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/oauth/token", "/oauth/revoke"])
+def test_chunked_body_over_64_kib_is_refused(server, path):
+    """The cap counts the bytes as they arrive: a chunked body carries no Content-Length to
+    check (a 180 MiB one used to be read and parsed whole)."""
+    body = chunked_form({"grant_type": "refresh_token", "client_id": "x", "token": "x"}, 128 * 1024)
+    response = httpx.post(server.base_url + path, content=body, headers=FORM_HEADERS)
+    assert response.status_code == 413
+    assert response.json()["error"] == "invalid_request"
+    assert "64 KiB" in response.json()["error_description"]
+    assert response.headers["cache-control"] == "no-store"
+
+
+def test_chunked_body_within_the_limit_is_read(server, alice):
+    """The form is parsed from the bytes the cap already read, chunked or not."""
+    flow = new_flow(server.base_url)
+    tokens = flow.tokens(alice.email)
+    body = chunked_form({"token": tokens["refresh_token"], **flow.client_auth()}, 16 * 1024)
+    response = httpx.post(f"{server.base_url}/oauth/revoke", content=body, headers=FORM_HEADERS)
+    assert response.status_code == 200
+    assert mcp_status(server, tokens["access_token"]) == 401

@@ -9,10 +9,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import parse_qs, urljoin, urlsplit
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import httpx
 
@@ -27,6 +28,15 @@ CLAUDE_REGISTRATION = {
     "redirect_uris": [CLAUDE_CALLBACK, "https://claude.com/api/mcp/auth_callback"],
 }
 PASSWORD = "correct horse battery staple"
+FORM_HEADERS = {"content-type": "application/x-www-form-urlencoded"}
+
+
+def chunked_form(fields: dict[str, str], padding: int) -> Iterator[bytes]:
+    """`fields` and then `padding` bytes of filler, as a generator: httpx sends it chunked,
+    without a Content-Length, so only a server that counts the bytes it reads can refuse it."""
+    yield urlencode(fields).encode()
+    for _ in range(padding // 8192):
+        yield b"&pad=" + b"a" * 8192
 
 
 def pkce_pair() -> tuple[str, str]:

@@ -11,6 +11,7 @@ import re
 from dataclasses import replace
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -24,13 +25,14 @@ from jean_memory.oauth.browser import (
     csrf_cookie,
     csrf_token,
     csrf_valid,
-    ensure_csrf_cookie,
     session_cookie,
+    set_csrf_cookie,
     set_session_cookie,
 )
 from jean_memory.oauth.cimd import CimdError
 from jean_memory.oauth.clients import Client
 from jean_memory.oauth.errors import OAuthError
+from jean_memory.oauth.forms import read_form
 from jean_memory.oauth.redirects import matches_registered
 from jean_memory.oauth.resource import resolve_resource
 from jean_memory.oauth.scopes import SCOPE_DESCRIPTIONS, grantable_scope
@@ -39,12 +41,32 @@ from jean_memory.oauth.throttle import client_address
 from jean_memory.web.templating import render_page
 
 CODE_CHALLENGE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
+MAX_STATE_CHARS = 2048  # the size of authorization_requests.state (db/tables.py)
 SIGN_IN_FAILED = "That email and password do not match an account. Check both and try again."
 EXPIRED = "This sign-in link has expired or was already used. Go back to the app and connect again."
 
 
 def error_page(title: str, message: str, status: int = 400, hint: str | None = None) -> Response:
     return render_page("error.html", status_code=status, title=title, message=message, hint=hint)
+
+
+def _too_large_page(exc: OAuthError) -> Response:
+    """A person's browser gets a page, not the JSON error the token endpoint answers."""
+    return error_page(
+        "Too much data",
+        f"The form sent to this page was too large ({exc.description}).",
+        status=exc.status,
+        hint="Go back to the app and connect again.",
+    )
+
+
+async def _text_params(request: Request) -> ImmutableMultiDict[str, str]:
+    """The form's text fields; files (possible in a multipart POST) are no parameter values,
+    so they count as absent rather than reaching code that expects strings."""
+    form = await read_form(request)
+    params = ImmutableMultiDict([(k, v) for k, v in form.multi_items() if isinstance(v, str)])
+    await form.close()
+    return params
 
 
 def _host(netloc: str) -> str:
@@ -70,7 +92,10 @@ class AuthorizationEndpoints:
     # --- GET /oauth/authorize -------------------------------------------------------------------
 
     async def authorize(self, request: Request) -> Response:
-        params = request.query_params if request.method == "GET" else await request.form()
+        try:
+            params = request.query_params if request.method == "GET" else await _text_params(request)
+        except OAuthError as exc:
+            return _too_large_page(exc)
         client_id = params.get("client_id")
         try:
             client = await run_db(self._service.resolve_client, client_id)
@@ -98,6 +123,14 @@ class AuthorizationEndpoints:
                 hint="If you did not start this connection yourself, close this page.",
             )
         state = params.get("state")
+        if state is not None and len(state) > MAX_STATE_CHARS:
+            # A page, not a redirect: the error redirect would have to echo this very state.
+            return error_page(
+                "This app sent too long a request",
+                f"The app's state parameter is {len(state)} characters long; "
+                f"this server accepts at most {MAX_STATE_CHARS}. Nothing was sent to the app.",
+                hint="This is a problem on the app's side: tell the app's developer what this page says.",
+            )
         try:
             pending = self._validate(client, redirect_uri, params)
         except OAuthError as exc:
@@ -142,8 +175,15 @@ class AuthorizationEndpoints:
             return client.redirect_uris[0] if len(client.redirect_uris) == 1 else None
         return requested if matches_registered(requested, client.redirect_uris) else None
 
-    def _validate(self, client: Client, redirect_uri: str, params) -> grant_store.PendingAuthorization:  # type: ignore[no-untyped-def]
-        if params.get("response_type") != "code":
+    def _validate(
+        self, client: Client, redirect_uri: str, params: ImmutableMultiDict[str, str]
+    ) -> grant_store.PendingAuthorization:
+        response_type = params.get("response_type")
+        if not response_type:
+            # RFC 6749 §4.1.2.1: a missing parameter is invalid_request; unsupported_response_type
+            # is for a value we do not serve.
+            raise OAuthError("invalid_request", "response_type is required; use code")
+        if response_type != "code":
             raise OAuthError("unsupported_response_type", "response_type must be code")
         challenge = params.get("code_challenge")
         method = params.get("code_challenge_method")
@@ -196,7 +236,7 @@ class AuthorizationEndpoints:
             error=error,
             email=email,
         )
-        ensure_csrf_cookie(request, response, self._settings, cookie)
+        set_csrf_cookie(response, self._settings, cookie)
         return response
 
     async def _consent_or_code(
@@ -225,7 +265,7 @@ class AuthorizationEndpoints:
             session_id=session_id,
             csrf_token=csrf_token(self._settings, cookie, session_id),
         )
-        ensure_csrf_cookie(request, response, self._settings, cookie)
+        set_csrf_cookie(response, self._settings, cookie)
         return response
 
     async def _issue_code(
@@ -250,7 +290,10 @@ class AuthorizationEndpoints:
         client = await run_db(self._service.client, pending.client_id)
         if client is None:
             return error_page("Unknown app", "This app's registration is gone. Connect again from the app.")
-        form = await request.form()
+        try:
+            form = await read_form(request)
+        except OAuthError as exc:
+            return _too_large_page(exc)
         if not csrf_valid(self._settings, request, session_id, _str(form.get("csrf_token"))):
             return error_page(
                 "Please try again",
@@ -293,7 +336,10 @@ class AuthorizationEndpoints:
         pending = await run_db(grant_store.load_pending, engine, session_id)
         if pending is None or pending.user_id is None:
             return error_page("Approval expired", EXPIRED)
-        form = await request.form()
+        try:
+            form = await read_form(request)
+        except OAuthError as exc:
+            return _too_large_page(exc)
         if not csrf_valid(self._settings, request, session_id, _str(form.get("csrf_token"))):
             return error_page("Please try again", "The approval form was stale or came from another site.", 403)
         signed_in = await run_db(session_user_id, engine, session_cookie(request))

@@ -45,9 +45,11 @@ def csrf_cookie(request: Request) -> str:
     return request.cookies.get(CSRF_COOKIE) or clock.new_token(nbytes=24)
 
 
-def ensure_csrf_cookie(request: Request, response: Response, settings: Settings, value: str) -> None:
-    if request.cookies.get(CSRF_COOKIE) != value:
-        _set_cookie(response, settings, CSRF_COOKIE, value, settings.authorization_request_seconds * 6)
+def set_csrf_cookie(response: Response, settings: Settings, value: str) -> None:
+    """Set on every page with a form, even when the browser has it: a page rendered just before
+    the cookie expired would otherwise fail its submit while the form is still valid. The value
+    stays the same, so forms open in other tabs stay valid too."""
+    _set_cookie(response, settings, CSRF_COOKIE, value, settings.authorization_request_seconds * 6)
 
 
 def csrf_token(settings: Settings, cookie_value: str, session_id: str) -> str:

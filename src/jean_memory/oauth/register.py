@@ -11,24 +11,9 @@ from jean_memory.db.engine import run_db
 from jean_memory.db.rate_limits import REGISTRATIONS
 from jean_memory.oauth.clients import ClientMetadataError, register_client
 from jean_memory.oauth.errors import NO_STORE, OAuthError
+from jean_memory.oauth.forms import MAX_BODY_BYTES, read_limited_body
 from jean_memory.oauth.service import OAuthService
 from jean_memory.oauth.throttle import over_limit, too_many_requests
-
-MAX_BODY_BYTES = 64 * 1024
-
-
-async def read_limited_body(request: Request, limit: int) -> bytes:
-    """The body, or a 413 as soon as it passes `limit` (never buffering an oversized upload)."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise OAuthError("invalid_request", f"request body is larger than {limit // 1024} KiB", 413)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise OAuthError("invalid_request", f"request body is larger than {limit // 1024} KiB", 413)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 class RegistrationEndpoint:

@@ -12,6 +12,7 @@ from jean_memory.db.engine import run_db
 from jean_memory.oauth import grants as grant_store
 from jean_memory.oauth.client_auth import authenticate_client
 from jean_memory.oauth.errors import NO_STORE, OAuthError
+from jean_memory.oauth.forms import read_form
 from jean_memory.oauth.jwt_tokens import InvalidAccessToken
 from jean_memory.oauth.service import OAuthService
 
@@ -25,7 +26,7 @@ class RevocationEndpoint:
             content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if content_type != "application/x-www-form-urlencoded":
                 raise OAuthError("invalid_request", "the revocation request must be form-encoded")
-            form = await request.form()
+            form = await read_form(request)
             client = await authenticate_client(self._service, request, form)
             token = form.get("token")
             if not isinstance(token, str) or not token:

@@ -21,6 +21,7 @@ from jean_memory.oauth import grants as grant_store
 from jean_memory.oauth.client_auth import authenticate_client
 from jean_memory.oauth.clients import Client
 from jean_memory.oauth.errors import NO_STORE, OAuthError
+from jean_memory.oauth.forms import read_form
 from jean_memory.oauth.resource import resolve_resource
 from jean_memory.oauth.scopes import is_subset
 from jean_memory.oauth.service import OAuthService
@@ -28,7 +29,6 @@ from jean_memory.oauth.throttle import over_limit, too_many_requests
 
 CODE_VERIFIER = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
-MAX_FORM_BYTES = 64 * 1024
 logger = logging.getLogger("jean_memory.oauth")
 
 
@@ -51,10 +51,7 @@ class TokenEndpoint:
                 raise OAuthError(
                     "invalid_request", "the token request must be form-encoded (application/x-www-form-urlencoded)"
                 )
-            length = request.headers.get("content-length", "")
-            if length.isdigit() and int(length) > MAX_FORM_BYTES:
-                raise OAuthError("invalid_request", "the token request body is too large", 413)
-            form = await request.form()
+            form = await read_form(request)
             client = await authenticate_client(self._service, request, form)
             request.state.client_id = client.client_id
             grant_type = form.get("grant_type")
