@@ -124,7 +124,10 @@ async def loopback_listener() -> AsyncIterator[LoopbackListener]:
             request_line = (await reader.readline()).decode("latin-1")
             while (await reader.readline()) not in (b"\r\n", b"\n", b""):
                 pass
-            method, target, _ = request_line.split(" ", 2)
+            parts = request_line.split(" ", 2)
+            if len(parts) < 3:
+                return  # Chromium opens spare connections it may close without a request
+            method, target, _ = parts
             if method == "GET" and target.startswith("/callback"):
                 status, body = "200 OK", b"<!doctype html><title>Done</title><p>You can close this page.</p>"
                 if not received.done():
