@@ -637,6 +637,10 @@ def test_mcp_inspector_from_a_browser_origin(
     mcp_preflight = preflight(http, mcp_url, "POST", "authorization, content-type, mcp-protocol-version")
     allow_headers = [h.strip().lower() for h in mcp_preflight.headers["access-control-allow-headers"].split(",")]
     assert "authorization" in allow_headers  # a `*` does not cover Authorization in browsers
+    # 2026-07-28 requests must carry Mcp-Method (and Mcp-Name for tools/call): a preflight that
+    # does not allow them lets no such request leave the browser.
+    for header in ("mcp-method", "mcp-name", "mcp-protocol-version"):
+        assert header in allow_headers, header
     probe = McpHttp(mcp_url, None, http).initialize("2025-11-25")
     assert probe.status_code == 401
     assert_cors(probe)

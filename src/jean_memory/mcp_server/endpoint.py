@@ -36,7 +36,11 @@ INSTRUCTIONS = (
     "Jean Memory is the person's long-term memory. Call jean_memory at the start of each conversation "
     "and whenever personal context would help; save lasting facts with add_memories."
 )
-ALLOW_HEADERS = "Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID"
+# Mcp-Method and Mcp-Name: every 2026-07-28 request must carry them (the SDK refuses one without).
+ALLOW_HEADERS = (
+    "Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Mcp-Method, Mcp-Name, "
+    "Last-Event-ID, X-Request-ID"
+)
 EXPOSE_HEADERS = "WWW-Authenticate, Mcp-Session-Id, MCP-Protocol-Version"
 
 
