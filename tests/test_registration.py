@@ -99,9 +99,18 @@ def test_unsupported_auth_method_is_refused(server):
     assert response.json()["error"] == "invalid_client_metadata"
 
 
-def test_malformed_json_is_a_metadata_error_not_a_crash(server):
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        b'{"client_name": ' + b"9" * 5000 + b"}",  # over Python's 4,300-digit limit: was a 500
+        b"[" * 30000 + b"]" * 30000,  # deeper than the parser's recursion limit: was a 500
+    ],
+    ids=["malformed", "huge-number", "deep-nesting"],
+)
+def test_malformed_json_is_a_metadata_error_not_a_crash(server, body):
     response = httpx.post(
-        f"{server.base_url}/oauth/register", content=b"{not json", headers={"content-type": "application/json"}
+        f"{server.base_url}/oauth/register", content=body, headers={"content-type": "application/json"}
     )
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_client_metadata"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -108,8 +109,6 @@ def decode_cursor(cursor: str) -> tuple[float, int]:
     """Check the values, not just the shape: a tampered cursor with a pk beyond 64 bits or a date
     of Infinity or NaN decodes fine but fails inside the database, where the person would only see
     "Error executing tool" instead of what to do. Any cursor we hand out passes these checks."""
-    import math  # local: this fix stays within decode_cursor while records.py is edited elsewhere
-
     largest_pk = 2**63 - 1  # the largest primary key either database stores
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
@@ -118,5 +117,5 @@ def decode_cursor(cursor: str) -> tuple[float, int]:
         if not math.isfinite(created_at) or type(pk) is not int or not 0 <= pk <= largest_pk:
             raise ValueError("cursor values out of range")
         return created_at, pk
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError) as exc:
+    except (binascii.Error, ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise MemoryInputError("cursor is not one this server handed out; omit it to start from the newest") from exc

@@ -412,7 +412,7 @@ class CimdFetcher:
             raise CimdError(f"the document could not be fetched ({_describe(exc)})", transient=True) from exc
         try:
             document = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (ValueError, RecursionError) as exc:  # also a 5,000-digit number or deep nesting
             raise CimdError("the document is not valid JSON") from exc
         return Fetched(document, cache_seconds(response_headers))
 

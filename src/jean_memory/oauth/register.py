@@ -27,7 +27,7 @@ class RegistrationEndpoint:
             raw = await read_limited_body(request, MAX_BODY_BYTES)
             try:
                 body = json.loads(raw or b"null")
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            except (ValueError, RecursionError) as exc:  # bad JSON, a 5,000-digit number, deep nesting
                 raise OAuthError("invalid_client_metadata", "the request body must be a JSON object") from exc
             if not isinstance(body, dict):
                 raise OAuthError("invalid_client_metadata", "the request body must be a JSON object")
