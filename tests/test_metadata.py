@@ -69,6 +69,27 @@ def test_metadata_is_reachable_from_browsers(server):
 
 
 @pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("PUT", "/oauth/register"),
+        ("DELETE", "/register"),
+        ("GET", "/oauth/token"),  # RFC 6749 §3.2: the client MUST use POST
+        ("GET", "/token"),
+        ("GET", "/oauth/revoke"),
+        ("POST", "/.well-known/oauth-authorization-server"),
+        ("DELETE", "/.well-known/oauth-protected-resource/mcp"),
+    ],
+)
+def test_endpoints_answer_only_their_methods(server, method, path):
+    """These endpoints used to run their handler for any method: PUT registered a client and a
+    GET with a body redeemed a code."""
+    response = httpx.request(method, f"{server.base_url}{path}", data={"grant_type": "refresh_token"})
+    assert response.status_code == 405
+    assert "OPTIONS" in response.headers["allow"]
+    assert httpx.head(f"{server.base_url}/.well-known/oauth-authorization-server").status_code == 200
+
+
+@pytest.mark.parametrize(
     "issuer",
     ["https://memory.example.com/", "https://memory.example.com/base", "ftp://x.example", "https://x.example?a=1"],
 )

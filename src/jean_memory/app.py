@@ -128,26 +128,29 @@ def build_app(settings: Settings, engine: Engine, migrate: bool = True, embedder
     async def home(request: Request) -> JSONResponse:
         return JSONResponse({"name": "Jean Memory", "connector_url": settings.resource})
 
+    # The CORS-wrapped endpoints are plain ASGI apps, which Starlette routes for any method
+    # unless told: PUT /register registered a client and GET /token issued tokens.
     routes: list[BaseRoute] = [
         Route("/", home),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
-        Route("/.well-known/oauth-authorization-server", as_metadata),
-        Route("/.well-known/openid-configuration", as_metadata),
-        Route("/oauth/.well-known/oauth-authorization-server", as_metadata),
-        Route("/.well-known/oauth-protected-resource/mcp", pr_metadata),
-        Route("/.well-known/oauth-protected-resource/mcp/", pr_metadata),  # for a pasted `/mcp/`
-        Route("/.well-known/oauth-protected-resource", pr_metadata),
+        Route("/.well-known/oauth-authorization-server", as_metadata, methods=["GET", "OPTIONS"]),
+        Route("/.well-known/openid-configuration", as_metadata, methods=["GET", "OPTIONS"]),
+        Route("/oauth/.well-known/oauth-authorization-server", as_metadata, methods=["GET", "OPTIONS"]),
+        Route("/.well-known/oauth-protected-resource/mcp", pr_metadata, methods=["GET", "OPTIONS"]),
+        # For a pasted `/mcp/`:
+        Route("/.well-known/oauth-protected-resource/mcp/", pr_metadata, methods=["GET", "OPTIONS"]),
+        Route("/.well-known/oauth-protected-resource", pr_metadata, methods=["GET", "OPTIONS"]),
         Route("/oauth/authorize", authorize.authorize, methods=["GET", "POST"]),
         Route("/authorize", authorize.authorize, methods=["GET", "POST"]),
         Route("/oauth/complete", authorize.complete, methods=["POST"]),
         Route("/oauth/consent", authorize.consent, methods=["POST"]),
-        Route("/oauth/register", register),
-        Route("/register", register),
-        Route("/oauth/token", token),
-        Route("/token", token),
-        Route("/oauth/revoke", revoke),
-        Route("/revoke", revoke),
+        Route("/oauth/register", register, methods=["POST", "OPTIONS"]),
+        Route("/register", register, methods=["POST", "OPTIONS"]),
+        Route("/oauth/token", token, methods=["POST", "OPTIONS"]),
+        Route("/token", token, methods=["POST", "OPTIONS"]),
+        Route("/oauth/revoke", revoke, methods=["POST", "OPTIONS"]),
+        Route("/revoke", revoke, methods=["POST", "OPTIONS"]),
         Route("/mcp", mcp),
         Route("/mcp/", mcp),
         Route("/mcp/v2/{client_name}/{user_id}", LegacyEndpoint(mcp)),
