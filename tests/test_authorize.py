@@ -371,3 +371,26 @@ def test_every_form_page_renews_the_csrf_cookie(server, alice):
         assert renewed.split(";")[0] == first.split(";")[0]  # same value: open forms stay valid
         assert "Max-Age=3600" in renewed
         assert "HttpOnly" in renewed
+
+
+def test_a_repeated_parameter_is_invalid_request_and_an_ambiguous_one_a_page(server, alice):
+    """RFC 6749 §3.1 and §4.1.2.1. When the repeated parameter says which app, where to answer or
+    what state to echo, no redirect can be trusted: a page."""
+    flow = new_flow(server.base_url)
+    flow.authorize()  # sets the PKCE pair
+    base = {
+        "response_type": "code",
+        "client_id": flow.client_id,
+        "redirect_uri": flow.redirect_uri,
+        "code_challenge": flow.challenge,
+        "code_challenge_method": "S256",
+        "state": "xyz",
+    }
+    url = f"{server.base_url}/oauth/authorize"
+    twice = flow.http.get(url, params=[*base.items(), ("code_challenge", flow.challenge)])
+    params = redirect_params(twice)
+    assert params["error"] == "invalid_request" and "code_challenge" in params["error_description"]
+    assert params["state"] == "xyz"
+    for name in ("client_id", "redirect_uri", "state"):
+        page = flow.http.get(url, params=[*base.items(), (name, base[name])])
+        assert page.status_code == 400 and "more than once" in page.text, name

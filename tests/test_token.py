@@ -1,6 +1,7 @@
 """The token endpoint and revocation (OAuth 2.1 §3.2, RFC 6749 §5.2, RFC 7636, RFC 7009, RFC 9700)."""
 
 import base64
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -283,3 +284,38 @@ def test_chunked_body_within_the_limit_is_read(server, alice):
     response = httpx.post(f"{server.base_url}/oauth/revoke", content=body, headers=FORM_HEADERS)
     assert response.status_code == 200
     assert mcp_status(server, tokens["access_token"]) == 401
+
+
+@pytest.mark.parametrize("name", ["code", "grant_type", "client_id", "code_verifier"])
+def test_a_parameter_sent_twice_is_invalid_request(server, alice, name):
+    """RFC 6749 §3.1: parameters MUST NOT be included more than once (the last value used to win)."""
+    flow = new_flow(server.base_url)
+    code = flow.get_code(alice.email)["code"]
+    fields = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": flow.redirect_uri,
+        "code_verifier": flow.verifier,
+        **flow.client_auth(),
+    }
+    body = [*fields.items(), (name, fields[name])]
+    response = flow.http.post(
+        f"{server.base_url}/oauth/token",
+        content=urlencode(body),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request" and name in response.json()["error_description"]
+    assert flow.exchange(code).status_code == 200  # and the code was not spent
+
+
+def test_revocation_with_the_token_sent_twice_is_invalid_request(server, alice):
+    flow = new_flow(server.base_url)
+    tokens = flow.tokens(alice.email)
+    body = [("token", tokens["refresh_token"]), ("token", "other"), *flow.client_auth().items()]
+    response = flow.http.post(
+        f"{server.base_url}/oauth/revoke",
+        content=urlencode(body),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 400 and response.json()["error"] == "invalid_request"

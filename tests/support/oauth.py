@@ -35,8 +35,8 @@ def chunked_form(fields: dict[str, str], padding: int) -> Iterator[bytes]:
     """`fields` and then `padding` bytes of filler, as a generator: httpx sends it chunked,
     without a Content-Length, so only a server that counts the bytes it reads can refuse it."""
     yield urlencode(fields).encode()
-    for _ in range(padding // 8192):
-        yield b"&pad=" + b"a" * 8192
+    for i in range(padding // 8192):
+        yield f"&pad{i}=".encode() + b"a" * 8192  # distinct names: a repeated parameter is refused
 
 
 def pkce_pair() -> tuple[str, str]:

@@ -32,7 +32,7 @@ from jean_memory.oauth.browser import (
 from jean_memory.oauth.cimd import CimdError
 from jean_memory.oauth.clients import Client
 from jean_memory.oauth.errors import OAuthError
-from jean_memory.oauth.forms import read_form
+from jean_memory.oauth.forms import read_form, repeated
 from jean_memory.oauth.redirects import matches_registered
 from jean_memory.oauth.resource import resolve_resource
 from jean_memory.oauth.scopes import SCOPE_DESCRIPTIONS, grantable_scope
@@ -96,6 +96,15 @@ class AuthorizationEndpoints:
             params = request.query_params if request.method == "GET" else await _text_params(request)
         except OAuthError as exc:
             return _too_large_page(exc)
+        twice = repeated(params.multi_items(), may_repeat=frozenset({"resource"}))
+        if twice in ("client_id", "redirect_uri", "state"):
+            # Which app, where to send the answer, or what to echo is ambiguous: never redirect.
+            return error_page(
+                "Request not understood",
+                f"The app sent the parameter {twice} more than once, so it is unclear what it asked for. "
+                "Nothing was sent.",
+                hint="This is a problem on the app's side: tell its developer what this page says.",
+            )
         client_id = params.get("client_id")
         try:
             client = await run_db(self._service.resolve_client, client_id)
@@ -131,6 +140,9 @@ class AuthorizationEndpoints:
                 f"this server accepts at most {MAX_STATE_CHARS}. Nothing was sent to the app.",
                 hint="This is a problem on the app's side: tell the app's developer what this page says.",
             )
+        if twice is not None:  # RFC 6749 §4.1.2.1: a repeated parameter is invalid_request
+            description = f"the parameter {twice} was sent more than once"
+            return self._error_redirect(redirect_uri, "invalid_request", description, state)
         try:
             pending = self._validate(client, redirect_uri, params)
         except OAuthError as exc:

@@ -7,6 +7,8 @@ a chunked body carries no Content-Length to check beforehand.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from starlette.datastructures import FormData
 from starlette.requests import Request
 
@@ -37,3 +39,24 @@ async def read_form(request: Request, limit: int = MAX_BODY_BYTES) -> FormData:
     # (already consumed) stream, keeping its 400 for malformed multipart.
     request._body = body
     return await request.form()
+
+
+def repeated(params: FormData | Iterable[tuple[str, object]], may_repeat: frozenset[str] = frozenset()) -> str | None:
+    """The first parameter sent more than once, if any. RFC 6749 §3.1: request and response
+    parameters MUST NOT be included more than once; taking the first or the last value would let
+    two parties read one request differently. `resource` may repeat (RFC 8707) and is judged by
+    its own rule."""
+    items = params.multi_items() if isinstance(params, FormData) else params
+    seen: set[str] = set()
+    for name, _ in items:
+        if name in seen and name not in may_repeat:
+            return name
+        seen.add(name)
+    return None
+
+
+def check_single(form: FormData) -> None:
+    """OAuthError invalid_request naming a repeated parameter (token and revocation requests)."""
+    name = repeated(form)
+    if name is not None:
+        raise OAuthError("invalid_request", f"the parameter {name} was sent more than once")

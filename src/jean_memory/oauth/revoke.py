@@ -12,7 +12,7 @@ from jean_memory.db.engine import run_db
 from jean_memory.oauth import grants as grant_store
 from jean_memory.oauth.client_auth import authenticate_client
 from jean_memory.oauth.errors import NO_STORE, OAuthError
-from jean_memory.oauth.forms import read_form
+from jean_memory.oauth.forms import check_single, read_form
 from jean_memory.oauth.jwt_tokens import InvalidAccessToken
 from jean_memory.oauth.service import OAuthService
 
@@ -27,6 +27,7 @@ class RevocationEndpoint:
             if content_type != "application/x-www-form-urlencoded":
                 raise OAuthError("invalid_request", "the revocation request must be form-encoded")
             form = await read_form(request)
+            check_single(form)
             client = await authenticate_client(self._service, request, form)
             token = form.get("token")
             if not isinstance(token, str) or not token:

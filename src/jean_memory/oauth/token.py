@@ -21,7 +21,7 @@ from jean_memory.oauth import grants as grant_store
 from jean_memory.oauth.client_auth import authenticate_client
 from jean_memory.oauth.clients import Client
 from jean_memory.oauth.errors import NO_STORE, OAuthError
-from jean_memory.oauth.forms import read_form
+from jean_memory.oauth.forms import check_single, read_form
 from jean_memory.oauth.resource import resolve_resource
 from jean_memory.oauth.scopes import is_subset
 from jean_memory.oauth.service import OAuthService
@@ -52,9 +52,12 @@ class TokenEndpoint:
                     "invalid_request", "the token request must be form-encoded (application/x-www-form-urlencoded)"
                 )
             form = await read_form(request)
+            check_single(form)
             client = await authenticate_client(self._service, request, form)
             request.state.client_id = client.client_id
             grant_type = form.get("grant_type")
+            if grant_type is not None and not isinstance(grant_type, str):
+                raise OAuthError("invalid_request", "grant_type must be a text field, not a file")
             if grant_type == "authorization_code":
                 body = await self._authorization_code(client, form)
             elif grant_type == "refresh_token":
