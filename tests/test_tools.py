@@ -186,7 +186,9 @@ def test_legacy_route_needs_the_named_users_api_key(server, alice, bob, alice_mc
     alice_mcp.call_tool("add_memories", {"text": "Alice plays chess on Sundays"})
     alice_key = create_api_key(server.engine, alice.id)
     bob_key = create_api_key(server.engine, bob.id)
-    assert legacy(server, "claude", alice.id, None).initialize().status_code == 401
+    unauthenticated = legacy(server, "claude", alice.id, None).initialize()
+    assert unauthenticated.status_code == 401
+    assert unauthenticated.headers["www-authenticate"] == 'ApiKey header="X-Api-Key"'  # RFC 9110 §15.5.2
     assert legacy(server, "claude", alice.id, "jm_sk_wrong").initialize().status_code == 401
     assert legacy(server, "claude", alice.id, bob_key).initialize().status_code == 403  # seed's hole, closed
     own = legacy(server, "claude", alice.id, alice_key)

@@ -40,7 +40,8 @@ class LegacyEndpoint:
                     "error": "invalid_api_key",
                     "error_description": "send X-Api-Key: jm_sk_... (jean-memory apikey create)",
                 },
-                cors,
+                # RFC 9110 §15.5.2: a 401 names how to authenticate; this route's scheme is the key header.
+                [(b"www-authenticate", b'ApiKey header="X-Api-Key"'), *cors],
             )
             return
         if key_owner != user_id:
