@@ -171,6 +171,19 @@ def test_get_and_delete_are_405_once_authenticated(server, tokens):
     assert httpx.get(server.mcp_url).status_code == 401
 
 
+def test_a_session_id_this_server_never_issued_gets_404(server, tokens):
+    """CONTRACT: a session id unknown to an instance gets 404, and the client starts a new
+    session. This server is stateless and issues none, so every id is unknown (it used to be
+    ignored with a 200)."""
+    mcp = McpHttp(server.mcp_url, tokens["access_token"])
+    response = mcp.rpc("tools/list", {}, **{"Mcp-Session-Id": "0123456789abcdef"})
+    assert response.status_code == 404
+    assert response.json()["error"]["message"] == "Session not found"
+    started = mcp.initialize()
+    assert started.status_code == 200 and "mcp-session-id" not in started.headers
+    assert mcp.rpc("tools/list", {}).status_code == 200
+
+
 def test_refreshed_token_continues_the_conversation(server, alice):
     """Stateless transport: each request carries everything, so a refreshed token just works."""
     flow = new_flow(server.base_url)

@@ -193,6 +193,16 @@ class McpEndpoint:
                 [(b"allow", b"POST, OPTIONS"), *cors],
             )
             return
+        if Headers(scope=scope).get("mcp-session-id"):
+            # This server is stateless and hands out no session ids, so any id is unknown here:
+            # the transport spec's 404 tells the client to start over with initialize (CONTRACT).
+            await send_json(
+                send,
+                404,
+                {"jsonrpc": "2.0", "id": None, "error": {"code": -32001, "message": "Session not found"}},
+                cors,
+            )
+            return
         token = current_principal.set(principal)
         try:
             await self._managers[principal.profile].handle_request(scope, receive, send_with_cors)
