@@ -147,3 +147,93 @@ def test_reindex_shows_progress(env):
     assert result.returncode == 0, result.stderr
     assert "3/3" in result.stderr
     assert "re-embedded 3 memories" in result.stdout
+
+
+SETUP_MISTAKES = {
+    # name: (env overrides, command, what the one error line must say); each was a traceback.
+    "unknown log level": (
+        {"JEAN_MEMORY_LOG_LEVEL": "verbose"},
+        ["db", "check"],
+        "JEAN_MEMORY_LOG_LEVEL must be one of",
+    ),
+    "issuer port not a number": ({"JEAN_MEMORY_ISSUER": "https://x.example:abc"}, ["db", "check"], "port"),
+    "issuer default port": ({"JEAN_MEMORY_ISSUER": "https://x.example:443"}, ["db", "check"], "default port"),
+    "issuer unicode host": ({"JEAN_MEMORY_ISSUER": "https://bücher.example"}, ["db", "check"], "xn--bcher-kva"),
+    "port out of range": ({"JEAN_MEMORY_PORT": "70000"}, ["db", "check"], "from 1 to 65535"),
+    "unknown database": ({"DATABASE_URL": "foo://bar"}, ["db", "check"], "DATABASE_URL"),
+    "unparsable database": ({"DATABASE_URL": "notaurl"}, ["db", "check"], "DATABASE_URL cannot be parsed"),
+    "database port not a number": (
+        {"DATABASE_URL": "postgresql://u:p@127.0.0.1:notaport/x"},
+        ["db", "check"],
+        "DATABASE_URL",
+    ),
+    "database unreachable": (
+        {"DATABASE_URL": "postgresql://u:p@127.0.0.1:1/x"},
+        ["db", "upgrade"],
+        "cannot be opened or reached",
+    ),
+    "short previous key": ({"JWT_SECRET_KEY_PREVIOUS": "short"}, ["serve"], "JWT_SECRET_KEY_PREVIOUS"),
+}
+
+
+@pytest.mark.parametrize("name", list(SETUP_MISTAKES))
+def test_setup_mistakes_get_one_line_not_a_traceback(env, name):
+    overrides, command, says = SETUP_MISTAKES[name]
+    args = [*command, "--port", str(free_port())] if command == ["serve"] else command
+    result = run_cli(args, {**env, **overrides})
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and says in result.stderr, result.stderr
+
+
+def test_a_schema_newer_than_the_code_is_explained(env, database_url):
+    import sqlalchemy as sa
+
+    assert run_cli(["db", "upgrade"], env).returncode == 0
+    engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+    result = run_cli(["db", "upgrade"], env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "a newer version" in result.stderr
+
+
+def test_an_unreadable_data_directory_is_named(env, tmp_path):
+    (tmp_path / "keys" / "jwt_secret.key").mkdir(parents=True)  # a directory where the key file goes
+    env = {k: v for k, v in env.items() if k != "JWT_SECRET_KEY"} | {"JEAN_MEMORY_DATA_DIR": str(tmp_path / "keys")}
+    result = run_cli(["serve", "--port", str(free_port())], env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "jwt_secret.key" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ('{"memories": []}'.encode("utf-16"), "not a jean-memory export"),
+        (b"[" * 5000 + b"]" * 5000, "not a jean-memory export"),
+        (b"[]", "not a jean-memory export"),
+    ],
+    ids=["utf-16", "deep", "a list"],
+)
+def test_import_says_what_is_wrong_with_the_file(env, tmp_path, content, says):
+    path = tmp_path / "export.json"
+    path.write_bytes(content)
+    result = run_cli(["import", str(path), "--email", "nobody@example.com"], env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert says in result.stderr
+
+
+def test_reindex_with_the_embedding_service_down_says_so(env, database_url):
+    from jean_memory.accounts.users import create_user
+    from jean_memory.db.engine import create_engine
+    from jean_memory.db.migrate import upgrade
+    from jean_memory.memory.service import MemoryService
+
+    engine = create_engine(database_url)
+    upgrade(engine)
+    MemoryService(engine, None).add(create_user(engine, "r@example.com", "long enough password").id, "I row on Sundays")
+    engine.dispose()
+    down = {"JEAN_MEMORY_EMBEDDINGS": "openai", "JEAN_MEMORY_EMBEDDINGS_BASE_URL": "http://127.0.0.1:1/v1"}
+    result = run_cli(["reindex"], {**env, **down})
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "jean-memory reindex" in result.stderr

@@ -207,6 +207,18 @@ def test_unusable_url_is_a_usage_error(capsys):
     assert "connector URL" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [(["--ca-file", "/nonexistent/ca.pem"], "--ca-file"), (["--timeout", "inf"], "--timeout")],
+    ids=["missing-ca-file", "infinite-timeout"],
+)
+def test_unusable_options_are_a_usage_error(capsys, options, says):
+    """Both used to go ahead: a missing CA file ended in a FileNotFoundError traceback, an
+    infinite timeout in three false failures (timestamp out of range)."""
+    assert main(["https://memory.example.com/mcp", *options]) == 2
+    assert says in capsys.readouterr().err
+
+
 # -- discovery arithmetic ------------------------------------------------------------------------------
 
 

@@ -238,8 +238,17 @@ def cmd_import(args: argparse.Namespace) -> int:
     try:
         with open(args.file, encoding="utf-8") as handle:
             data = json.load(handle)
-    except (OSError, json.JSONDecodeError) as exc:
-        print(f"error: cannot read {args.file}: {exc}", file=sys.stderr)
+    except OSError as exc:
+        print(f"error: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 1
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, or absurdly deep
+        print(
+            f"error: {args.file} is not a jean-memory export (UTF-8 JSON from `jean-memory export`): {exc}",
+            file=sys.stderr,
+        )
+        return 1
+    if not isinstance(data, dict) or not isinstance(data.get("memories", []), list):
+        print(f"error: {args.file} is not a jean-memory export (expected a JSON object with memories)", file=sys.stderr)
         return 1
     owner = data.get("user") if isinstance(data, dict) else None
     email = args.email or (owner.get("email", "") if isinstance(owner, dict) else "")
@@ -350,6 +359,40 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, MissingExtensionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # setup mistakes get one line, not a traceback; bugs still raise
+        message = setup_problem(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+def setup_problem(exc: Exception) -> str | None:
+    """What an operator should know about a failure that comes from the setup (database URL,
+    database server, files, schema) rather than from a bug; None for anything else."""
+    import sqlalchemy.exc
+    from alembic.util.exc import CommandError
+
+    from jean_memory.memory.embeddings import EmbeddingError
+
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError)):
+        return (
+            f"DATABASE_URL is not a database URL this server can use ({first_line}); "
+            "use sqlite:////path/to/file.db or postgresql://user:password@host:5432/name"
+        )
+    if isinstance(exc, sqlalchemy.exc.OperationalError):
+        return f"the database cannot be opened or reached: {first_line}. Check DATABASE_URL and that the server runs"
+    if isinstance(exc, CommandError):
+        return (
+            f"the database schema is at a revision this version does not know ({first_line}): a newer version "
+            "of Jean Memory ran on it. Run that version again, or restore the database from before the upgrade"
+        )
+    if isinstance(exc, EmbeddingError):
+        return f"{exc}. What was saved is kept; run `jean-memory reindex` once the embedding service answers"
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.strerror}: {exc.filename}. Check JEAN_MEMORY_DATA_DIR and the file permissions"
+    return None
 
 
 if __name__ == "__main__":

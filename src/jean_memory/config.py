@@ -98,7 +98,7 @@ def validate_issuer(issuer: str) -> str:
     """The issuer must be byte-identical everywhere clients compare it, so refuse any spelling
     that some client would normalise differently (a path, a trailing slash, a query)."""
     parts = urlsplit(issuer)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme not in ("http", "https") or not parts.hostname or issuer != issuer.strip():
         raise ConfigError(f"issuer {issuer!r} must be an http(s) URL such as https://memory.example.com")
     if parts.path not in ("",):
         hint = issuer.rstrip("/") if parts.path == "/" else f"{parts.scheme}://{parts.netloc}"
@@ -108,9 +108,32 @@ def validate_issuer(issuer: str) -> str:
         )
     if parts.query or parts.fragment:
         raise ConfigError(f"issuer {issuer!r} must have no query string or fragment")
-    if parts.username or parts.password:
+    if parts.username or parts.password or "@" in parts.netloc:
         raise ConfigError(f"issuer {issuer!r} must not contain credentials")
+    _check_issuer_host_and_port(issuer, parts.scheme, parts.netloc)
     return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
+def _check_issuer_host_and_port(issuer: str, scheme: str, netloc: str) -> None:
+    """Spellings clients normalise away (an empty or default port, a Unicode host name) would
+    make the issuer and resource they compare differ from ours by a byte."""
+    try:
+        port = urlsplit(issuer).port
+        if port == 0:
+            raise ValueError("port 0")
+    except ValueError as exc:
+        raise ConfigError(f"issuer {issuer!r} has a port that is not a number from 1 to 65535") from exc
+    host = netloc.rsplit(":", 1)[0] if not netloc.endswith("]") else netloc
+    if netloc.endswith(":"):
+        raise ConfigError(f"issuer {issuer!r} ends its host with an empty port; use {scheme}://{host}")
+    if port == {"https": 443, "http": 80}[scheme]:
+        raise ConfigError(f"issuer {issuer!r} names the default port; use {scheme}://{host.lower()}")
+    if not host.isascii():
+        try:
+            ascii_host = host.encode("idna").decode()
+        except UnicodeError:
+            ascii_host = "its xn-- (punycode) form"
+        raise ConfigError(f"issuer {issuer!r} has a non-ASCII host name; use {ascii_host} instead")
 
 
 def _env_int(env: dict[str, str], name: str, default: int) -> int:
@@ -151,7 +174,9 @@ def load_settings(
     """Build the settings from command-line values (which win) and the environment."""
     env = dict(os.environ if env is None else env)
     host = host or env.get("JEAN_MEMORY_HOST") or DEFAULT_HOST
-    port = port or _env_int(env, "JEAN_MEMORY_PORT", DEFAULT_PORT)
+    port = port if port is not None else _env_int(env, "JEAN_MEMORY_PORT", DEFAULT_PORT)
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"the port must be from 1 to 65535, got {port}")
     data_dir = Path(env.get("JEAN_MEMORY_DATA_DIR") or "data")
     raw_issuer = issuer or env.get("JEAN_MEMORY_ISSUER") or ""
     if not raw_issuer:
@@ -162,6 +187,7 @@ def load_settings(
     database_url = database_url or env.get("DATABASE_URL") or ""
     if not database_url:
         database_url = f"sqlite:///{(data_dir / 'jean_memory.db').resolve()}"
+    _check_database_url(database_url)
     return Settings(
         host=host,
         port=port,
@@ -180,7 +206,7 @@ def load_settings(
         code_seconds=_env_int(env, "JEAN_MEMORY_CODE_SECONDS", 60),
         unused_client_days=_env_int(env, "JEAN_MEMORY_UNUSED_CLIENT_DAYS", 30),
         revocation_cache_seconds=min(_env_int(env, "JEAN_MEMORY_REVOCATION_CACHE_SECONDS", 30), 60),
-        log_level=(env.get("JEAN_MEMORY_LOG_LEVEL") or "INFO").upper(),
+        log_level=_choice(env, "JEAN_MEMORY_LOG_LEVEL", LOG_LEVELS, "info").upper(),
         embeddings=_choice(env, "JEAN_MEMORY_EMBEDDINGS", ("local", "openai", "none"), "local"),
         embeddings_base_url=env.get("JEAN_MEMORY_EMBEDDINGS_BASE_URL", ""),
         embeddings_api_key=env.get("JEAN_MEMORY_EMBEDDINGS_API_KEY", ""),
@@ -191,6 +217,23 @@ def load_settings(
         llm_model=env.get("JEAN_MEMORY_LLM_MODEL", "gpt-4o-mini"),
         cimd_ca_file=_existing_file(env, "JEAN_MEMORY_CIMD_CA_FILE"),
     )
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _check_database_url(url: str) -> None:
+    """Refuse a DATABASE_URL that cannot even be parsed, before anything tries to connect."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        raise ConfigError(
+            f"DATABASE_URL cannot be parsed ({exc}); use sqlite:////path/to/file.db or "
+            "postgresql://user:password@host:5432/name"
+        ) from exc
 
 
 def _trusted_proxies(raw: str) -> tuple[str, ...]:
@@ -206,6 +249,8 @@ def _trusted_proxies(raw: str) -> tuple[str, ...]:
 def ensure_secret_key(settings: Settings) -> Settings:
     """Use JWT_SECRET_KEY when set; otherwise create a random key once in the data directory
     (mode 0600) so tokens survive restarts. Never fall back to a constant."""
+    if settings.jwt_secret_key_previous and len(settings.jwt_secret_key_previous) < 32:
+        raise ConfigError("JWT_SECRET_KEY_PREVIOUS must be at least 32 characters, like JWT_SECRET_KEY")
     if settings.jwt_secret_key:
         if len(settings.jwt_secret_key) < 32:
             raise ConfigError("JWT_SECRET_KEY must be at least 32 characters (try: openssl rand -hex 32)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import TextIO
 
@@ -42,7 +43,11 @@ def run_doctor(
     """Check `url`, print the report, and return the exit code (0 all required checks pass,
     1 something fails, 2 the URL or options are unusable)."""
     out = out or sys.stdout
-    problem = validate_url(url) or (None if timeout > 0 else "--timeout must be positive")
+    problem = (
+        validate_url(url)
+        or (None if 0 < timeout <= BUDGET_SECONDS else f"--timeout must be more than 0 and at most {BUDGET_SECONDS:g}")
+        or (None if not ca_file or os.path.isfile(ca_file) else f"--ca-file {ca_file} is not a readable file")
+    )
     if problem:
         print(f"jean-memory doctor: {problem}", file=sys.stderr)
         return 2
