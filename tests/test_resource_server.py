@@ -1,6 +1,7 @@
 """The MCP endpoint as a protected resource (RFC 6750 §3, RFC 9728 §5.1, MCP authorization spec)
 and its transport details (Streamable HTTP, CORS, Origin, body limits)."""
 
+import json
 import time
 
 import httpx
@@ -169,6 +170,16 @@ def test_get_and_delete_are_405_once_authenticated(server, tokens):
     assert mcp.http.get(mcp.url, headers=mcp.headers()).status_code == 405
     assert mcp.http.delete(mcp.url, headers=mcp.headers()).status_code == 405
     assert httpx.get(server.mcp_url).status_code == 401
+
+
+def test_content_type_is_compared_without_regard_to_case(server, tokens):
+    """RFC 9110 §8.3.1: media types are case-insensitive (the SDK answered 415 to this)."""
+    mcp = McpHttp(server.mcp_url, tokens["access_token"])
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    headers = {**mcp.headers(), "Content-Type": "Application/JSON; charset=UTF-8"}
+    response = mcp.http.post(mcp.url, content=json.dumps(body), headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["result"]["tools"]
 
 
 def test_a_session_id_this_server_never_issued_gets_404(server, tokens):

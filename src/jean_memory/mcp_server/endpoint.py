@@ -44,6 +44,16 @@ ALLOW_HEADERS = (
 EXPOSE_HEADERS = "WWW-Authenticate, Mcp-Session-Id, MCP-Protocol-Version"
 
 
+def with_lowercase_media_type(scope: Scope) -> Scope:
+    """The SDK compares Content-Type case-sensitively and answers 415 to APPLICATION/JSON;
+    media types are case-insensitive (RFC 9110 §8.3.1), so hand it the lowercase spelling."""
+    headers = scope["headers"]
+    if not any(name == b"content-type" and value != value.lower() for name, value in headers):
+        return scope
+    lowered = [(name, value.lower() if name == b"content-type" else value) for name, value in headers]
+    return {**scope, "headers": lowered}
+
+
 def origin_allowed(origin: str, issuer: str) -> bool:
     """Our own origin and browser tools on this machine (the MCP Inspector); no other site."""
     if origin == issuer:
@@ -205,6 +215,7 @@ class McpEndpoint:
             return
         token = current_principal.set(principal)
         try:
+            scope = with_lowercase_media_type(scope)
             await self._managers[principal.profile].handle_request(scope, receive, send_with_cors)
         finally:
             current_principal.reset(token)
