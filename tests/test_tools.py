@@ -160,6 +160,11 @@ def test_profiles_select_the_tool_list(server, alice):
     assert {"jean_memory", "add_memories", "search_memory", "list_memories", "delete_memory"} <= tool_names(claude)
     assert tool_names(chatgpt) == {"search", "fetch"}
     assert tool_names(other) == tool_names(claude)
+    # A tool outside the profile is unknown there: the protocol error of the tools spec (-32602),
+    # not a tool result the model would take for that tool failing.
+    for mcp, name in ((claude, "search"), (chatgpt, "add_memories"), (claude, "no_such_tool")):
+        error = mcp.rpc("tools/call", {"name": name, "arguments": {}}).json()["error"]
+        assert error["code"] == -32602 and "Unknown tool" in error["message"], (name, error)
 
 
 def test_chatgpt_search_and_fetch(server, alice):

@@ -15,11 +15,14 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS
 from starlette.datastructures import Headers
 from starlette.types import Message, Receive, Scope, Send
 
@@ -79,6 +82,21 @@ async def send_json(send: Send, status: int, body: dict, headers: list[tuple[byt
     await send({"type": "http.response.body", "body": payload})
 
 
+class ProfileServer(MCPServer):
+    """The SDK's server for one client profile. A call to a tool the profile does not have is
+    the protocol error the tools spec names (-32602, "Unknown tool"), not a tool result the
+    model would read as that tool's own failure (the SDK's default)."""
+
+    def __init__(self, tool_names: frozenset[str]) -> None:
+        super().__init__(name="jean-memory", instructions=INSTRUCTIONS, version="0.1.0")
+        self._tool_names = tool_names
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        if name not in self._tool_names:
+            raise MCPError(INVALID_PARAMS, f"Unknown tool: {name}; tools/list names the ones this connection has")
+        return await super().call_tool(name, arguments, context)
+
+
 class McpEndpoint:
     def __init__(self, oauth: OAuthService, memory: MemoryService, settings: Settings) -> None:
         self._oauth = oauth
@@ -88,7 +106,7 @@ class McpEndpoint:
         tools = ToolSet(memory, settings.issuer, oauth.metrics)
         self._managers: dict[str, StreamableHTTPSessionManager] = {}
         for profile, names in PROFILE_TOOLS.items():
-            server: MCPServer = MCPServer(name="jean-memory", instructions=INSTRUCTIONS, version="0.1.0")
+            server = ProfileServer(frozenset(names))
             tools.register(server, names)
             server.streamable_http_app(
                 json_response=True,
