@@ -172,3 +172,26 @@ def test_the_first_and_last_second_of_the_range_are_accepted(engine):
     assert import_user(MemoryService(engine, None), engine, user.id, data) == (2, 0)
     listed, _ = MemoryService(engine, None).list(user.id, limit=10)
     assert sorted(m.as_dict()["created_at"] for m in listed) == ["1970-01-01T00:00:00Z", "9999-12-31T23:59:59Z"]
+
+
+def test_a_file_of_70_000_memories_imports_into_postgresql(postgresql_server, postgresql_template):
+    """Found by review: the ids already taken were looked up with one bound parameter per id, and
+    PostgreSQL takes at most 65,535 parameters in a statement, so a file of 70,000 memories failed.
+    PostgreSQL only (the limit is its protocol's; it takes about 30 s)."""
+    with fresh_postgresql_database(postgresql_server, postgresql_template) as url:
+        engine = create_engine(url)
+        service, count, last_id = MemoryService(engine, None), 70_000, f"{69_999:032x}"
+        other = create_user(engine, "other@example.com", PASSWORD)
+        earlier = {"format": "jean-memory-export", "version": 1, "memories": [{"id": last_id, "text": "not yours"}]}
+        assert import_user(service, engine, other.id, earlier) == (1, 0)
+        user = create_user(engine, EMAIL, PASSWORD)
+        data = {
+            "format": "jean-memory-export",
+            "version": 1,
+            "memories": [{"id": f"{i:032x}", "text": f"fact {i}", "created_at": 1.7e9 + i} for i in range(count)],
+        }
+        assert import_user(service, engine, user.id, data) == (count, 0)
+        with engine.connect() as conn:
+            mine = conn.execute(sa.select(memories.c.id).where(memories.c.user_id == user.id)).scalars().all()
+        assert len(mine) == count and last_id not in mine  # the id taken in the last slice was seen
+        engine.dispose()

@@ -164,6 +164,19 @@ def _checked_documents(docs: list[Any]) -> list[dict[str, Any]]:
     return checked
 
 
+ID_SLICE = 10_000
+
+
+def _taken_ids(conn: sa.Connection, wanted: list[str], slice_size: int = ID_SLICE) -> set[str]:
+    """Which of `wanted` some memory (anybody's) already has, asked a slice at a time: each id is
+    a bound parameter and PostgreSQL takes at most 65,535 in one statement."""
+    taken: set[str] = set()
+    for start in range(0, len(wanted), slice_size):
+        ids = wanted[start : start + slice_size]
+        taken.update(conn.execute(sa.select(memories.c.id).where(memories.c.id.in_(ids))).scalars())
+    return taken
+
+
 def import_user(
     service: MemoryService, engine: Engine, user_id: str, data: Any, progress: Progress | None = None
 ) -> tuple[int, int]:
@@ -185,7 +198,7 @@ def import_user(
             )
         }
         wanted_ids = [i["id"] for i in items if i["id"] is not None]
-        taken = {r.id for r in conn.execute(sa.select(memories.c.id).where(memories.c.id.in_(wanted_ids)))}
+        taken = _taken_ids(conn, wanted_ids)
         for index, item in enumerate(items, 1):
             content_hash = normalised_hash(item["text"])
             if item["id"] in known_ids or content_hash in known_hashes:
