@@ -38,7 +38,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "database_url" in metafunc.fixturenames:
+    if "backend" in metafunc.fixturenames:  # every database test, through database_url or directly
         chosen = [b.strip() for b in metafunc.config.getoption("--db").split(",") if b.strip()]
         unknown = set(chosen) - set(BACKENDS)
         if unknown:

@@ -1,9 +1,15 @@
 """Migrations and table definitions must agree, and every migration must run both ways."""
 
+import subprocess
+import sys
+import time
+
+import pytest
 from alembic import command
 
 from jean_memory.db.engine import create_engine
 from jean_memory.db.migrate import alembic_config, current_and_head, upgrade
+from tests.support.databases import fresh_postgresql_database
 
 
 def test_migrations_match_the_tables_and_run_down_and_up(database_url):
@@ -48,4 +54,47 @@ def test_memories_saved_before_the_fts_owner_column_are_found_after_it(database_
         if engine.dialect.name == "sqlite":  # the trigger's SQL and the Python mapping agree
             stored = conn.execute(sa.text("SELECT owner FROM memories_fts_content ORDER BY pk")).scalars().all()
             assert stored == [owner_token(owner) for owner in OWNERS]
+    engine.dispose()
+
+
+# Each process imports first, then waits for the same instant, so the upgrades really overlap.
+UPGRADE_AT = """
+import sys, time
+from jean_memory.db.engine import create_engine
+from jean_memory.db.migrate import upgrade
+engine = create_engine(sys.argv[1])
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+upgrade(engine)
+"""
+
+
+@pytest.fixture
+def new_database_url(backend, request, tmp_path):
+    """An empty database: no template, no tables, not even alembic_version."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'new.db'}"
+        return
+    with fresh_postgresql_database(request.getfixturevalue("postgresql_server")) as url:
+        yield url
+
+
+def test_instances_starting_at_once_on_a_new_database_all_upgrade_it(backend, new_database_url):
+    """Found by review: every command and every start runs the migrations, and two at once on a
+    new database made one crash (PostgreSQL: duplicate pg_type entry; SQLite: "table
+    alembic_version already exists"). Now they queue, and the later ones find nothing to do."""
+    start = time.time() + 4
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", UPGRADE_AT, new_database_url, str(start)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in processes]
+    assert [code for code, _ in results] == [0] * 4, "\n".join(err[-600:] for _, err in results)
+    engine = create_engine(new_database_url)
+    current, head = current_and_head(engine)
+    assert current == head
     engine.dispose()

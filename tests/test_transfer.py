@@ -5,9 +5,12 @@ import json
 import pytest
 import sqlalchemy as sa
 
+from jean_memory.accounts.users import create_user
 from jean_memory.db.engine import create_engine
+from jean_memory.db.migrate import upgrade
 from jean_memory.db.tables import documents, jobs, memories
 from jean_memory.memory.service import MemoryService
+from jean_memory.memory.transfer import ImportFormatError, import_user
 from tests.support.databases import fresh_postgresql_database
 from tests.support.oauth import PASSWORD
 from tests.support.servers import cli_env, run_cli
@@ -130,3 +133,65 @@ def test_an_over_long_memory_is_refused_like_add_memories_refuses_it(database_ur
     assert result.returncode == 1
     assert "memory 2" in result.stderr and "at most 20,000" in result.stderr
     assert stored_rows(database_url)["memories"] == 0
+
+
+@pytest.fixture
+def engine(database_url):
+    engine = create_engine(database_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("created_at", "hint"),
+    [(1_700_000_000_000, "looks like milliseconds"), (-1, "seconds since 1970"), (253_402_300_800, "year 9999")],
+)
+def test_a_date_outside_years_1970_to_9999_is_refused(engine, created_at, hint):
+    """Found by review: a date in milliseconds (as many tools export) was imported, and then every
+    list, search and jean_memory call for that person failed with "year 55840 is out of range"."""
+    user = create_user(engine, EMAIL, PASSWORD)
+    data = {
+        "format": "jean-memory-export",
+        "version": 1,
+        "memories": [{"text": "I like tea"}, {"text": "I like sailing", "created_at": created_at}],
+    }
+    with pytest.raises(ImportFormatError, match="memory 2 created_at") as refused:
+        import_user(MemoryService(engine, None), engine, user.id, data)
+    assert hint in str(refused.value)
+    assert stored_rows(engine.url.render_as_string(hide_password=False))["memories"] == 0
+
+
+def test_the_first_and_last_second_of_the_range_are_accepted(engine):
+    user = create_user(engine, EMAIL, PASSWORD)
+    data = {
+        "format": "jean-memory-export",
+        "version": 1,
+        "memories": [{"text": "the start", "created_at": 0.5}, {"text": "the end", "created_at": 253_402_300_799}],
+    }
+    assert import_user(MemoryService(engine, None), engine, user.id, data) == (2, 0)
+    listed, _ = MemoryService(engine, None).list(user.id, limit=10)
+    assert sorted(m.as_dict()["created_at"] for m in listed) == ["1970-01-01T00:00:00Z", "9999-12-31T23:59:59Z"]
+
+
+def test_a_file_of_70_000_memories_imports_into_postgresql(postgresql_server, postgresql_template):
+    """Found by review: the ids already taken were looked up with one bound parameter per id, and
+    PostgreSQL takes at most 65,535 parameters in a statement, so a file of 70,000 memories failed.
+    PostgreSQL only (the limit is its protocol's; it takes about 30 s)."""
+    with fresh_postgresql_database(postgresql_server, postgresql_template) as url:
+        engine = create_engine(url)
+        service, count, last_id = MemoryService(engine, None), 70_000, f"{69_999:032x}"
+        other = create_user(engine, "other@example.com", PASSWORD)
+        earlier = {"format": "jean-memory-export", "version": 1, "memories": [{"id": last_id, "text": "not yours"}]}
+        assert import_user(service, engine, other.id, earlier) == (1, 0)
+        user = create_user(engine, EMAIL, PASSWORD)
+        data = {
+            "format": "jean-memory-export",
+            "version": 1,
+            "memories": [{"id": f"{i:032x}", "text": f"fact {i}", "created_at": 1.7e9 + i} for i in range(count)],
+        }
+        assert import_user(service, engine, user.id, data) == (count, 0)
+        with engine.connect() as conn:
+            mine = conn.execute(sa.select(memories.c.id).where(memories.c.user_id == user.id)).scalars().all()
+        assert len(mine) == count and last_id not in mine  # the id taken in the last slice was seen
+        engine.dispose()

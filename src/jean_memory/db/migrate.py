@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -51,9 +54,50 @@ def check_extensions(engine: Engine) -> None:
         )
 
 
+# Any fixed number: pg_advisory_lock keys are per database, so this only queues our own upgrades.
+UPGRADE_LOCK_KEY = 0x4A4D5550  # "JMUP"
+
+
+@contextmanager
+def _upgrade_lock(engine: Engine) -> Iterator[sa.Connection]:
+    """One upgrade at a time per database, so instances starting together do not race to create
+    the same tables; yields the connection to migrate on (on PostgreSQL, the one holding the lock).
+
+    PostgreSQL: a session advisory lock, freed by the server if the process dies. SQLite: an
+    exclusive flock on a file beside the database, freed by the kernel likewise; an in-memory
+    database belongs to one process and needs none."""
+    with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": UPGRADE_LOCK_KEY})
+            connection.commit()  # the session lock outlives this; migrations begin their own transaction
+            try:
+                yield connection
+            finally:
+                connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": UPGRADE_LOCK_KEY})
+                connection.commit()
+            return
+        database = engine.url.database
+        if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+            yield connection
+            return
+        with open(f"{database}.upgrade-lock", "a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)  # closing the file releases it
+            yield connection
+
+
 def upgrade(engine: Engine) -> None:
+    """Bring the schema to head; safe to call from several processes at once."""
     check_extensions(engine)
-    command.upgrade(alembic_config(engine), "head")
+    config = alembic_config(engine)
+    head = ScriptDirectory.from_config(config).get_current_head()
+    with _upgrade_lock(engine) as connection:
+        # Read inside the lock: whoever waited finds the schema current and does nothing.
+        if MigrationContext.configure(connection).get_current_revision() == head:
+            connection.rollback()
+            return
+        connection.rollback()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
 
 
 def current_and_head(engine: Engine) -> tuple[str | None, str | None]:

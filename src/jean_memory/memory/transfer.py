@@ -80,8 +80,15 @@ def _check(data: Any) -> None:
         raise ImportFormatError("the export's memories and documents must be lists")
 
 
+LATEST = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second a date can be shown as
+
+
 def _when(value: Any, default: float, where: str) -> float:
-    """A date from the file, in seconds since 1970; missing means `default`."""
+    """A date from the file, in seconds since 1970; missing means `default`.
+
+    Only dates from 1970 to the end of 9999 are taken: every later listing shows each date as a
+    calendar date, and one outside that range (often milliseconds, as other tools export) would
+    make every list and search for the person fail after an import that seemed fine."""
     if not value:
         return default
     try:
@@ -90,6 +97,11 @@ def _when(value: Any, default: float, where: str) -> float:
         when = math.nan
     if isinstance(value, bool) or not math.isfinite(when):
         raise ImportFormatError(f"{where}: dates must be seconds since 1970, got {value!r}")
+    if not 0 <= when <= LATEST:
+        hint = " (it looks like milliseconds: divide it by 1000)" if 0 <= when / 1000 <= LATEST else ""
+        raise ImportFormatError(
+            f"{where}: {value!r} is not a date between 1970 and the year 9999; dates must be seconds since 1970{hint}"
+        )
     return when
 
 
@@ -111,7 +123,7 @@ def _checked_memories(items: list[Any]) -> list[dict[str, Any]]:
             text, tags = clean_text(item.get("text")), clean_tags(item.get("tags") or [])
         except MemoryInputError as exc:
             raise ImportFormatError(f"{where}: {exc}") from exc
-        created = _when(item.get("created_at"), clock.now(), where)
+        created = _when(item.get("created_at"), clock.now(), f"{where} created_at")
         memory_id = item.get("id")
         checked.append(
             {
@@ -120,7 +132,7 @@ def _checked_memories(items: list[Any]) -> list[dict[str, Any]]:
                 "tags": tags,
                 "client": _short(item.get("client"), 255, "client", where),
                 "created_at": created,
-                "updated_at": _when(item.get("updated_at"), created, where),
+                "updated_at": _when(item.get("updated_at"), created, f"{where} updated_at"),
             }
         )
     return checked
@@ -146,10 +158,23 @@ def _checked_documents(docs: list[Any]) -> list[dict[str, Any]]:
                 "document_type": document_type,
                 "source_url": _short(doc.get("source_url"), 2048, "source_url", where),
                 "client": _short(doc.get("client"), 255, "client", where),
-                "created_at": _when(doc.get("created_at"), clock.now(), where),
+                "created_at": _when(doc.get("created_at"), clock.now(), f"{where} created_at"),
             }
         )
     return checked
+
+
+ID_SLICE = 10_000
+
+
+def _taken_ids(conn: sa.Connection, wanted: list[str], slice_size: int = ID_SLICE) -> set[str]:
+    """Which of `wanted` some memory (anybody's) already has, asked a slice at a time: each id is
+    a bound parameter and PostgreSQL takes at most 65,535 in one statement."""
+    taken: set[str] = set()
+    for start in range(0, len(wanted), slice_size):
+        ids = wanted[start : start + slice_size]
+        taken.update(conn.execute(sa.select(memories.c.id).where(memories.c.id.in_(ids))).scalars())
+    return taken
 
 
 def import_user(
@@ -173,7 +198,7 @@ def import_user(
             )
         }
         wanted_ids = [i["id"] for i in items if i["id"] is not None]
-        taken = {r.id for r in conn.execute(sa.select(memories.c.id).where(memories.c.id.in_(wanted_ids)))}
+        taken = _taken_ids(conn, wanted_ids)
         for index, item in enumerate(items, 1):
             content_hash = normalised_hash(item["text"])
             if item["id"] in known_ids or content_hash in known_hashes:

@@ -1,4 +1,4 @@
-"""Alembic environment: runs migrations on the engine the caller hands over."""
+"""Alembic environment: runs migrations on the connection (or engine) the caller hands over."""
 
 from alembic import context
 
@@ -17,9 +17,18 @@ def include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no-
     return not (type_ == "index" and made_by_hand)
 
 
-engine = context.config.attributes["engine"]
-with engine.begin() as connection:
-    context.configure(
-        connection=connection, target_metadata=metadata, render_as_batch=True, include_object=include_object
-    )
-    context.run_migrations()
+def run_migrations(connection):  # type: ignore[no-untyped-def]
+    with connection.begin():
+        context.configure(
+            connection=connection, target_metadata=metadata, render_as_batch=True, include_object=include_object
+        )
+        context.run_migrations()
+
+
+# upgrade() hands over the connection holding its lock; other commands (check, downgrade) an engine.
+given = context.config.attributes.get("connection")
+if given is not None:
+    run_migrations(given)
+else:
+    with context.config.attributes["engine"].connect() as connection:
+        run_migrations(connection)
