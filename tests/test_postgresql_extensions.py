@@ -6,7 +6,7 @@ import sqlalchemy as sa
 
 from jean_memory.db.engine import normalise_url
 from tests.support.databases import embedded_postgres_without, with_database
-from tests.support.servers import cli_env, run_cli
+from tests.support.servers import cli_env, free_port, run_cli
 
 
 @pytest.mark.parametrize(
@@ -22,7 +22,7 @@ def test_serve_and_db_check_name_the_missing_extension(tmp_path, missing, fix):
         url = with_database(admin, "jm")
         env = cli_env(url, tmp_path / "data")
 
-        for command in (["serve", "--port", "0"], ["db", "upgrade"], ["db", "check"]):
+        for command in (["serve", "--port", str(free_port())], ["db", "upgrade"], ["db", "check"]):
             result = run_cli(command, env)
             assert result.returncode != 0, command
             assert missing in result.stderr and fix in result.stderr, (command, result.stderr)
