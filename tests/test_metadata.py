@@ -114,6 +114,19 @@ def test_trusting_every_proxy_is_refused():
     )
 
 
+@pytest.mark.parametrize("entry", ["localhost", "127.0.0.1:443", "10.0.0.0/99", "proxy.internal"])
+def test_a_trusted_proxy_that_is_no_address_is_refused(entry):
+    """Such entries used to be accepted and never match: the proxy silently untrusted."""
+    from jean_memory.config import load_settings
+
+    with pytest.raises(ConfigError, match="not an IP address or network"):
+        load_settings(env={"JEAN_MEMORY_TRUSTED_PROXIES": f"127.0.0.1, {entry}"})
+    assert load_settings(env={"JEAN_MEMORY_TRUSTED_PROXIES": "::1, 127.0.0.1/8"}).trusted_proxies == (
+        "::1",
+        "127.0.0.1/8",
+    )
+
+
 def test_listening_everywhere_without_an_issuer_falls_back_to_loopback():
     from jean_memory.config import load_settings
 

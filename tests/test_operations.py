@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from jean_memory.accounts.users import create_user
-from tests.support.oauth import PASSWORD, McpHttp, new_flow
+from tests.support.oauth import PASSWORD, McpHttp, new_flow, parse_form
 from tests.support.servers import TEST_SECRET, cli_env, free_port, run_cli, threaded_server, wait_until_up
 
 
@@ -46,6 +46,37 @@ def test_metrics_count_requests_tools_tokens_and_failed_sign_ins(database_url, t
     assert 'jean_memory_tokens_issued_total{grant_type="authorization_code"} 1.0' in text
     assert "jean_memory_sign_in_failures_total 1.0" in text
     assert 'jean_memory_http_requests_total{method="POST",route="/oauth/token",status="200"}' in text
+
+
+def test_made_up_methods_share_one_metrics_label(database_url, tmp_path):
+    """Each method name a client invented used to become a series of its own, for good."""
+    with threaded_server(database_url, tmp_path / "d", metrics_enabled=True) as running:
+        for i in range(5):
+            httpx.request(f"MADEUP{i}", f"{running.base_url}/nowhere")
+        text = httpx.get(f"{running.base_url}/metrics").text
+    assert "MADEUP" not in text
+    assert 'jean_memory_http_requests_total{method="other",route="unmatched",status="404"} 5.0' in text
+
+
+def test_sign_in_failures_from_one_ipv6_network_count_together(database_url, tmp_path):
+    """An IPv6 client holds a whole /64: rotating the address within it used to dodge the limit."""
+    from jean_memory.db.rate_limits import SIGN_IN_FAILURES
+
+    with threaded_server(database_url, tmp_path / "d", trusted_proxies=("127.0.0.1",)) as running:
+        user = create_user(running.engine, "v6@example.com", PASSWORD)
+        flow = new_flow(running.base_url)
+        statuses = []
+        for i in range(SIGN_IN_FAILURES.max_count + 1):
+            page = flow.authorize()
+            form = parse_form(page.text)
+            response = flow.http.post(
+                f"{running.base_url}{form['action']}",
+                data={**form["fields"], "email": user.email, "password": "wrong password"},
+                headers={"X-Forwarded-For": f"2001:db8:1:2::{i + 1:x}"},
+            )
+            statuses.append(response.status_code)
+    assert statuses[:-1] == [400] * SIGN_IN_FAILURES.max_count
+    assert statuses[-1] == 429
 
 
 def test_one_log_line_per_request_with_ids_and_no_secrets(server, alice, caplog):

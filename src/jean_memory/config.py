@@ -243,6 +243,16 @@ def _trusted_proxies(raw: str) -> tuple[str, ...]:
             "JEAN_MEMORY_TRUSTED_PROXIES=* would let any client forge its address (and dodge rate limits); "
             "list your proxy's addresses or networks, e.g. 127.0.0.1 or 10.0.0.0/8"
         )
+    for proxy in proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError as exc:
+            # Anything else would be accepted and never match: the proxy silently untrusted,
+            # everyone sharing its address (and one stranger's failed sign-ins locking all out).
+            raise ConfigError(
+                f"JEAN_MEMORY_TRUSTED_PROXIES entry {proxy!r} is not an IP address or network "
+                "(e.g. 127.0.0.1, ::1 or 10.0.0.0/8; no host names or ports)"
+            ) from exc
     return proxies
 
 

@@ -68,7 +68,10 @@ def threaded_server(database_url: str, data_dir: Path, **overrides: object) -> I
     settings = make_settings(database_url, data_dir, port, **overrides)
     engine = create_engine(settings.database_url)
     app = build_app(settings, engine)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    # proxy_headers=False as `serve` has it: forwarded headers count only through the app's own
+    # JEAN_MEMORY_TRUSTED_PROXIES middleware (uvicorn would otherwise trust them from 127.0.0.1).
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", proxy_headers=False)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     listen_url = f"http://127.0.0.1:{port}"

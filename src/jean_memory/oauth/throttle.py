@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -11,7 +13,18 @@ from jean_memory.oauth.service import OAuthService
 
 
 def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    """The key the limits count by: the IPv4 address, or the /64 an IPv6 address is in (one
+    household or server usually holds a whole /64, so counting single addresses limits nobody)."""
+    host = request.client.host if request.client else "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if not isinstance(address, ipaddress.IPv6Address):
+        return host
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
 
 
 async def over_limit(service: OAuthService, request: Request, limit: rate_limits.Limit) -> bool:

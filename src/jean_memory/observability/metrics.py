@@ -10,6 +10,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from starlette.requests import Request
 from starlette.responses import Response
 
+# The methods recorded by name; anything else a client sends is "other" (the HTTP parser accepts
+# any token as a method, and each new label value would be a series kept for the process's life).
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 
 class Metrics:
     def __init__(self) -> None:
@@ -38,7 +42,7 @@ class Metrics:
         )
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
+        self.requests.labels(method if method in KNOWN_METHODS else "other", route, str(status)).inc()
         self.latency.labels(route).observe(seconds)
 
     async def endpoint(self, request: Request) -> Response:
