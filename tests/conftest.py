@@ -13,9 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import Engine
 
 from jean_memory import clock
 from jean_memory.accounts.users import User, create_user
+from jean_memory.db.engine import create_engine
+from jean_memory.db.migrate import upgrade
 from tests.support.databases import (
     admin_url,
     fresh_postgresql_database,
@@ -82,6 +85,15 @@ def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -
     template = request.getfixturevalue("postgresql_template")
     with fresh_postgresql_database(server_url, template) as url:
         yield url
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """A migrated database of the test's backend, for tests that use the service layer directly."""
+    engine = create_engine(database_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -6,25 +6,14 @@ import threading
 
 import anyio
 import numpy as np
-import pytest
 import sqlalchemy as sa
 
 from jean_memory import clock
-from jean_memory.db.engine import create_engine
-from jean_memory.db.migrate import upgrade
 from jean_memory.db.tables import documents, memories
 from jean_memory.memory.chunking import chunk_text
 from jean_memory.memory.embeddings import LocalOnnxEmbedder
 from jean_memory.memory.jobs import LEASE_SECONDS, Lease, Worker, enqueue, pending_count
 from jean_memory.memory.service import EMBED_BATCH, MemoryService
-
-
-@pytest.fixture
-def engine(database_url):
-    engine = create_engine(database_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def test_a_job_running_when_the_worker_is_cancelled_still_finishes(engine):

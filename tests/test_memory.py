@@ -12,8 +12,6 @@ import pytest
 import sqlalchemy as sa
 
 from jean_memory import clock
-from jean_memory.db.engine import create_engine
-from jean_memory.db.migrate import upgrade
 from jean_memory.db.tables import memories
 from jean_memory.memory.embeddings import LocalOnnxEmbedder
 from jean_memory.memory.fusion import best_first, z_fusion
@@ -31,14 +29,6 @@ DISTRACTORS = [
     "I am learning to play the cello",
     "We bought a new sofa last weekend",
 ]
-
-
-@pytest.fixture
-def engine(database_url):
-    engine = create_engine(database_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -106,18 +106,19 @@ def test_one_log_line_per_request_with_ids_and_no_secrets(server, alice, caplog)
         assert secret not in everything
 
 
+def serve_process(env: dict[str, str], port: int, stderr: int = subprocess.PIPE) -> subprocess.Popen:
+    """`jean-memory serve` as its own process, once it answers; stderr (the log) to read after."""
+    command = [sys.executable, "-m", "jean_memory.cli", "serve", "--port", str(port)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+    wait_until_up(f"http://127.0.0.1:{port}", process=process)
+    return process
+
+
 def test_json_log_lines(database_url, tmp_path):
     env = cli_env(database_url, tmp_path / "data") | {"JEAN_MEMORY_LOG_FORMAT": "json"}
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jean_memory.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = serve_process(env, port)
     try:
-        wait_until_up(f"http://127.0.0.1:{port}", process=process)
         httpx.get(f"http://127.0.0.1:{port}/.well-known/oauth-authorization-server")
     finally:
         process.terminate()
@@ -134,15 +135,8 @@ def test_the_served_log_has_exactly_one_line_per_request(database_url, tmp_path)
     assert run_cli(["user", "add", "logs@example.com", "--password-stdin"], env, stdin=PASSWORD + "\n").returncode == 0
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jean_memory.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = serve_process(env, port)
     try:
-        wait_until_up(base, process=process)
         token = new_flow(base).tokens("logs@example.com")["access_token"]
         mcp = McpHttp(f"{base}/mcp", token)
         mcp.call_tool("add_memories", {"text": "I keep bees on the roof"})
@@ -182,14 +176,7 @@ def test_sigterm_during_a_burst_loses_nothing_acknowledged(database_url, tmp_pat
     base = f"http://127.0.0.1:{port}"
 
     def start() -> subprocess.Popen:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "jean_memory.cli", "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until_up(base, process=process)
-        return process
+        return serve_process(env, port, stderr=subprocess.DEVNULL)
 
     process = start()
     flow = new_flow(base)

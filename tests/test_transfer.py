@@ -7,7 +7,6 @@ import sqlalchemy as sa
 
 from jean_memory.accounts.users import create_user
 from jean_memory.db.engine import create_engine
-from jean_memory.db.migrate import upgrade
 from jean_memory.db.tables import documents, jobs, memories
 from jean_memory.memory.service import MemoryService
 from jean_memory.memory.transfer import ImportFormatError, import_user
@@ -133,14 +132,6 @@ def test_an_over_long_memory_is_refused_like_add_memories_refuses_it(database_ur
     assert result.returncode == 1
     assert "memory 2" in result.stderr and "at most 20,000" in result.stderr
     assert stored_rows(database_url)["memories"] == 0
-
-
-@pytest.fixture
-def engine(database_url):
-    engine = create_engine(database_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest.mark.parametrize(
