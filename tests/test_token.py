@@ -319,3 +319,17 @@ def test_revocation_with_the_token_sent_twice_is_invalid_request(server, alice):
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
     assert response.status_code == 400 and response.json()["error"] == "invalid_request"
+
+
+def test_a_file_as_a_token_parameter_counts_as_absent(server, alice):
+    """Multipart is accepted at the token endpoint; a file is no parameter value (its repr was
+    echoed in the error before)."""
+    flow = new_flow(server.base_url)
+    code = flow.get_code(alice.email)["code"]
+    response = flow.http.post(
+        f"{server.base_url}/oauth/token",
+        data={"code": code, "code_verifier": flow.verifier, **flow.client_auth()},
+        files={"grant_type": ("grant.txt", b"authorization_code")},
+    )
+    assert response.status_code == 400
+    assert response.json() == {"error": "invalid_request", "error_description": "grant_type is required"}

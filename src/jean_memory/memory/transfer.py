@@ -156,7 +156,7 @@ def _checked_documents(docs: list[Any]) -> list[dict[str, Any]]:
                 "title": title,
                 "content": content,
                 "document_type": document_type,
-                "source_url": _short(doc.get("source_url"), 2048, "source_url", where),
+                "source_url": doc.get("source_url"),  # check_document took its measure
                 "client": _short(doc.get("client"), 255, "client", where),
                 "created_at": _when(doc.get("created_at"), clock.now(), f"{where} created_at"),
             }

@@ -60,15 +60,6 @@ def _too_large_page(exc: OAuthError) -> Response:
     )
 
 
-async def _text_params(request: Request) -> ImmutableMultiDict[str, str]:
-    """The form's text fields; files (possible in a multipart POST) are no parameter values,
-    so they count as absent rather than reaching code that expects strings."""
-    form = await read_form(request)
-    params = ImmutableMultiDict([(k, v) for k, v in form.multi_items() if isinstance(v, str)])
-    await form.close()
-    return params
-
-
 def _host(netloc: str) -> str:
     """host[:port] as a person should read it: user information before an `@` is not where
     the browser goes, so it is never shown (clients registered before it was refused)."""
@@ -93,7 +84,7 @@ class AuthorizationEndpoints:
 
     async def authorize(self, request: Request) -> Response:
         try:
-            params = request.query_params if request.method == "GET" else await _text_params(request)
+            params = request.query_params if request.method == "GET" else await read_form(request)
         except OAuthError as exc:
             return _too_large_page(exc)
         twice = repeated(params.multi_items(), may_repeat=frozenset({"resource"}))
@@ -306,15 +297,15 @@ class AuthorizationEndpoints:
             form = await read_form(request)
         except OAuthError as exc:
             return _too_large_page(exc)
-        if not csrf_valid(self._settings, request, session_id, _str(form.get("csrf_token"))):
+        if not csrf_valid(self._settings, request, session_id, form.get("csrf_token")):
             return error_page(
                 "Please try again",
                 "The sign-in form was stale or came from another site.",
                 status=403,
                 hint="Go back to the app and start connecting again; make sure cookies are enabled.",
             )
-        email = _str(form.get("email")) or ""
-        password = _str(form.get("password")) or ""
+        email = form.get("email") or ""
+        password = form.get("password") or ""
         address = client_address(request)
         # Counted as a failure before the password is checked: a count read first and raised
         # only after the (slow) check let any number of parallel guesses through.
@@ -352,12 +343,12 @@ class AuthorizationEndpoints:
             form = await read_form(request)
         except OAuthError as exc:
             return _too_large_page(exc)
-        if not csrf_valid(self._settings, request, session_id, _str(form.get("csrf_token"))):
+        if not csrf_valid(self._settings, request, session_id, form.get("csrf_token")):
             return error_page("Please try again", "The approval form was stale or came from another site.", 403)
         signed_in = await run_db(session_user_id, engine, session_cookie(request))
         if signed_in != pending.user_id:
             return error_page("Signed out", "Your sign-in session ended. Go back to the app and connect again.", 403)
-        decision = _str(form.get("decision"))
+        decision = form.get("decision")
         if decision == "approve":
             return await self._issue_code(pending, session_id, pending.user_id, remember=True)
         if decision == "deny":
@@ -366,7 +357,3 @@ class AuthorizationEndpoints:
                 pending.redirect_uri, "access_denied", "the person denied access", pending.state
             )
         return error_page("Choose Allow or Deny", "The form was sent without a decision.")
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from starlette.datastructures import FormData
+from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
 
 from jean_memory.oauth.errors import OAuthError
@@ -32,31 +32,35 @@ async def read_limited_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_form(request: Request, limit: int = MAX_BODY_BYTES) -> FormData:
-    """The form, parsed from a body read under `limit`; OAuthError (413) past it."""
+async def read_form(request: Request, limit: int = MAX_BODY_BYTES) -> ImmutableMultiDict[str, str]:
+    """The form's text fields, parsed from a body read under `limit`; OAuthError (413) past it.
+    Files (possible in a multipart POST) are no parameter values: they count as absent rather
+    than reaching code that expects strings."""
     body = await read_limited_body(request, limit)
     # Starlette's own body cache: `request.form()` then parses these bytes instead of the
     # (already consumed) stream, keeping its 400 for malformed multipart.
     request._body = body
-    return await request.form()
+    form = await request.form()
+    fields = ImmutableMultiDict([(k, v) for k, v in form.multi_items() if isinstance(v, str)])
+    await form.close()
+    return fields
 
 
-def repeated(params: FormData | Iterable[tuple[str, object]], may_repeat: frozenset[str] = frozenset()) -> str | None:
+def repeated(params: Iterable[tuple[str, object]], may_repeat: frozenset[str] = frozenset()) -> str | None:
     """The first parameter sent more than once, if any. RFC 6749 §3.1: request and response
     parameters MUST NOT be included more than once; taking the first or the last value would let
     two parties read one request differently. `resource` may repeat (RFC 8707) and is judged by
     its own rule."""
-    items = params.multi_items() if isinstance(params, FormData) else params
     seen: set[str] = set()
-    for name, _ in items:
+    for name, _ in params:
         if name in seen and name not in may_repeat:
             return name
         seen.add(name)
     return None
 
 
-def check_single(form: FormData) -> None:
+def check_single(form: ImmutableMultiDict[str, str]) -> None:
     """OAuthError invalid_request naming a repeated parameter (token and revocation requests)."""
-    name = repeated(form)
+    name = repeated(form.multi_items())
     if name is not None:
         raise OAuthError("invalid_request", f"the parameter {name} was sent more than once")

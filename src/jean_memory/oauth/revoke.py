@@ -30,7 +30,7 @@ class RevocationEndpoint:
             check_single(form)
             client = await authenticate_client(self._service, request, form)
             token = form.get("token")
-            if not isinstance(token, str) or not token:
+            if not token:
                 raise OAuthError("invalid_request", "token is required")
             grant_id = await run_db(self._grant_of, token)
             if grant_id is not None:

@@ -56,8 +56,6 @@ class TokenEndpoint:
             client = await authenticate_client(self._service, request, form)
             request.state.client_id = client.client_id
             grant_type = form.get("grant_type")
-            if grant_type is not None and not isinstance(grant_type, str):
-                raise OAuthError("invalid_request", "grant_type must be a text field, not a file")
             if grant_type == "authorization_code":
                 body = await self._authorization_code(client, form)
             elif grant_type == "refresh_token":
@@ -82,9 +80,9 @@ class TokenEndpoint:
         self._check_grant_type(client, "authorization_code")
         code = form.get("code")
         verifier = form.get("code_verifier")
-        if not isinstance(code, str) or not code:
+        if not code:
             raise OAuthError("invalid_request", "code is required")
-        if not isinstance(verifier, str) or not verifier:
+        if not verifier:
             raise OAuthError("invalid_request", "code_verifier is required (PKCE)")
         engine = self._service.engine
         try:
@@ -112,7 +110,7 @@ class TokenEndpoint:
     async def _refresh(self, client: Client, form) -> dict:  # type: ignore[no-untyped-def]
         self._check_grant_type(client, "refresh_token")
         token = form.get("refresh_token")
-        if not isinstance(token, str) or not token:
+        if not token:
             raise OAuthError("invalid_request", "refresh_token is required")
         try:
             grant = await run_db(
@@ -128,7 +126,7 @@ class TokenEndpoint:
                 logger.warning("refresh token reused after rotation; grant revoked (client %s)", client.client_id)
             raise OAuthError("invalid_grant", exc.description) from exc
         scope = form.get("scope")
-        if isinstance(scope, str) and scope and not is_subset(scope, grant.scope):
+        if scope and not is_subset(scope, grant.scope):
             raise OAuthError("invalid_scope", f"scope may only narrow the granted {grant.scope!r}")
         self._check_resource(form, grant)
         return await run_db(self._service.token_response, grant, client, scope or None)
