@@ -170,6 +170,17 @@ def build_app(settings: Settings, engine: Engine, migrate: bool = True, embedder
                     except Exception:
                         logger.exception("maintenance failed; will retry")
                     try:
+                        waiting = await run_db(memory.queue_reembedding)
+                        if waiting:
+                            logger.info(
+                                "re-embedding %d memories with %s in the background (after a model change, or "
+                                "saved while embedding failed); search finds them by their words until then",
+                                waiting,
+                                memory.embedder.model_name if memory.embedder else "-",
+                            )
+                    except Exception:
+                        logger.exception("queueing re-embedding failed; will retry")
+                    try:
                         if await run_db(memory.build_vector_index):
                             logger.info("built the vector index for people with very many memories")
                     except Exception:

@@ -66,6 +66,11 @@ def enqueue(conn: Connection, kind: str, user_id: str, payload: dict[str, Any]) 
     return job_id
 
 
+def users_with_queued(kind: str) -> sa.Select:
+    """The user ids that have a job of `kind` waiting or running, as a subquery to filter by."""
+    return sa.select(jobs.c.user_id).where(jobs.c.kind == kind)
+
+
 def claim_next(engine: Engine) -> sa.Row | None:
     """Lease the oldest job nobody holds; None when there is nothing to do. The row is the job as
     it was before this claim (see `lease_of`)."""

@@ -49,7 +49,11 @@ MAX_SOURCE_URL_CHARS = 2048  # the column's size
 DOCUMENT_TYPES = ("markdown", "text", "html", "code", "email", "note", "pdf-text")
 SAVE_JOB = "save_memories"
 INDEX_JOB = "index_document"
+REEMBED_JOB = "reembed"
 EMBED_BATCH = 64
+#: Memories one re-embedding job embeds before it queues its continuation: about 2 s of CPU, so
+#: a job stays short (shutdown waits for the one running) and saves queued meanwhile go first.
+REEMBED_SLICE = 512
 # BM25 for a person with very many memories runs here while the request's thread scans vectors.
 SEARCH_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="jean-memory-search")
 
@@ -515,9 +519,71 @@ class MemoryService:
         return self._vectors.build_index_if_needed(self._embedder.model_name, self._embedder.dimensions)
 
     def job_handlers(self) -> dict[str, jobs.Handler]:
-        return {SAVE_JOB: self.save_facts_job, INDEX_JOB: self.index_document_job}
+        return {SAVE_JOB: self.save_facts_job, INDEX_JOB: self.index_document_job, REEMBED_JOB: self.reembed_job}
 
     # --- re-embedding -------------------------------------------------------------------------------
+
+    def _without_vector(self, model: str) -> sa.Select:
+        """Memories (and chunks) with no vector from `model`: all of them after a model change,
+        and any saved while a remote embedding service was down."""
+        has_vector = sa.and_(memory_vectors.c.memory_pk == memories.c.pk, memory_vectors.c.model == model)
+        return (
+            sa.select(memories.c.pk, memories.c.user_id, memories.c.text)
+            .outerjoin(memory_vectors, has_vector)
+            .where(memory_vectors.c.memory_pk.is_(None))
+        )
+
+    def queue_reembedding(self) -> int:
+        """Queue a re-embedding job for each person with memories lacking a vector of the current
+        model, unless one is queued already; returns how many memories wait. Run at start and
+        then periodically, so an upgrade that changes the model needs no manual step: until a
+        person's job has run, search finds their memories by their words only."""
+        if self._embedder is None:
+            return 0
+        missing = self._without_vector(self._embedder.model_name).subquery()
+        queued = jobs.users_with_queued(REEMBED_JOB)
+        with self._engine.begin() as conn:
+            waiting = conn.execute(
+                sa.select(missing.c.user_id, sa.func.count())
+                .where(missing.c.user_id.not_in(queued))
+                .group_by(missing.c.user_id)
+            ).all()
+            for user_id, _ in waiting:
+                jobs.enqueue(conn, REEMBED_JOB, user_id, {})
+        if waiting:
+            self._on_enqueue()
+        return sum(count for _, count in waiting)
+
+    def reembed_job(self, user_id: str, payload: dict[str, Any], lease: jobs.Lease | None = None) -> None:
+        """Embed up to REEMBED_SLICE of the person's memories that lack a current vector, and
+        queue the rest as a new job. Idempotent: a second run finds nothing left to do."""
+        if self._embedder is None:
+            return
+        query = self._without_vector(self._embedder.model_name).where(memories.c.user_id == user_id)
+        with self._engine.connect() as conn:
+            todo = conn.execute(query.order_by(memories.c.pk).limit(REEMBED_SLICE)).all()
+        if not todo:
+            return
+        vectors = self._embedder.embed([row.text for row in todo])
+        with self._engine.begin() as conn:
+            if lease is not None:
+                lease.renew(conn)
+            # A memory reworded or deleted while this slice was embedding keeps what its own
+            # write gave it.
+            now = dict(
+                conn.execute(
+                    sa.select(memories.c.pk, memories.c.text).where(memories.c.pk.in_([row.pk for row in todo]))
+                ).all()
+            )
+            self._write_vectors(
+                conn,
+                user_id,
+                [(row.pk, vector) for row, vector in zip(todo, vectors, strict=True) if now.get(row.pk) == row.text],
+            )
+            bump_version(conn, user_id)
+            if len(todo) == REEMBED_SLICE:
+                jobs.enqueue(conn, REEMBED_JOB, user_id, {})
+        self._on_enqueue()
 
     def reindex(self, progress: Callable[[int, int], None] | None = None, batch: int = EMBED_BATCH) -> int:
         """Embed every memory that has no vector from the current model; returns how many."""
