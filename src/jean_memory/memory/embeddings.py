@@ -228,9 +228,10 @@ class _LoadedModel:
     """One tokenizer and one ONNX session, shared by every embedder and thread in the process:
     the session holds ~100 MB and onnxruntime's ``run`` is safe to call concurrently.
 
-    `runs` admits only as many runs at once as the cores can take, each run already spreading
-    over `threads` of them: sixteen overlapping searches on two cores cost 7.5 ms of CPU each
-    instead of 6.4 ms (bench/mcp_load.py), so the extra ones are better off waiting their turn."""
+    `runs` admits only as many runs at once as the cores can take (cpu_count // threads):
+    more overlapping runs contend for the cores and cost more CPU each (sixteen overlapping
+    searches on two cores, float32 model: 7.5 ms against 6.4 ms, bench/mcp_load.py), so the
+    extra ones are better off waiting their turn."""
 
     tokenizer: Any
     session: Any
@@ -389,8 +390,10 @@ def _load_model(path: Path, threads: int) -> _LoadedModel:
     return loaded
 
 
-def _default_threads() -> int:
-    return max(1, min(2, os.cpu_count() or 1))
+#: onnxruntime threads per run. With int8 MatMuls a query (12 wordpieces) takes 2.0 ms on one
+#: thread and 2.1 ms on two at 2.8 ms of CPU, and 788 LoCoMo turns embed in 3.3 s on one and
+#: 3.6 s on two: the second thread only adds hand-over cost, so cores serve concurrent runs.
+DEFAULT_THREADS = 1
 
 
 class LocalOnnxEmbedder:
@@ -413,7 +416,7 @@ class LocalOnnxEmbedder:
         if threads is not None and threads < 1:
             raise ValueError("threads must be at least 1")
         self._model_path = Path(model_path) if model_path is not None else None
-        self._threads = threads or _default_threads()
+        self._threads = threads or DEFAULT_THREADS
         self._loaded: _LoadedModel | None = None
 
     def load(self) -> None:
