@@ -61,6 +61,7 @@ TOKEN_LOG_LINE = re.compile(r"POST /oauth/token 200 ([0-9.]+)ms")
 MAX_CANDIDATES = 50_000  # distinct sentences the corpus can make, with margin
 CHECKED_QUERIES = 256  # queries sent once to each server, answers checked, before the load
 NOISY_SHARE = 0.15  # other processes' CPU, in cores, above which a row is flagged
+SAME_WORK = "same"  # the bare SDK server doing our search work in memory (bench/bare_sdk_server.py)
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -567,6 +568,20 @@ def check_answers(server: Server, pool: list[bytes]) -> dict[str, float]:
     return {"mean_hits": round(hits / len(results), 2), "mean_response_bytes": round(size / len(results))}
 
 
+def local_model_path() -> Path:
+    """The int8 model file our server derived (and caches) from the pinned one."""
+    from jean_memory.memory.embeddings import MODEL_SHA256
+    from jean_memory.memory.int8_model import cache_dir, cached_name
+
+    return cache_dir() / cached_name(MODEL_SHA256)
+
+
+def tokenizer_path() -> Path:
+    from jean_memory.memory import embeddings
+
+    return Path(embeddings.__file__).parent / "model_assets" / "tokenizer.json"
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="jean-bench-"))
     secret = secrets.token_hex(32)
@@ -598,36 +613,46 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         if created.returncode != 0:
             raise RuntimeError(f"user add failed: {created.stderr}")
-        ours_port, bare_port = free_port(), free_port()
+        ours_port, bare_port, same_port = free_port(), free_port(), free_port()
         log(f"starting servers (work dir {workdir})")
         ours_cmd = [python, "-m", "jean_memory.cli", "serve", "--port", str(ours_port)]
         bare_url = f"http://127.0.0.1:{bare_port}"
         bare_cmd = [python, "-m", "bench.bare_sdk_server", "--port", str(bare_port), "--issuer", bare_url]
-        with (
-            start("ours", ours_cmd, ours_env, ours_port, workdir) as ours,
-            start("bare", bare_cmd, bare_env, bare_port, workdir) as bare,
-        ):
+        with contextlib.ExitStack() as running:
+            ours = running.enter_context(start("ours", ours_cmd, ours_env, ours_port, workdir))
+            bare = running.enter_context(start("bare", bare_cmd, bare_env, bare_port, workdir))
+            servers = [ours, bare]
+            if args.embeddings in (None, "local"):
+                # Started after ours, which has made the int8 model file by now.
+                same_url = f"http://127.0.0.1:{same_port}"
+                same_cmd = [
+                    *[python, "-m", "bench.bare_sdk_server", "--port", str(same_port), "--issuer", same_url],
+                    *["--search-model", str(local_model_path()), "--tokenizer", str(tokenizer_path())],
+                    *["--memories", str(args.memories), "--seed", str(args.seed)],
+                ]
+                servers.append(running.enter_context(start(SAME_WORK, same_cmd, bare_env, same_port, workdir)))
             log("getting a token through the OAuth flow")
             oauth = OAuthClient(ours.url)
             ours.token = oauth.access_token()
             oauth.http.close()
-            bare.token = mint_bare_token(secret, bare.url)
+            for baseline in servers[1:]:
+                baseline.token = mint_bare_token(secret, baseline.url)
             log(f"seeding {args.memories} memories through add_memories")
             report["memories"] = seed_memories(ours, args.memories, args.seed)
 
             queries = make_queries(args.queries, args.seed)
             pools = {
                 s.name: [rpc_request(s, i, "search_memory", {"query": q, "limit": 10}) for i, q in enumerate(queries)]
-                for s in (ours, bare)
+                for s in servers
             }
-            report["answers"] = {s.name: check_answers(s, pools[s.name][:CHECKED_QUERIES]) for s in (ours, bare)}
+            report["answers"] = {s.name: check_answers(s, pools[s.name][:CHECKED_QUERIES]) for s in servers}
             log(f"  answers: {report['answers']}")
 
             windows: list[Window] = []
             per_window = args.duration / args.rounds
             for concurrency in args.concurrency:
                 for round_no in range(args.rounds):
-                    order = (ours, bare) if round_no % 2 == 0 else (bare, ours)
+                    order = servers if round_no % 2 == 0 else servers[::-1]
                     for server in order:
                         window = asyncio.run(
                             closed_loop(server, pools[server.name], concurrency, args.warmup, per_window)
@@ -639,25 +664,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             f"p50 {percentile(window.latencies_ms, 0.5):6.2f} ms  errors {window.errors}"
                         )
             rows = [
-                summarise([w for w in windows if w.server == name and w.concurrency == c])
+                summarise([w for w in windows if w.server == s.name and w.concurrency == c])
                 for c in args.concurrency
-                for name in ("ours", "bare")
+                for s in servers
             ]
             report["rows"] = [asdict(r) for r in rows]
-            report["ratios"] = {
-                str(c): round(
-                    next(r.rps for r in rows if r.server == "ours" and r.concurrency == c)
-                    / next(r.rps for r in rows if r.server == "bare" and r.concurrency == c),
-                    3,
-                )
-                for c in args.concurrency
-            }
-            report["cpu_ratios"] = {}
-            for c in args.concurrency:
-                ours_cpu = next(r.server_cpu_ms_per_req for r in rows if r.server == "ours" and r.concurrency == c)
-                bare_cpu = next(r.server_cpu_ms_per_req for r in rows if r.server == "bare" and r.concurrency == c)
-                if ours_cpu and bare_cpu:
-                    report["cpu_ratios"][str(c)] = round(bare_cpu / ours_cpu, 3)
+
+            def row(name: str, c: int) -> Row:
+                return next(r for r in rows if r.server == name and r.concurrency == c)
+
+            for baseline in servers[1:]:
+                suffix = "" if baseline.name == "bare" else f"_{baseline.name}"
+                report[f"ratios{suffix}"] = {
+                    str(c): round(row("ours", c).rps / row(baseline.name, c).rps, 3) for c in args.concurrency
+                }
+                report[f"cpu_ratios{suffix}"] = {
+                    str(c): round(row(baseline.name, c).server_cpu_ms_per_req / row("ours", c).server_cpu_ms_per_req, 3)
+                    for c in args.concurrency
+                    if row("ours", c).server_cpu_ms_per_req and row(baseline.name, c).server_cpu_ms_per_req
+                }
             log(f"timing {args.exchanges} /oauth/token code exchanges")
             report["token"] = token_exchanges(ours, args.exchanges)
     finally:
@@ -703,6 +728,12 @@ def print_table(report: dict[str, Any]) -> None:
         cpu = report["cpu_ratios"].get(c)
         cost = f"; CPU per request, bare/ours: {cpu:.1%}" if cpu is not None else ""
         print(f"ours/bare requests/s at concurrency {c}: {ratio:.1%}{verdict}{cost}")
+    for c, ratio in report.get(f"ratios_{SAME_WORK}", {}).items():
+        cpu = report[f"cpu_ratios_{SAME_WORK}"].get(c)
+        cost = f"; CPU per request, {SAME_WORK}/ours: {cpu:.1%}" if cpu is not None else ""
+        print(
+            f"ours/{SAME_WORK} (bare SDK doing the same search in memory) requests/s at concurrency {c}: {ratio:.1%}{cost}"
+        )
     t = report["token"]
     print(
         f"\n/oauth/token code exchange ({t['exchanges']}x): p50 {t['client_p50_ms']:.2f} ms, "
