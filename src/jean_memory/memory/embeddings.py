@@ -262,21 +262,19 @@ def _session_options(threads: int) -> Any:
     return options
 
 
-def _pooled(session: Any, input_names: frozenset[str], ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    feeds = {"input_ids": ids, "attention_mask": mask}
+def _pooled(session: Any, input_names: frozenset[str], ids: np.ndarray) -> np.ndarray:
+    """Unit vectors of one run over unpadded token ids: the mean of the token states, as
+    sentence-transformers' Pooling(mean) + Normalize modules do for this model."""
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
     if "token_type_ids" in input_names:
         feeds["token_type_ids"] = np.zeros_like(ids)
     hidden = session.run(None, feeds)[0]
-    # Mean over real tokens only (padding must not dilute the average), as sentence-transformers'
-    # Pooling(mean) + Normalize modules do for this model.
-    weights = mask[:, :, None].astype(np.float32)
-    pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
-    return _normalise_rows(pooled)
+    return _normalise_rows(hidden.mean(axis=1))
 
 
-def _run_model(loaded: _LoadedModel, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def _run_model(loaded: _LoadedModel, ids: np.ndarray) -> np.ndarray:
     with loaded.runs:
-        return _pooled(loaded.session, loaded.input_names, ids, mask)
+        return _pooled(loaded.session, loaded.input_names, ids)
 
 
 #: Sentences the derived int8 model must embed like the source model before it is used.
@@ -302,10 +300,8 @@ def _agreement(source: Any, derived: Any, tokenizer: Any) -> float:
     lowest = 1.0
     for encoding in tokenizer.encode_batch(list(_AGREEMENT_PROBES)):
         ids = np.array([encoding.ids], dtype=np.int64)
-        mask = np.array([encoding.attention_mask], dtype=np.int64)
         vectors = [
-            _pooled(session, frozenset(i.name for i in session.get_inputs()), ids, mask)[0]
-            for session in (source, derived)
+            _pooled(session, frozenset(i.name for i in session.get_inputs()), ids)[0] for session in (source, derived)
         ]
         lowest = min(lowest, float(vectors[0] @ vectors[1]))
     return lowest
@@ -379,7 +375,7 @@ def _load_model(path: Path, threads: int) -> _LoadedModel:
     # One real call now, so a model that loads but cannot run fails at start-up rather than
     # on someone's first search, and the first query does not pay the warm-up.
     try:
-        probe = _run_model(loaded, np.array([[101, 102]], dtype=np.int64), np.ones((1, 2), dtype=np.int64))
+        probe = _run_model(loaded, np.array([[101, 102]], dtype=np.int64))
     except Exception as exc:
         raise EmbeddingModelError(f"The local embedding model {path} failed its test run: {exc}. {_FIX_HINT}") from exc
     if probe.shape != (1, LOCAL_DIMENSIONS):
@@ -452,7 +448,7 @@ class LocalOnnxEmbedder:
         loaded = self._get()
         for row, encoding in enumerate(loaded.tokenizer.encode_batch([t[:_MAX_CHARS] for t in texts])):
             ids = np.array([encoding.ids], dtype=np.int64)
-            out[row] = _run_model(loaded, ids, np.ones_like(ids))[0]
+            out[row] = _run_model(loaded, ids)[0]
         return out
 
     def embed_query(self, text: str) -> np.ndarray:
