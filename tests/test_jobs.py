@@ -3,6 +3,7 @@ strands the job it was running, and a job outliving its lease is neither taken o
 progresses nor run twice over once it was."""
 
 import threading
+import time
 
 import anyio
 import numpy as np
@@ -131,3 +132,24 @@ def test_a_long_job_renews_its_lease_between_batches(engine):
     rows, distinct, count = stored_chunks(engine, document_id)
     assert rows == distinct == count == EMBED_BATCH + 6
     assert pending_count(engine) == 0
+
+
+def test_drain_stops_at_its_deadline_while_jobs_keep_coming(engine):
+    """Found in review: `run_once` is shielded, and drain looped on it with no point where its
+    deadline could fire, so a chain of jobs (a re-embedding backlog queues its own
+    continuation) ran to the end however long it was, past the shutdown grace period."""
+    ran: list[int] = []
+
+    def step(user_id: str, payload: dict, lease: Lease) -> None:
+        ran.append(payload["n"])
+        time.sleep(0.05)
+        if payload["n"] < 40:
+            with engine.begin() as conn:
+                enqueue(conn, "step", user_id, {"n": payload["n"] + 1})
+
+    with engine.begin() as conn:
+        enqueue(conn, "step", "u1", {"n": 1})
+    worker = Worker(engine, {"step": step})
+    done = anyio.run(worker.drain, 0.3)
+    assert done == len(ran) < 40
+    assert pending_count(engine) == 1  # the rest of the chain waits for the next start

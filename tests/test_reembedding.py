@@ -4,6 +4,7 @@ they were saved) and embeds them again in the background, a slice per job."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -121,3 +122,44 @@ def test_a_started_server_re_embeds_without_being_asked(database_url: str, engin
         while {model for model, _ in vectors_by_text(engine).values()} != {LOCAL_MODEL_NAME}:
             assert time.monotonic() < deadline, "the server did not re-embed within 60 s"
             time.sleep(0.2)
+
+
+def test_a_job_embeds_for_a_bounded_time_then_hands_over(engine: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slice of 512 long chunks took 23 s, all of it shielded from shutdown: a job now stops
+    embedding after REEMBED_SECONDS and queues the rest after the last key it reached."""
+    monkeypatch.setattr(service_module, "REEMBED_SECONDS", 0.0)
+    monkeypatch.setattr(service_module, "REEMBED_CALL", 1)
+    saved_under_old_model(engine)
+    service = MemoryService(engine, LocalOnnxEmbedder())
+    service.queue_reembedding()
+    assert run_jobs(engine, service) == len(ALICE) + len(BOB)  # one memory per job
+    assert {model for model, _ in vectors_by_text(engine).values()} == {LOCAL_MODEL_NAME}
+
+
+def test_two_writers_of_one_memorys_vector_both_succeed(engine: sa.Engine) -> None:
+    """Found in review: on PostgreSQL, `jean-memory reindex` beside the background job failed
+    with a duplicate key: each wrote a vector by delete-then-insert, and the second insert
+    collided with the first's once it committed. Vectors are upserted now."""
+    service = MemoryService(engine, LocalOnnxEmbedder())
+    service.add("alice", ALICE[0])
+    with engine.connect() as conn:
+        pk = conn.execute(sa.select(memories.c.pk)).scalar_one()
+    first_vector, second_vector = np.full(384, 0.05, dtype=np.float32), np.full(384, -0.05, dtype=np.float32)
+    errors: list[BaseException] = []
+
+    def second_writer() -> None:
+        try:
+            with engine.begin() as conn:
+                service._write_vectors(conn, "alice", [(pk, second_vector)])
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    with engine.connect() as first:
+        with first.begin():
+            service._write_vectors(first, "alice", [(pk, first_vector)])
+            writer = threading.Thread(target=second_writer)
+            writer.start()
+            time.sleep(0.5)  # the second writer is waiting on the first's row lock by now
+        writer.join(30)
+    assert errors == []
+    np.testing.assert_allclose(vectors_by_text(engine)[ALICE[0]][1], second_vector)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -166,7 +167,11 @@ class Worker:
         """Run jobs until none are left or the deadline passes (graceful shutdown)."""
         done = 0
         with anyio.move_on_after(deadline_seconds):
-            while await self.run_once():
+            while True:
+                # run_once is shielded, so the deadline can only fire here, between jobs.
+                await anyio.lowlevel.checkpoint()
+                if not await self.run_once():
+                    break
                 done += 1
         return done
 
@@ -174,6 +179,7 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         while True:
+            await anyio.lowlevel.checkpoint()  # where a cancel lands while jobs keep coming
             try:
                 if await self.run_once():
                     continue

@@ -8,6 +8,7 @@ every query filters by it, which is the whole of the isolation between people. C
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from jean_memory import clock
@@ -51,11 +53,28 @@ SAVE_JOB = "save_memories"
 INDEX_JOB = "index_document"
 REEMBED_JOB = "reembed"
 EMBED_BATCH = 64
-#: Memories one re-embedding job embeds before it queues its continuation: about 2 s of CPU, so
-#: a job stays short (shutdown waits for the one running) and saves queued meanwhile go first.
+#: A re-embedding job looks at this many of a person's memories (by key) and embeds for at most
+#: REEMBED_SECONDS, then queues its continuation: a job stays short (shutdown waits for the one
+#: running; a 256-wordpiece chunk takes 45 ms) and saves queued meanwhile go first.
 REEMBED_SLICE = 512
+REEMBED_SECONDS = 2.0
+#: Texts per embedding call inside a re-embedding job, between two looks at the clock.
+REEMBED_CALL = 16
 # BM25 for a person with very many memories runs here while the request's thread scans vectors.
 SEARCH_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="jean-memory-search")
+
+
+def _vector_upsert(conn: Connection) -> sa.Insert:
+    """Insert or replace memories' vectors in one statement. A delete-then-insert collided on
+    PostgreSQL when two transactions wrote the same memory's vector (a background re-embedding
+    beside `jean-memory reindex`, or beside a save rewording that memory): the second insert
+    failed on the primary key once the first committed."""
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    statement = insert(memory_vectors)
+    return statement.on_conflict_do_update(
+        index_elements=[memory_vectors.c.memory_pk],
+        set_={name: statement.excluded[name] for name in ("user_id", "model", "vector")},
+    )
 
 
 @dataclass(frozen=True)
@@ -168,8 +187,7 @@ class MemoryService:
             return
         rows = [{"memory_pk": pk, "user_id": user_id, "model": model, "vector": v} for pk, v in pairs]
         if rows:
-            conn.execute(memory_vectors.delete().where(memory_vectors.c.memory_pk.in_([r["memory_pk"] for r in rows])))
-            conn.execute(memory_vectors.insert(), rows)
+            conn.execute(_vector_upsert(conn), rows)
 
     def _insert(
         self,
@@ -556,35 +574,63 @@ class MemoryService:
         return sum(count for _, count in waiting)
 
     def reembed_job(self, user_id: str, payload: dict[str, Any], lease: jobs.Lease | None = None) -> None:
-        """Embed up to REEMBED_SLICE of the person's memories that lack a current vector, and
-        queue the rest as a new job. Idempotent: a second run finds nothing left to do."""
+        """Embed the person's memories that lack a current vector, walking their keys upwards
+        from `payload["after"]` (one slice, at most REEMBED_SECONDS), and queue the rest as a new
+        job. Keys and the primary-key index keep each slice's queries small however large the
+        tables. Idempotent: a second run finds nothing left to do."""
         if self._embedder is None:
             return
-        query = self._without_vector(self._embedder.model_name).where(memories.c.user_id == user_id)
+        model = self._embedder.model_name
+        after = int(payload.get("after", 0))
         with self._engine.connect() as conn:
-            todo = conn.execute(query.order_by(memories.c.pk).limit(REEMBED_SLICE)).all()
-        if not todo:
+            page = conn.execute(
+                sa.select(memories.c.pk, memories.c.text)
+                .where(memories.c.user_id == user_id, memories.c.pk > after)
+                .order_by(memories.c.pk)
+                .limit(REEMBED_SLICE)
+            ).all()
+            current = set(
+                conn.execute(
+                    sa.select(memory_vectors.c.memory_pk).where(
+                        memory_vectors.c.memory_pk.in_([row.pk for row in page]), memory_vectors.c.model == model
+                    )
+                ).scalars()
+            )
+        todo = [row for row in page if row.pk not in current]
+        embedded: list[tuple[Any, np.ndarray]] = []
+        started = time.monotonic()
+        while len(embedded) < len(todo):  # at least one call, so every job moves on
+            chunk = todo[len(embedded) : len(embedded) + REEMBED_CALL]
+            embedded.extend(zip(chunk, self._embedder.embed([row.text for row in chunk]), strict=True))
+            if time.monotonic() - started >= REEMBED_SECONDS:
+                break
+        if len(embedded) < len(todo):
+            reached, more = embedded[-1][0].pk, True
+        else:
+            reached, more = (page[-1].pk if page else after), len(page) == REEMBED_SLICE
+        if not embedded and not more:
             return
-        vectors = self._embedder.embed([row.text for row in todo])
         with self._engine.begin() as conn:
             if lease is not None:
                 lease.renew(conn)
-            # A memory reworded or deleted while this slice was embedding keeps what its own
-            # write gave it.
-            now = dict(
-                conn.execute(
-                    sa.select(memories.c.pk, memories.c.text).where(memories.c.pk.in_([row.pk for row in todo]))
-                ).all()
-            )
-            self._write_vectors(
-                conn,
-                user_id,
-                [(row.pk, vector) for row, vector in zip(todo, vectors, strict=True) if now.get(row.pk) == row.text],
-            )
-            bump_version(conn, user_id)
-            if len(todo) == REEMBED_SLICE:
-                jobs.enqueue(conn, REEMBED_JOB, user_id, {})
-        self._on_enqueue()
+            if embedded:
+                # A memory reworded or deleted while this slice was embedding keeps what its own
+                # write gave it.
+                now = dict(
+                    conn.execute(
+                        sa.select(memories.c.pk, memories.c.text).where(
+                            memories.c.pk.in_([row.pk for row, _ in embedded])
+                        )
+                    ).all()
+                )
+                self._write_vectors(
+                    conn, user_id, [(row.pk, vector) for row, vector in embedded if now.get(row.pk) == row.text]
+                )
+                bump_version(conn, user_id)
+            if more:
+                jobs.enqueue(conn, REEMBED_JOB, user_id, {"after": reached})
+        if more:
+            self._on_enqueue()
 
     def reindex(self, progress: Callable[[int, int], None] | None = None, batch: int = EMBED_BATCH) -> int:
         """Embed every memory that has no vector from the current model; returns how many."""
