@@ -172,7 +172,8 @@ class InMemorySearch:
 
     def vector(self, query: str) -> list[tuple[int, float]]:
         scores = self.matrix @ self.embed(query)
-        top = np.argpartition(-scores, DEPTH - 1)[:DEPTH]
+        depth = min(DEPTH, scores.size)
+        top = np.argpartition(-scores, depth - 1)[:depth]
         return [(int(i), float(scores[i])) for i in top[np.argsort(-scores[top])]]
 
     def search(self, query: str, limit: int) -> list[dict[str, Any]]:

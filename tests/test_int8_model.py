@@ -5,6 +5,7 @@ cache never stops the server from loading it."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -53,11 +54,17 @@ def test_int8_vectors_agree_with_the_source_model() -> None:
     assert cosines.min() > 0.97, cosines
 
 
+def digest_of(model: Path) -> Path:
+    return model.with_name(model.name + ".sha256")
+
+
 def test_derived_once_then_reused(own_cache: Path) -> None:
     LocalOnnxEmbedder().load()
     assert own_cache.is_file()
     made = own_cache.stat()
-    assert not [p for p in own_cache.parent.iterdir() if p != own_cache]  # no partial files left
+    # The model and its digest, nothing else: no partial or work files left behind.
+    assert sorted(own_cache.parent.iterdir()) == sorted([own_cache, digest_of(own_cache)])
+    assert own_cache.parent.stat().st_mode & 0o777 == 0o700
 
     embeddings._CACHE.clear()  # as a new process would
     LocalOnnxEmbedder().load()
@@ -92,4 +99,74 @@ def test_a_failed_derivation_says_why(tmp_path: Path) -> None:
     with pytest.raises(int8_model.DerivationError) as info:
         int8_model.derive_in_child(garbage, tmp_path / "out.onnx")
     assert "\n" not in str(info.value) and str(info.value)
-    assert not (tmp_path / "out.onnx").exists()
+    assert sorted(os.listdir(tmp_path)) == ["model.onnx"]  # nothing half-written
+
+
+def test_a_cached_model_changed_after_it_was_made_is_made_again(own_cache: Path) -> None:
+    """Found in review: bytes flipped inside the cached model loaded silently (cosine to the
+    real vectors 0.41). The digest recorded when it was made must match on every load."""
+    expected = LocalOnnxEmbedder().embed(SENTENCES)
+    good = own_cache.read_bytes()
+    with own_cache.open("r+b") as fh:
+        fh.seek(len(good) // 2)
+        fh.write(bytes(b ^ 0xFF for b in good[len(good) // 2 : len(good) // 2 + 4096]))
+    embeddings._CACHE.clear()
+    np.testing.assert_array_equal(LocalOnnxEmbedder().embed(SENTENCES), expected)
+    assert own_cache.read_bytes() == good
+
+
+@pytest.mark.parametrize("how", ["owned by another user", "writable by others"])
+def test_a_cached_model_others_could_have_written_is_not_used(own_cache: Path, how: str) -> None:
+    """Found in review: a model planted in the cache (another local user's, with HOME on a
+    shared directory) was loaded as it was."""
+    expected = LocalOnnxEmbedder().embed(SENTENCES)
+    if how == "owned by another user":
+        os.chown(own_cache, 65534, 65534)
+    else:
+        own_cache.chmod(0o666)
+    embeddings._CACHE.clear()
+    np.testing.assert_array_equal(LocalOnnxEmbedder().embed(SENTENCES), expected)
+    status = own_cache.stat()  # made again, by this user
+    assert status.st_uid == os.geteuid() and not status.st_mode & 0o022
+
+
+def test_a_cache_directory_of_another_user_is_left_alone(own_cache: Path) -> None:
+    directory = own_cache.parent
+    directory.mkdir(parents=True)
+    os.chown(directory, 65534, 65534)
+    planted = directory / "planted.txt"
+    planted.write_text("theirs")
+    assert LocalOnnxEmbedder().embed_query(SENTENCES[0]).shape == (384,)  # made privately
+    assert sorted(os.listdir(directory)) == ["planted.txt"]
+
+
+def test_a_derivation_that_cannot_finish_in_the_cache_is_made_privately(own_cache: Path) -> None:
+    """Found in review: with no room in the cache directory the server refused to start,
+    although a temporary directory would have done (a directory standing where the model
+    goes fails the final move the same way a full disk fails the write)."""
+    own_cache.mkdir(parents=True)
+    expected = source_vectors(SENTENCES)
+    vectors = LocalOnnxEmbedder().embed(SENTENCES)
+    assert (vectors * expected).sum(axis=1).min() > 0.97
+    assert own_cache.is_dir()
+
+
+def test_leftovers_of_killed_derivations_are_swept(own_cache: Path) -> None:
+    """Found in review: each derivation killed mid-way (an OOM kill, a stop during the first
+    start) left a 58 MB partial model and a 90 MB folded one, never removed."""
+    directory = own_cache.parent
+    directory.mkdir(parents=True, mode=0o700)
+    old_work = directory / ".derive-killed"
+    old_work.mkdir()
+    (old_work / "folded.onnx").write_bytes(b"x" * 1000)
+    old_partial = directory / f".{own_cache.name}.4242.partial"
+    old_partial.write_bytes(b"x" * 1000)
+    running = directory / ".derive-running"  # another process's, still within its time
+    running.mkdir()
+    long_ago = time.time() - int8_model.DERIVE_TIMEOUT_SECONDS - 60
+    for path in (old_work, old_partial):
+        os.utime(path, (long_ago, long_ago))
+    LocalOnnxEmbedder().load()
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        [".derive-running", own_cache.name, digest_of(own_cache).name]
+    )

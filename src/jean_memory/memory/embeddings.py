@@ -18,11 +18,9 @@ the signal to re-embed.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import os
-import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -284,9 +282,6 @@ _AGREEMENT_PROBES = (
     "Remind me that the quarterly tax payment is due on 15 September",
     "favourite food",
 )
-#: Lowest cosine between the two models' vectors of a probe. Per-channel quantisation keeps them
-#: at 0.99; a quantiser that broke the model lands far below.
-_MIN_AGREEMENT = 0.95
 
 
 def _session(path: Path, threads: int) -> Any:
@@ -295,62 +290,29 @@ def _session(path: Path, threads: int) -> Any:
     return ort.InferenceSession(str(path), sess_options=_session_options(threads), providers=["CPUExecutionProvider"])
 
 
-def _agreement(source: Any, derived: Any, tokenizer: Any) -> float:
-    """The lowest cosine between the two sessions' vectors of the probe sentences."""
+def agreement_with_source(source: Path, derived: Path) -> float:
+    """The lowest cosine between the two models' vectors of the probe sentences: int8_model's
+    check of a model it made, run in its child process (it holds both models at once)."""
+    sessions = [_session(source, 1), _session(derived, 1)]
     lowest = 1.0
-    for encoding in tokenizer.encode_batch(list(_AGREEMENT_PROBES)):
+    for encoding in _load_tokenizer().encode_batch(list(_AGREEMENT_PROBES)):
         ids = np.array([encoding.ids], dtype=np.int64)
-        vectors = [
-            _pooled(session, frozenset(i.name for i in session.get_inputs()), ids)[0] for session in (source, derived)
-        ]
-        lowest = min(lowest, float(vectors[0] @ vectors[1]))
+        first, second = (_pooled(s, frozenset(i.name for i in s.get_inputs()), ids)[0] for s in sessions)
+        lowest = min(lowest, float(first @ second))
     return lowest
 
 
-def _derive_checked(source: Path, target: Path, threads: int, tokenizer: Any) -> Any:
-    """Derive the int8 model next to `target`, check it against the source, then move it into
-    place (atomically: another process may be reading or deriving the same file)."""
-    partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.partial")
+def _int8_session(source: Path, threads: int) -> Any:
+    """A session on the int8 model of `source` (int8_model.py makes and caches the file)."""
     try:
-        int8_model.derive_in_child(source, partial)
-        derived = _session(partial, threads)
-        agreement = _agreement(_session(source, threads), derived, tokenizer)
-        if agreement < _MIN_AGREEMENT:
-            raise int8_model.DerivationError(
-                f"the int8 model disagrees with the source model (cosine {agreement:.3f} < {_MIN_AGREEMENT})"
-            )
-        os.replace(partial, target)
-        return derived
-    finally:
-        partial.unlink(missing_ok=True)
-
-
-def _writable_directory(directory: Path) -> bool:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return False
-    return os.access(directory, os.W_OK)
-
-
-def _int8_session(source: Path, threads: int, tokenizer: Any) -> Any:
-    """A session on the int8 model of `source`: the cached file, or a new one derived now."""
-    directory = int8_model.cache_dir()
-    target = directory / int8_model.cached_name(MODEL_SHA256)
-    if target.is_file():
-        try:
-            return _session(target, threads)
-        except Exception:  # a damaged cache file (a full disk, say): make it again
-            with contextlib.suppress(OSError):
-                target.unlink()
-    try:
-        if _writable_directory(directory):
-            return _derive_checked(source, target, threads, tokenizer)
-        # No usable cache (a read-only or missing home): derive for this process only.
-        with tempfile.TemporaryDirectory(prefix="jean-memory-model-") as scratch:
-            return _derive_checked(source, Path(scratch) / target.name, threads, tokenizer)
-    except (int8_model.DerivationError, OSError) as exc:
-        raise EmbeddingModelError(f"Could not make the int8 model from {source}: {exc}. {_FIX_HINT}") from exc
+        with int8_model.model_file(source, MODEL_SHA256) as path:
+            return _session(path, threads)
+    except int8_model.DerivationError as exc:
+        raise EmbeddingModelError(
+            f"Could not make the int8 form of the local embedding model from {source}: {exc}. Fix: make room "
+            f"where it is cached ({int8_model.cache_dir()}, about 150 MB while it is made; XDG_CACHE_HOME moves it), "
+            "pip install 'onnx>=1.16,<2' if that is what is missing, or set JEAN_MEMORY_EMBEDDINGS=none."
+        ) from exc
 
 
 def _load_model(path: Path, threads: int) -> _LoadedModel:
@@ -364,7 +326,7 @@ def _load_model(path: Path, threads: int) -> _LoadedModel:
             "or set JEAN_MEMORY_EMBEDDINGS=none."
         ) from exc
     try:
-        session = _int8_session(path, threads, tokenizer)
+        session = _int8_session(path, threads)
     except EmbeddingModelError:
         raise
     except Exception as exc:  # onnxruntime raises several unrelated exception types
@@ -593,3 +555,10 @@ def create_embedder(
             dimensions=dimensions,
         )
     raise ValueError(f"unknown embeddings mode {mode!r}; use one of: {', '.join(EMBEDDING_MODES)}")
+
+
+if __name__ == "__main__":
+    # `python -m jean_memory.memory.embeddings`: make the int8 model now, e.g. while building an
+    # image, so the first start neither waits for it nor needs the memory the quantiser takes.
+    LocalOnnxEmbedder().load()
+    print(f"the local embedding model is ready (int8 form cached in {int8_model.cache_dir()})")

@@ -10,23 +10,37 @@ derivation takes about 2 s, and its result depends only on the source file and t
 onnxruntime and onnx that made it, which is what the cached file's name records.
 
 The derivation runs in a child process (``python -m jean_memory.memory.int8_model SRC DST``):
-onnx's quantiser logs through the root logger and peaks at a few hundred MB, and neither belongs
-in a long-running server.
+onnx's quantiser logs through the root logger and peaks at about 420 MB, and the check against
+the source model holds both models at once; none of that belongs in a long-running server.
+The child also checks the result against the source model and records its SHA-256 beside it;
+the server loads a cached file only when that digest still matches and only this user (or root)
+can write the file and its directory, so a damaged or planted file is made again instead.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["DerivationError", "cache_dir", "cached_name", "derive", "derive_in_child"]
+__all__ = ["MIN_AGREEMENT", "DerivationError", "cache_dir", "cached_name", "derive", "model_file"]
 
-#: A derivation that takes longer than this is stuck (it takes about 2 s on one core).
+#: A derivation that takes longer than this is stuck (it takes about 2 s on one core); leftovers
+#: of one older than this belong to a process that was killed.
 DERIVE_TIMEOUT_SECONDS = 300
+#: Lowest cosine between the source and the derived model's vectors of a probe sentence.
+#: Per-channel quantisation keeps them at 0.99; a quantiser that broke the model lands far below.
+MIN_AGREEMENT = 0.95
+_PARTIAL_SUFFIX = ".partial"
+_WORK_PREFIX = ".derive-"
 
 
 class DerivationError(RuntimeError):
@@ -55,6 +69,85 @@ def cached_name(source_sha256: str) -> str:
     )
 
 
+def _digest_file(model: Path) -> Path:
+    return model.with_name(model.name + ".sha256")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _trusted(path: Path) -> bool:
+    """Only this user or root may have written it: nothing another local user could swap."""
+    status = path.stat()
+    return status.st_uid in (os.geteuid(), 0) and not status.st_mode & 0o022
+
+
+def _verified(model: Path) -> bool:
+    """The cached model is the one a child made and checked, byte for byte."""
+    digest = _digest_file(model)
+    try:
+        if not all(_trusted(p) for p in (model.parent, model, digest)):
+            return False
+        return digest.read_text().strip() == _sha256(model)
+    except OSError:
+        return False
+
+
+def _usable_directory(directory: Path) -> bool:
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return os.access(directory, os.W_OK) and _trusted(directory)
+    except OSError:
+        return False
+
+
+def _sweep_leftovers(directory: Path) -> None:
+    """Remove what killed derivations left (a 58 MB partial model, a 90 MB folded one each)."""
+    cutoff = time.time() - DERIVE_TIMEOUT_SECONDS
+    for entry in directory.iterdir():
+        if not (entry.name.startswith(_WORK_PREFIX) or entry.name.endswith(_PARTIAL_SUFFIX)):
+            continue
+        try:
+            if entry.lstat().st_mtime < cutoff:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        except OSError:
+            continue  # another process's, or gone already
+
+
+@contextmanager
+def model_file(source: Path, source_sha256: str) -> Iterator[Path]:
+    """The int8 model of `source`, ready to load while the context lasts: the cached file, one
+    derived into the cache now, or (no usable cache: a read-only home, a full disk) one derived
+    into a temporary directory for this process only. Raises DerivationError."""
+    directory = cache_dir()
+    target = directory / cached_name(source_sha256)
+    if _verified(target):
+        yield target
+        return
+    failure: DerivationError | None = None
+    if _usable_directory(directory):
+        _sweep_leftovers(directory)
+        try:
+            derive_in_child(source, target)
+        except DerivationError as exc:
+            failure = exc
+    if failure is None and _verified(target):
+        yield target
+        return
+    with tempfile.TemporaryDirectory(prefix="jean-memory-model-") as scratch:
+        private = Path(scratch) / target.name
+        try:
+            derive_in_child(source, private)
+        except DerivationError as exc:
+            raise (failure or exc) from None
+        yield private
+
+
 def derive(source: Path, target: Path) -> None:
     """Write the dynamically quantised model of `source` to `target` (in this process).
 
@@ -64,7 +157,7 @@ def derive(source: Path, target: Path) -> None:
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".derive-") as work:
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=_WORK_PREFIX) as work:
         folded = Path(work) / "folded.onnx"
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
@@ -74,8 +167,30 @@ def derive(source: Path, target: Path) -> None:
         quantize_dynamic(folded, target, op_types_to_quantize=["MatMul"], per_channel=True, weight_type=QuantType.QInt8)
 
 
+def derive_checked(source: Path, target: Path) -> None:
+    """Derive, check against the source, record the digest, then move the model into place
+    (atomically: another process may be reading or deriving the same file)."""
+    from jean_memory.memory.embeddings import agreement_with_source
+
+    partial = target.with_name(f".{target.name}.{os.getpid()}{_PARTIAL_SUFFIX}")
+    try:
+        derive(source, partial)
+        agreement = agreement_with_source(source, partial)
+        if agreement < MIN_AGREEMENT:
+            raise DerivationError(
+                f"the int8 model disagrees with the source model (cosine {agreement:.3f} < {MIN_AGREEMENT})"
+            )
+        digest = _digest_file(partial)
+        digest.write_text(_sha256(partial) + "\n")
+        os.replace(digest, _digest_file(target))
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+        _digest_file(partial).unlink(missing_ok=True)
+
+
 def derive_in_child(source: Path, target: Path) -> None:
-    """`derive` in a child process; raises DerivationError with the child's last error line."""
+    """`derive_checked` in a child process; raises DerivationError with the child's last error line."""
     try:
         done = subprocess.run(  # noqa: S603 (our own module, run by this interpreter, on paths we chose)
             [sys.executable, "-m", __name__, str(source), str(target)],
@@ -102,7 +217,11 @@ def _main(argv: list[str]) -> int:
     except ImportError:
         print("the 'onnx' package is missing (pip install 'onnx>=1.16,<2')", file=sys.stderr)
         return 1
-    derive(Path(argv[0]), Path(argv[1]))
+    try:
+        derive_checked(Path(argv[0]), Path(argv[1]))
+    except (DerivationError, OSError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
     return 0
 
 
