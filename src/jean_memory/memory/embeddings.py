@@ -157,14 +157,6 @@ def default_model_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / _MODEL_FILENAME
 
 
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _verify_model_file(path: Path) -> None:
     """Refuse anything but the pinned file: a truncated download or another export would still
     load and produce vectors, just silently wrong ones that poison the stored index."""
@@ -181,7 +173,7 @@ def _verify_model_file(path: Path) -> None:
             f"{size} bytes, expected {_MODEL_SIZE_BYTES}. {_FIX_HINT}"
         )
     try:
-        actual = _sha256_of(path)
+        actual = int8_model.sha256_of(path)
     except OSError as exc:
         raise EmbeddingModelError(f"The local embedding model file {path} cannot be read ({exc}). {_FIX_HINT}") from exc
     if actual != MODEL_SHA256:

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["MIN_AGREEMENT", "DerivationError", "cache_dir", "cached_name", "derive", "model_file"]
+__all__ = ["MIN_AGREEMENT", "DerivationError", "cache_dir", "cached_name", "derive", "model_file", "sha256_of"]
 
 #: A derivation that takes longer than this is stuck (it takes about 2 s on one core); leftovers
 #: of one older than this belong to a process that was killed.
@@ -73,7 +73,7 @@ def _digest_file(model: Path) -> Path:
     return model.with_name(model.name + ".sha256")
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -93,7 +93,7 @@ def _verified(model: Path) -> bool:
     try:
         if not all(_trusted(p) for p in (model.parent, model, digest)):
             return False
-        return digest.read_text().strip() == _sha256(model)
+        return digest.read_text().strip() == sha256_of(model)
     except OSError:
         return False
 
@@ -181,7 +181,7 @@ def derive_checked(source: Path, target: Path) -> None:
                 f"the int8 model disagrees with the source model (cosine {agreement:.3f} < {MIN_AGREEMENT})"
             )
         digest = _digest_file(partial)
-        digest.write_text(_sha256(partial) + "\n")
+        digest.write_text(sha256_of(partial) + "\n")
         os.replace(digest, _digest_file(target))
         os.replace(partial, target)
     finally:

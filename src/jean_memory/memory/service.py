@@ -637,11 +637,8 @@ class MemoryService:
         if self._embedder is None:
             return 0
         model = self._embedder.model_name
-        current = sa.select(memory_vectors.c.memory_pk).where(memory_vectors.c.model == model)
         with self._engine.connect() as conn:
-            todo = conn.execute(
-                sa.select(memories.c.pk, memories.c.user_id, memories.c.text).where(memories.c.pk.not_in(current))
-            ).all()
+            todo = conn.execute(self._without_vector(model)).all()
         for start in range(0, len(todo), batch):
             rows = todo[start : start + batch]
             vectors = self._embedder.embed([r.text for r in rows])
