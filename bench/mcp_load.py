@@ -570,8 +570,8 @@ def check_answers(server: Server, pool: list[bytes]) -> dict[str, float]:
 
 def local_model_path() -> Path:
     """The int8 model file our server derived (and caches) from the pinned one."""
-    from jean_memory.memory.embeddings import MODEL_SHA256
     from jean_memory.memory.int8_model import cache_dir, cached_name
+    from jean_memory.memory.onnx_encoder import MODEL_SHA256
 
     return cache_dir() / cached_name(MODEL_SHA256)
 

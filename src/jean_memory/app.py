@@ -24,7 +24,8 @@ from jean_memory.db.engine import run_db
 from jean_memory.db.migrate import current_and_head, upgrade
 from jean_memory.mcp_server.endpoint import McpEndpoint
 from jean_memory.mcp_server.legacy import LegacyEndpoint
-from jean_memory.memory.embeddings import Embedder, LocalOnnxEmbedder, create_embedder
+from jean_memory.memory.embedder import Embedder
+from jean_memory.memory.embeddings import LocalOnnxEmbedder, create_embedder
 from jean_memory.memory.extraction import LlmExtractor
 from jean_memory.memory.jobs import Worker, pending_count
 from jean_memory.memory.service import MemoryService

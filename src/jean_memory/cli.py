@@ -53,7 +53,7 @@ def configure_logging(level: str, log_format: str = "plain") -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from jean_memory.app import build_app, build_embedder
-    from jean_memory.memory.embeddings import EmbeddingError
+    from jean_memory.memory.embedder import EmbeddingError
 
     settings = ensure_secret_key(_settings(args))
     configure_logging(settings.log_level, settings.log_format)
@@ -176,7 +176,7 @@ def cmd_apikey_create(args: argparse.Namespace) -> int:
 def cmd_reindex(args: argparse.Namespace) -> int:
     """Embed every memory lacking a vector from the configured model (after a model change)."""
     from jean_memory.app import build_embedder
-    from jean_memory.memory.embeddings import EmbeddingError
+    from jean_memory.memory.embedder import EmbeddingError
     from jean_memory.memory.service import MemoryService
 
     settings = _settings(args)
@@ -230,7 +230,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     from jean_memory.accounts.users import find_user_by_email
     from jean_memory.app import build_embedder
-    from jean_memory.memory.embeddings import EmbeddingError
+    from jean_memory.memory.embedder import EmbeddingError
     from jean_memory.memory.jobs import Worker
     from jean_memory.memory.service import MemoryService
     from jean_memory.memory.transfer import ImportFormatError, import_user
@@ -373,7 +373,7 @@ def setup_problem(exc: Exception) -> str | None:
     import sqlalchemy.exc
     from alembic.util.exc import CommandError
 
-    from jean_memory.memory.embeddings import EmbeddingError
+    from jean_memory.memory.embedder import EmbeddingError
 
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError)):

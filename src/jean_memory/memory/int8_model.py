@@ -11,7 +11,8 @@ onnxruntime and onnx that made it, which is what the cached file's name records.
 
 The derivation runs in a child process (``python -m jean_memory.memory.int8_model SRC DST``):
 onnx's quantiser logs through the root logger and peaks at about 420 MB, and the check against
-the source model holds both models at once; none of that belongs in a long-running server.
+the source model (onnx_encoder.py) holds both models at once; none of that belongs in a
+long-running server.
 The child also checks the result against the source model and records its SHA-256 beside it;
 the server loads a cached file only when that digest still matches and only this user (or root)
 can write the file and its directory, so a damaged or planted file is made again instead.
@@ -19,7 +20,6 @@ can write the file and its directory, so a damaged or planted file is made again
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -31,7 +31,9 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["MIN_AGREEMENT", "DerivationError", "cache_dir", "cached_name", "derive", "model_file", "sha256_of"]
+from jean_memory.memory.onnx_encoder import agreement_with_source, sha256_of
+
+__all__ = ["MIN_AGREEMENT", "DerivationError", "cache_dir", "cached_name", "derive", "model_file"]
 
 #: A derivation that takes longer than this is stuck (it takes about 2 s on one core); leftovers
 #: of one older than this belong to a process that was killed.
@@ -71,14 +73,6 @@ def cached_name(source_sha256: str) -> str:
 
 def _digest_file(model: Path) -> Path:
     return model.with_name(model.name + ".sha256")
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _trusted(path: Path) -> bool:
@@ -170,8 +164,6 @@ def derive(source: Path, target: Path) -> None:
 def derive_checked(source: Path, target: Path) -> None:
     """Derive, check against the source, record the digest, then move the model into place
     (atomically: another process may be reading or deriving the same file)."""
-    from jean_memory.memory.embeddings import agreement_with_source
-
     partial = target.with_name(f".{target.name}.{os.getpid()}{_PARTIAL_SUFFIX}")
     try:
         derive(source, partial)

@@ -23,7 +23,7 @@ from jean_memory import clock
 from jean_memory.db.tables import documents, memories, memory_vectors
 from jean_memory.memory import jobs
 from jean_memory.memory.chunking import chunk_text
-from jean_memory.memory.embeddings import Embedder
+from jean_memory.memory.embedder import Embedder
 from jean_memory.memory.extraction import LlmExtractor
 from jean_memory.memory.fusion import best_first, z_fusion
 from jean_memory.memory.lexical import lexical_search
