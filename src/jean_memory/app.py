@@ -20,7 +20,6 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from jean_memory.config import Settings
 from jean_memory.db import rate_limits
-from jean_memory.db.engine import run_db
 from jean_memory.db.migrate import current_and_head, upgrade
 from jean_memory.mcp_server.endpoint import McpEndpoint
 from jean_memory.mcp_server.legacy import LegacyEndpoint
@@ -39,6 +38,7 @@ from jean_memory.oauth.service import OAuthService
 from jean_memory.oauth.token import TokenEndpoint
 from jean_memory.observability.metrics import Metrics
 from jean_memory.observability.request_log import RequestLogMiddleware
+from jean_memory.off_loop import run_db
 from jean_memory.web.templating import STATIC_DIR
 
 logger = logging.getLogger("jean_memory.http")

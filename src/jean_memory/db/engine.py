@@ -1,21 +1,15 @@
 """The database engine: one per process, SQLite (embedded default) or PostgreSQL.
 
-Queries are synchronous SQLAlchemy Core run in worker threads (`run_db`), so the CLI, the
-server and the tests share one code path and the event loop never waits on a query.
+Queries are synchronous SQLAlchemy Core run in worker threads (`off_loop.run_db`), so the CLI,
+the server and the tests share one code path and the event loop never waits on a query.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import ParamSpec, TypeVar
 
-import anyio.to_thread
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-
-P = ParamSpec("P")
-T = TypeVar("T")
 
 
 def normalise_url(url: str) -> str:
@@ -51,8 +45,3 @@ def create_engine(url: str) -> Engine:
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
-
-
-async def run_db(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """Run a blocking database function in a worker thread."""
-    return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))

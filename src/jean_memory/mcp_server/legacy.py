@@ -12,11 +12,11 @@ from starlette.types import Receive, Scope, Send
 
 from jean_memory.accounts.api_keys import api_key_user_id
 from jean_memory.accounts.users import get_user
-from jean_memory.db.engine import run_db
 from jean_memory.mcp_server.endpoint import McpEndpoint, send_json
 from jean_memory.mcp_server.principal import Principal
 from jean_memory.mcp_server.profiles import profile_for
 from jean_memory.oauth.scopes import MEMORY_SCOPE
+from jean_memory.off_loop import run_db
 
 
 class LegacyEndpoint:

@@ -16,13 +16,13 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
-from jean_memory.db.engine import run_db
 from jean_memory.mcp_server.principal import require_principal
 from jean_memory.memory.context import format_memories
 from jean_memory.memory.records import Memory, MemoryInputError
 from jean_memory.memory.service import DOCUMENT_TYPES, MemoryService
 from jean_memory.memory.triage import facts_worth_keeping
 from jean_memory.observability.metrics import Metrics
+from jean_memory.off_loop import run_db
 
 CONTEXT_LIMIT = 8
 MIN_LLM_MESSAGE_CHARS = 20

@@ -21,8 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from jean_memory import clock
-from jean_memory.db.engine import run_db
 from jean_memory.db.tables import jobs
+from jean_memory.off_loop import run_db
 
 logger = logging.getLogger("jean_memory.jobs")
 

@@ -18,7 +18,6 @@ from starlette.responses import RedirectResponse, Response
 from jean_memory.accounts.browser_sessions import session_user_id, start_session
 from jean_memory.accounts.users import authenticate, get_user
 from jean_memory.db import rate_limits
-from jean_memory.db.engine import run_db
 from jean_memory.db.rate_limits import SIGN_IN_FAILURES
 from jean_memory.oauth import grants as grant_store
 from jean_memory.oauth.browser import (
@@ -38,6 +37,7 @@ from jean_memory.oauth.resource import resolve_resource
 from jean_memory.oauth.scopes import SCOPE_DESCRIPTIONS, grantable_scope
 from jean_memory.oauth.service import OAuthService
 from jean_memory.oauth.throttle import client_address
+from jean_memory.off_loop import run_db
 from jean_memory.web.templating import render_page
 
 CODE_CHALLENGE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")

@@ -14,10 +14,10 @@ from urllib.parse import unquote_plus
 from starlette.datastructures import FormData
 from starlette.requests import Request
 
-from jean_memory.db.engine import run_db
 from jean_memory.oauth.clients import Client
 from jean_memory.oauth.errors import OAuthError
 from jean_memory.oauth.service import OAuthService
+from jean_memory.off_loop import run_db
 
 
 def _basic_credentials(request: Request) -> tuple[str, str] | None:

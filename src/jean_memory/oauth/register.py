@@ -7,13 +7,13 @@ import json
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from jean_memory.db.engine import run_db
 from jean_memory.db.rate_limits import REGISTRATIONS
 from jean_memory.oauth.clients import ClientMetadataError, register_client
 from jean_memory.oauth.errors import NO_STORE, OAuthError
 from jean_memory.oauth.forms import MAX_BODY_BYTES, read_limited_body
 from jean_memory.oauth.service import OAuthService
 from jean_memory.oauth.throttle import over_limit, too_many_requests
+from jean_memory.off_loop import run_db
 
 
 class RegistrationEndpoint:

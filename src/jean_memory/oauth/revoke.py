@@ -8,13 +8,13 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from jean_memory.db.engine import run_db
 from jean_memory.oauth import grants as grant_store
 from jean_memory.oauth.client_auth import authenticate_client
 from jean_memory.oauth.errors import NO_STORE, OAuthError
 from jean_memory.oauth.forms import check_single, read_form
 from jean_memory.oauth.jwt_tokens import InvalidAccessToken
 from jean_memory.oauth.service import OAuthService
+from jean_memory.off_loop import run_db
 
 
 class RevocationEndpoint:

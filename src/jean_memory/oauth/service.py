@@ -13,7 +13,6 @@ from sqlalchemy.engine import Engine
 
 from jean_memory.accounts.users import get_user
 from jean_memory.config import Settings
-from jean_memory.db.engine import run_db
 from jean_memory.oauth import grants as grant_store
 from jean_memory.oauth.cimd import CimdClients, CimdError, CimdFetcher, is_metadata_url
 from jean_memory.oauth.clients import Client, client_profile, get_client, touch_client
@@ -25,6 +24,7 @@ from jean_memory.oauth.jwt_tokens import (
 )
 from jean_memory.oauth.revocation import RevocationCache
 from jean_memory.observability.metrics import Metrics
+from jean_memory.off_loop import run_db
 
 
 @dataclass

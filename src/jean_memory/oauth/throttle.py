@@ -8,8 +8,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from jean_memory.db import rate_limits
-from jean_memory.db.engine import run_db
 from jean_memory.oauth.service import OAuthService
+from jean_memory.off_loop import run_db
 
 
 def client_address(request: Request) -> str:

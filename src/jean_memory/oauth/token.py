@@ -15,7 +15,6 @@ import re
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from jean_memory.db.engine import run_db
 from jean_memory.db.rate_limits import TOKEN_REQUESTS
 from jean_memory.oauth import grants as grant_store
 from jean_memory.oauth.client_auth import authenticate_client
@@ -26,6 +25,7 @@ from jean_memory.oauth.resource import resolve_resource
 from jean_memory.oauth.scopes import is_subset
 from jean_memory.oauth.service import OAuthService
 from jean_memory.oauth.throttle import over_limit, too_many_requests
+from jean_memory.off_loop import run_db
 
 CODE_VERIFIER = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
