@@ -1,7 +1,8 @@
 """Fixtures: a real server on 127.0.0.1 over a real database, accounts in it, and a clean clock.
 
-The database is chosen by `--db` (sqlite by default); every test that takes `server` or
-`engine` runs on it, so the same suite covers each backend.
+The databases are chosen by `--db` (default "sqlite,postgresql", or JEAN_MEMORY_TEST_DB when
+set); every test that takes `server` or `engine` runs once on each, so the same suite covers
+both backends. `--db sqlite` skips the embedded PostgreSQL for a quicker run.
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy.engine import Engine
 
@@ -27,6 +29,7 @@ from tests.support.databases import (
     stop_embedded_postgres,
 )
 from tests.support.oauth import PASSWORD
+from tests.support.sdk_client import Browser
 from tests.support.servers import RunningServer, threaded_server
 
 BACKENDS = ("sqlite", "postgresql")
@@ -122,3 +125,17 @@ def alice(server: RunningServer) -> User:
 @pytest.fixture
 def bob(server: RunningServer) -> User:
     return create_user(server.engine, "bob@example.com", PASSWORD)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """The anyio pytest plugin runs each `@pytest.mark.anyio` test on this backend (trio is not installed)."""
+    return "asyncio"
+
+
+@pytest.fixture
+async def browser(alice: User) -> AsyncIterator[Browser]:
+    """Alice's browser for the SDK's OAuth flow; a fresh cookie jar per test, so the first
+    authorization shows both pages. (test_client_replays.py has a synchronous one of its own.)"""
+    async with httpx.AsyncClient(timeout=15) as http:
+        yield Browser(http=http, email=alice.email)

@@ -13,7 +13,7 @@ import html
 import re
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -27,7 +27,7 @@ from jean_memory.oauth import cimd
 from jean_memory.oauth.cimd import CimdError, CimdFetcher, cache_seconds, check_client_id_url, forbidden_reason
 from tests.support.https_server import DocumentServer, Route
 from tests.support.oauth import PASSWORD, Flow, McpHttp, redirect_params
-from tests.support.sdk_client import SDK_REDIRECT_URI, Browser, MemoryTokenStorage, WireLog, sdk_client
+from tests.support.sdk_client import SDK_REDIRECT_URI, MemoryTokenStorage, WireLog, sdk_client
 from tests.support.servers import RunningServer, threaded_server
 
 APP_CALLBACK = "https://app.example/oauth/callback"
@@ -574,17 +574,6 @@ def test_client_id_url_rules(url, phrase):
 
 
 # --- the MCP SDK picks CIMD when we advertise it ---------------------------------------------
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def browser(alice: User) -> AsyncIterator[Browser]:
-    async with httpx.AsyncClient(timeout=15) as http:
-        yield Browser(http=http, email=alice.email)
 
 
 @pytest.mark.anyio

@@ -8,7 +8,6 @@ person in the middle is `tests.support.sdk_client.Browser`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -20,7 +19,6 @@ from mcp.shared import auth_utils as sdk_auth_utils
 from mcp_types import CallToolResult
 
 from jean_memory import clock
-from jean_memory.accounts.users import User
 from tests.support.sdk_client import (
     SDK_REDIRECT_URI,
     Browser,
@@ -34,19 +32,6 @@ from tests.support.servers import RunningServer
 
 MEMORY_TOOLS = {"jean_memory", "add_memories", "search_memory", "list_memories", "delete_memory"}
 FACT = "I adopted a beagle named Max"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    """The anyio pytest plugin runs each `@pytest.mark.anyio` test on this backend (trio is not installed)."""
-    return "asyncio"
-
-
-@pytest.fixture
-async def browser(alice: User) -> AsyncIterator[Browser]:
-    """Alice's browser; a fresh cookie jar per test, so the first authorization shows both pages."""
-    async with httpx.AsyncClient(timeout=15) as http:
-        yield Browser(http=http, email=alice.email)
 
 
 def structured(result: CallToolResult) -> dict[str, Any]:
