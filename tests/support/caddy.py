@@ -28,6 +28,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.processes import stop_process
+
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY_CADDYFILE = REPO / "deploy" / "Caddyfile"
 DEPLOY_HOST = "memory.example.com"
@@ -127,12 +129,7 @@ def caddy_proxy(port: int, upstream_port: int, workdir: Path, timeout: float = 2
             _wait_for_tls(running, process, timeout)
             yield running
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
 
 
 def _wait_for_tls(running: RunningCaddy, process: subprocess.Popen, timeout: float) -> None:

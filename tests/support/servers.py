@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 from jean_memory.app import build_app
 from jean_memory.config import Settings, load_settings
 from jean_memory.db.engine import create_engine
+from tests.support.processes import stop_process
 
 TEST_SECRET = "test-secret-key-0123456789abcdef0123456789abcdef"
 
@@ -122,11 +123,6 @@ def server_process(
         wait_until_up(url, process=process)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         if log_path:
             log.close()
