@@ -249,22 +249,23 @@ def test_a_users_first_writes_on_two_connections_at_once(engine):
     """Two instances saving a user's first memories at the same moment: the version counter
     must count both (it once raised a unique violation on PostgreSQL and lost the save)."""
     import threading
-    import time
 
     from jean_memory.memory.vectors import bump_version, read_version
+    from tests.support.locks import signal_statements, wait_until_blocked
 
-    first_inside = threading.Event()
+    first_inside, second_started = threading.Event(), threading.Event()
     versions: list[int] = []
 
     def first() -> None:
         with engine.begin() as conn:
             versions.append(bump_version(conn, "newcomer"))
             first_inside.set()
-            time.sleep(0.3)  # hold the transaction open while the second one starts
+            wait_until_blocked(engine, second_started)  # hold the transaction open until then
 
     def second() -> None:
         first_inside.wait(10)
         with engine.begin() as conn:
+            signal_statements(conn, second_started)
             versions.append(bump_version(conn, "newcomer"))
 
     threads = [threading.Thread(target=first), threading.Thread(target=second)]

@@ -18,6 +18,7 @@ from jean_memory.memory import service as service_module
 from jean_memory.memory.embeddings import LOCAL_MODEL_NAME, LocalOnnxEmbedder
 from jean_memory.memory.jobs import Worker, pending_count
 from jean_memory.memory.service import MemoryService
+from tests.support.locks import signal_statements, wait_until_blocked
 from tests.support.servers import threaded_server
 
 OLD_MODEL = "local:all-MiniLM-L6-v2-int8"  # the name vectors had before the int8 model was derived
@@ -146,10 +147,12 @@ def test_two_writers_of_one_memorys_vector_both_succeed(engine: sa.Engine) -> No
         pk = conn.execute(sa.select(memories.c.pk)).scalar_one()
     first_vector, second_vector = np.full(384, 0.05, dtype=np.float32), np.full(384, -0.05, dtype=np.float32)
     errors: list[BaseException] = []
+    second_started = threading.Event()
 
     def second_writer() -> None:
         try:
             with engine.begin() as conn:
+                signal_statements(conn, second_started)
                 service._write_vectors(conn, "alice", [(pk, second_vector)])
         except BaseException as exc:  # reported below, in the test's thread
             errors.append(exc)
@@ -159,7 +162,7 @@ def test_two_writers_of_one_memorys_vector_both_succeed(engine: sa.Engine) -> No
             service._write_vectors(first, "alice", [(pk, first_vector)])
             writer = threading.Thread(target=second_writer)
             writer.start()
-            time.sleep(0.5)  # the second writer is waiting on the first's row lock by now
+            wait_until_blocked(engine, second_started)  # on the first's row lock
         writer.join(30)
     assert errors == []
     np.testing.assert_allclose(vectors_by_text(engine)[ALICE[0]][1], second_vector)
