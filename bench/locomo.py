@@ -8,7 +8,7 @@ in a temporary directory, one user per conversation:
    <text>`, with the server clock set to the session's date (so `created_at` is when the turn was
    said, 30 s apart within a session); a turn that `add` merges into an existing memory (exact or
    near duplicate) counts as found wherever that memory is found;
-2. asks every question of categories 1-4 through `MemoryService.rank` in the three modes
+2. asks every question of categories 1-4 through `Retriever.rank` (retrieval.py) in the three modes
    (`lexical`, `vector`, `hybrid`, the code path `search` uses: z-score fusion of BM25 and
    cosine, then credit passed to the memories saved just before and after the best candidates)
    and scores hit@5, hit@10 (at least one evidence turn among the top k) and recall@10 (share
@@ -72,7 +72,8 @@ from jean_memory.memory.embeddings import LocalOnnxEmbedder
 from jean_memory.memory.fusion import best_first, z_fusion
 from jean_memory.memory.lexical import lexical_search
 from jean_memory.memory.neighbours import SPREAD_FROM, neighbours, pass_to_neighbours
-from jean_memory.memory.service import MemoryService, SearchConfig
+from jean_memory.memory.retrieval import Retriever, SearchConfig
+from jean_memory.memory.service import MemoryService, insert_memory, write_vectors
 from jean_memory.memory.vectors import bump_version
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "locomo"
@@ -329,7 +330,7 @@ def hybrid_top(
     links: dict[int, tuple[int | None, int | None]],
     config: SearchConfig,
 ) -> list[int]:
-    """What `MemoryService.rank(mode="hybrid")` returns with `config`, from deeper cached lists
+    """What `Retriever.rank(mode="hybrid")` returns with `config`, from deeper cached lists
     and every memory's neighbours (`links`)."""
     fused = z_fusion(lexical[: config.depth], vector[: config.depth], config.lexical_weight)
     ranked = pass_to_neighbours(fused, links, config.next_share, config.prev_share)
@@ -396,6 +397,7 @@ def build_and_ask(
     engine = create_engine(f"sqlite:///{workdir / f'locomo-{conversation.name}.db'}")
     upgrade(engine)
     service = MemoryService(engine, embedder, search)
+    retriever = Retriever(engine, embedder, search, vectors=service.vectors)  # what service.search ranks with
     user_id = f"locomo-{conversation.name}"
 
     memory_of: dict[str, str] = {}
@@ -427,12 +429,12 @@ def build_and_ask(
         top: dict[str, list[int]] = {}
         for mode in MODES:
             with rank_timers[mode]():
-                ranked = service.rank(user_id, question.text, search.depth, mode=mode)
+                ranked = retriever.rank(user_id, question.text, search.depth, mode=mode)
             top[mode] = [pk for pk, _ in ranked[:TOP]]
         with search_timer():
             service.search(user_id, question.text, TOP)
-        lexical = service.rank(user_id, question.text, CANDIDATES, mode="lexical")
-        vector = service.rank(user_id, question.text, CANDIDATES, mode="vector")
+        lexical = retriever.rank(user_id, question.text, CANDIDATES, mode="lexical")
+        vector = retriever.rank(user_id, question.text, CANDIDATES, mode="vector")
         top["rrf"] = rrf_top(lexical, vector)
         consistent += hybrid_top(lexical, vector, links, search) == top["hybrid"]
         asked.append(
@@ -609,7 +611,6 @@ def scale_texts(conversations: list[Conversation], count: int, text_format: str)
 
 
 def bulk_add(
-    service: MemoryService,
     engine: Engine,
     embedder: LocalOnnxEmbedder,
     user_id: str,
@@ -632,9 +633,9 @@ def bulk_add(
             pairs = []
             for (text, _, when), vector in zip(batch, vectors, strict=True):
                 with clock_at(when):
-                    pk, _ = service._insert(conn, user_id, text, [], "bench")
+                    pk, _ = insert_memory(conn, user_id, text, [], "bench")
                 pairs.append((pk, vector))
-            service._write_vectors(conn, user_id, pairs)
+            write_vectors(conn, embedder, user_id, pairs)
             bump_version(conn, user_id)
         progress.step(len(batch))
     progress.close()
@@ -723,7 +724,7 @@ def scale_test(
     user_id = create_user(engine, "locomo-bench@example.com", secrets.token_urlsafe(16)).id
     report: dict[str, Any] = {"memories": count, "load_average_before": load_average()}
     items = scale_texts(conversations, count, text_format)
-    report["bulk_insert_s"] = round(bulk_add(service, engine, embedder, user_id, items, dict(known)), 1)
+    report["bulk_insert_s"] = round(bulk_add(engine, embedder, user_id, items, dict(known)), 1)
 
     pool = [q.text for c in conversations for q in c.questions]
     pool = pool[:: max(1, len(pool) // queries)][:queries] if queries else []
@@ -736,7 +737,7 @@ def scale_test(
         with stages["embed_query"]():
             vector = embedder.embed_query(query)
         with stages["vector_nearest"]():
-            nearest = service._vectors.nearest(user_id, embedder.model_name, vector, search.depth)
+            nearest = service.vectors.nearest(user_id, embedder.model_name, vector, search.depth)
         with engine.connect() as conn:
             with stages["lexical"]():
                 lexical = lexical_search(conn, user_id, query, search.depth)

@@ -79,7 +79,8 @@ from jean_memory.db.engine import create_engine, normalise_url
 from jean_memory.db.migrate import upgrade
 from jean_memory.memory.lexical import lexical_search
 from jean_memory.memory.records import normalised_hash
-from jean_memory.memory.service import MemoryService, SearchConfig
+from jean_memory.memory.retrieval import SearchConfig
+from jean_memory.memory.service import MemoryService, rows_by_pk
 
 DIMS = 384
 SYNTHETIC_MODEL = "bench:synthetic-unit-384"
@@ -505,7 +506,7 @@ def breakdown(
         steps["embed_query(minilm)"] = []
     embedder = service.embedder
     assert embedder is not None
-    vectors = service._vectors
+    vectors = service.vectors
     for i in range(n):
         query = queries[i % len(queries)]
         t0 = time.perf_counter()
@@ -514,7 +515,8 @@ def breakdown(
         t1 = time.perf_counter()
         nearest = vectors.nearest(uid, embedder.model_name, embedder.embed_query(query), 50)
         t2 = time.perf_counter()
-        service._rows_by_pk(uid, [pk for pk, _ in (lexical + nearest)[:10]])
+        with engine.connect() as conn:
+            rows_by_pk(conn, uid, [pk for pk, _ in (lexical + nearest)[:10]])
         t3 = time.perf_counter()
         service.search(uid, query, limit=10)
         t4 = time.perf_counter()

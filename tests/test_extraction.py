@@ -9,6 +9,7 @@ import pytest
 from jean_memory.db.engine import create_engine
 from jean_memory.db.migrate import upgrade
 from jean_memory.memory.extraction import LlmExtractor
+from jean_memory.memory.indexing import Indexer
 from jean_memory.memory.service import MemoryService
 
 
@@ -58,7 +59,7 @@ def texts(service: MemoryService) -> set[str]:
 
 def test_the_model_picks_the_facts(service, chat_model):
     chat_model.answer = (200, '```json\n{"facts": ["The user\'s partner is Sam.", "Moving to Porto in June."]}\n```')
-    service.save_facts_job("u", {"facts": [], "message": MESSAGE, "client": "claude"})
+    Indexer(service).save_facts_job("u", {"facts": [], "message": MESSAGE, "client": "claude"})
     assert texts(service) == {"The user's partner is Sam.", "Moving to Porto in June."}
     path, auth, body = chat_model.requests[0]
     assert path == "/v1/chat/completions" and auth == "Bearer sk-test" and body["model"] == "test-model"
@@ -69,5 +70,5 @@ def test_the_model_picks_the_facts(service, chat_model):
 def test_any_model_error_falls_back_to_the_verbatim_sentences(service, chat_model, answer):
     chat_model.answer = answer
     fallback = ["My partner Sam and I are moving to Porto in June, can you help me pack?"]
-    service.save_facts_job("u", {"facts": fallback, "message": MESSAGE, "client": "claude"})
+    Indexer(service).save_facts_job("u", {"facts": fallback, "message": MESSAGE, "client": "claude"})
     assert texts(service) == set(fallback)

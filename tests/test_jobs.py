@@ -13,8 +13,9 @@ from jean_memory import clock
 from jean_memory.db.tables import documents, memories
 from jean_memory.memory.chunking import chunk_text
 from jean_memory.memory.embeddings import LocalOnnxEmbedder
+from jean_memory.memory.indexing import EMBED_BATCH, Indexer
 from jean_memory.memory.jobs import LEASE_SECONDS, Lease, Worker, enqueue, pending_count
-from jean_memory.memory.service import EMBED_BATCH, MemoryService
+from jean_memory.memory.service import MemoryService
 
 
 def test_a_job_running_when_the_worker_is_cancelled_still_finishes(engine):
@@ -90,7 +91,7 @@ def test_a_worker_whose_lease_was_taken_over_writes_nothing_more(engine):
     embedder = PausingEmbedder(pauses=1)
     service = MemoryService(engine, embedder)
     document_id = service.store_document("u1", "Garden", document(5))
-    first, second = Worker(engine, service.job_handlers()), Worker(engine, service.job_handlers())
+    first, second = Worker(engine, Indexer(service).job_handlers()), Worker(engine, Indexer(service).job_handlers())
 
     async def main() -> None:
         async with anyio.create_task_group() as tasks:
@@ -113,7 +114,7 @@ def test_a_long_job_renews_its_lease_between_batches(engine):
     embedder = PausingEmbedder(pauses=2)
     service = MemoryService(engine, embedder)
     document_id = service.store_document("u1", "Garden", text)
-    first, second = Worker(engine, service.job_handlers()), Worker(engine, service.job_handlers())
+    first, second = Worker(engine, Indexer(service).job_handlers()), Worker(engine, Indexer(service).job_handlers())
     taken_over: list[bool] = []
 
     async def main() -> None:

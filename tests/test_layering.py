@@ -39,6 +39,12 @@ TABLE: dict[str, set[str]] = {
     "cli": {"*"},
 }
 
+#: Top-level modules that are not leaves: app.py and what it assembles (DESIGN.md: "app.py
+#: assembles routes, middleware and the background tasks"; the maintenance loop is one of those
+#: tasks and touches oauth/, db/ and memory/, which may not import each other), and the command
+#: line split across modules.
+ASSEMBLY = {"app": "app", "maintenance": "app", "cli": "cli", "cli_accounts": "cli"}
+
 #: Exactly what violates today; each entry is ("arrow", importer, imported), ("cycle", *modules
 #: of one cycle, sorted) or ("size", module). Remove an entry when its violation is gone.
 KNOWN_VIOLATIONS: set[tuple[str, ...]] = {
@@ -46,8 +52,6 @@ KNOWN_VIOLATIONS: set[tuple[str, ...]] = {
     # issue 13 item 3 gives it the one token check of oauth/verify.py instead.
     ("arrow", "jean_memory.mcp_server.endpoint", "jean_memory.oauth.jwt_tokens"),
     ("arrow", "jean_memory.mcp_server.endpoint", "jean_memory.oauth.service"),
-    # Four concerns in one file (654 lines): issue 13 item 1 splits out retrieval and indexing.
-    ("size", "jean_memory.memory.service"),
     # Transport, document rules and a cache (655 lines): issue 13 item 4 splits the transport.
     ("size", "jean_memory.oauth.cimd"),
 }
@@ -116,8 +120,8 @@ def place_of(module: str, package: str = PACKAGE) -> str:
     parts = module.split(".")[1:]
     if not parts:
         return "leaf"  # the package's own __init__: sets an environment default, imports nothing
-    if parts[0] in ("app", "cli") and len(parts) == 1:
-        return parts[0]
+    if len(parts) == 1 and parts[0] in ASSEMBLY:
+        return ASSEMBLY[parts[0]]
     if len(parts) == 1 and parts[0] not in TABLE:
         return "leaf"
     return parts[0]

@@ -14,10 +14,12 @@ import pytest
 import sqlalchemy as sa
 
 from jean_memory.db.tables import memories, memory_vectors
-from jean_memory.memory import service as service_module
+from jean_memory.memory import indexing
 from jean_memory.memory.embeddings import LOCAL_MODEL_NAME, LocalOnnxEmbedder
+from jean_memory.memory.indexing import Indexer
 from jean_memory.memory.jobs import Worker, pending_count
-from jean_memory.memory.service import MemoryService
+from jean_memory.memory.retrieval import Retriever
+from jean_memory.memory.service import MemoryService, write_vectors
 from tests.support.locks import signal_statements, wait_until_blocked
 from tests.support.servers import threaded_server
 
@@ -38,7 +40,7 @@ def saved_under_old_model(engine: sa.Engine) -> None:
 
 
 def run_jobs(engine: sa.Engine, service: MemoryService) -> int:
-    return anyio.run(Worker(engine, service.job_handlers()).drain, 60)
+    return anyio.run(Worker(engine, Indexer(service).job_handlers()).drain, 60)
 
 
 def vectors_by_text(engine: sa.Engine) -> dict[str, tuple[str, np.ndarray]]:
@@ -55,10 +57,10 @@ def test_vectors_of_another_model_are_replaced_by_background_jobs(engine: sa.Eng
     embedder = LocalOnnxEmbedder()
     service = MemoryService(engine, embedder)
     saved_under_old_model(engine)
-    assert service.rank("alice", "where does she live", 10, mode="vector") == []
+    assert Retriever(engine, embedder).rank("alice", "where does she live", 10, mode="vector") == []
 
-    assert service.queue_reembedding() == len(ALICE) + len(BOB)
-    assert service.queue_reembedding() == 0  # already queued: no second job per person
+    assert Indexer(service).queue_reembedding() == len(ALICE) + len(BOB)
+    assert Indexer(service).queue_reembedding() == 0  # already queued: no second job per person
     assert run_jobs(engine, service) == 2  # one job per person
 
     stored = vectors_by_text(engine)
@@ -66,17 +68,17 @@ def test_vectors_of_another_model_are_replaced_by_background_jobs(engine: sa.Eng
     for text, (model, vector) in stored.items():
         assert model == LOCAL_MODEL_NAME
         np.testing.assert_allclose(vector, embedder.embed_query(text), atol=1e-5)
-    nearest = service.rank("alice", "which city does she live in", 10, mode="vector")
+    nearest = Retriever(engine, embedder).rank("alice", "which city does she live in", 10, mode="vector")
     assert len(nearest) == len(ALICE)
-    assert service.queue_reembedding() == 0
+    assert Indexer(service).queue_reembedding() == 0
     assert pending_count(engine) == 0
 
 
 def test_a_large_backlog_goes_in_slices(engine: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(service_module, "REEMBED_SLICE", 2)
+    monkeypatch.setattr(indexing, "REEMBED_SLICE", 2)
     service = MemoryService(engine, LocalOnnxEmbedder())
     saved_under_old_model(engine)
-    service.queue_reembedding()
+    Indexer(service).queue_reembedding()
     # Alice: 2 + 1 (the second slice finds one left); Bob: 2 + 0 (his full slice queues a
     # continuation, which finds nothing).
     assert run_jobs(engine, service) == 4
@@ -104,12 +106,12 @@ def test_a_memory_reworded_meanwhile_is_not_given_the_old_texts_vector(engine: s
     service = MemoryService(engine, embedder)
     saved_under_old_model(engine)
     embedder.armed = True
-    service.queue_reembedding()
+    Indexer(service).queue_reembedding()
     run_jobs(engine, service)
     stored = vectors_by_text(engine)
     assert stored[ALICE[0] + " now"][0] == OLD_MODEL  # skipped: its vector would be of the old text
     # The next pass embeds the new text.
-    assert service.queue_reembedding() == 1
+    assert Indexer(service).queue_reembedding() == 1
     run_jobs(engine, service)
     model, vector = vectors_by_text(engine)[ALICE[0] + " now"]
     assert model == LOCAL_MODEL_NAME
@@ -128,11 +130,11 @@ def test_a_started_server_re_embeds_without_being_asked(database_url: str, engin
 def test_a_job_embeds_for_a_bounded_time_then_hands_over(engine: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     """A slice of 512 long chunks took 23 s, all of it shielded from shutdown: a job now stops
     embedding after REEMBED_SECONDS and queues the rest after the last key it reached."""
-    monkeypatch.setattr(service_module, "REEMBED_SECONDS", 0.0)
-    monkeypatch.setattr(service_module, "REEMBED_CALL", 1)
+    monkeypatch.setattr(indexing, "REEMBED_SECONDS", 0.0)
+    monkeypatch.setattr(indexing, "REEMBED_CALL", 1)
     saved_under_old_model(engine)
     service = MemoryService(engine, LocalOnnxEmbedder())
-    service.queue_reembedding()
+    Indexer(service).queue_reembedding()
     assert run_jobs(engine, service) == len(ALICE) + len(BOB)  # one memory per job
     assert {model for model, _ in vectors_by_text(engine).values()} == {LOCAL_MODEL_NAME}
 
@@ -153,13 +155,13 @@ def test_two_writers_of_one_memorys_vector_both_succeed(engine: sa.Engine) -> No
         try:
             with engine.begin() as conn:
                 signal_statements(conn, second_started)
-                service._write_vectors(conn, "alice", [(pk, second_vector)])
+                write_vectors(conn, service.embedder, "alice", [(pk, second_vector)])
         except BaseException as exc:  # reported below, in the test's thread
             errors.append(exc)
 
     with engine.connect() as first:
         with first.begin():
-            service._write_vectors(first, "alice", [(pk, first_vector)])
+            write_vectors(first, service.embedder, "alice", [(pk, first_vector)])
             writer = threading.Thread(target=second_writer)
             writer.start()
             wait_until_blocked(engine, second_started)  # on the first's row lock

@@ -253,3 +253,39 @@ def test_lexical_only_server_works(database_url, tmp_path):
         mcp = connect(running, user)
         mcp.call_tool("add_memories", {"text": "I adopted a beagle, Max"})
         assert mcp.call_tool("search_memory", {"query": "beagle"})["structuredContent"]["results"]
+
+
+def test_tools_list_is_what_clients_were_shown_before(tmp_path):
+    """Names, descriptions (each tool's docstring), schemas and annotations, per profile, as the
+    SDK's own client lists them, byte for byte against tests/golden/tools_list.json: that file
+    was written from the tools as they were before they became methods (commit 3b866c8). A change
+    to what the model reads shows up here; regenerate the file only on purpose."""
+    import json
+    from pathlib import Path
+
+    import anyio
+    from mcp import Client
+
+    from jean_memory.db.engine import create_engine
+    from jean_memory.mcp_server.endpoint import ProfileServer
+    from jean_memory.mcp_server.profiles import PROFILE_TOOLS
+    from jean_memory.mcp_server.tools import ToolSet
+    from jean_memory.memory.service import MemoryService
+    from jean_memory.observability.metrics import Metrics
+
+    tools = ToolSet(
+        MemoryService(create_engine(f"sqlite:///{tmp_path / 'x.db'}"), None), "https://memory.example", Metrics()
+    )
+
+    async def listed() -> dict[str, list[dict]]:
+        out = {}
+        for profile, names in PROFILE_TOOLS.items():
+            server = ProfileServer(frozenset(names))
+            tools.register(server, names)
+            async with Client(server) as client:
+                result = await client.list_tools()
+            out[profile] = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in result.tools]
+        return out
+
+    golden = Path(__file__).parent / "golden" / "tools_list.json"
+    assert json.dumps(anyio.run(listed), indent=1, sort_keys=True, ensure_ascii=False) + "\n" == golden.read_text()

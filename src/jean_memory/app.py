@@ -19,18 +19,17 @@ from starlette.types import ASGIApp
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from jean_memory.config import Settings
-from jean_memory.db import rate_limits
 from jean_memory.db.migrate import current_and_head, upgrade
+from jean_memory.maintenance import maintain
 from jean_memory.mcp_server.endpoint import McpEndpoint
 from jean_memory.mcp_server.legacy import LegacyEndpoint
 from jean_memory.memory.embedder import Embedder
 from jean_memory.memory.embeddings import LocalOnnxEmbedder, create_embedder
 from jean_memory.memory.extraction import LlmExtractor
+from jean_memory.memory.indexing import Indexer
 from jean_memory.memory.jobs import Worker, pending_count
 from jean_memory.memory.service import MemoryService
 from jean_memory.oauth.authorize import AuthorizationEndpoints
-from jean_memory.oauth.clients import sweep_unused_clients
-from jean_memory.oauth.grants import sweep_expired
 from jean_memory.oauth.metadata import MetadataEndpoints
 from jean_memory.oauth.register import RegistrationEndpoint
 from jean_memory.oauth.revoke import RevocationEndpoint
@@ -42,7 +41,6 @@ from jean_memory.off_loop import run_db
 from jean_memory.web.templating import STATIC_DIR
 
 logger = logging.getLogger("jean_memory.http")
-MAINTENANCE_INTERVAL_SECONDS = 3600
 
 
 def public_cors(app: ASGIApp, methods: list[str]) -> ASGIApp:
@@ -71,16 +69,6 @@ def readiness(engine: Engine, memory: MemoryService) -> dict[str, tuple[bool, st
     return checks
 
 
-def _maintenance(engine: Engine, settings: Settings) -> None:
-    sweep_expired(engine)
-    rate_limits.sweep(engine)
-    removed = sweep_unused_clients(engine, settings.unused_client_days)
-    if removed:
-        logger.info(
-            "removed %d dynamically registered clients unused for %d days", removed, settings.unused_client_days
-        )
-
-
 def build_embedder(settings: Settings) -> Embedder | None:
     """The configured embedding provider, loaded now so a broken model stops the start, not a search."""
     embedder = create_embedder(
@@ -104,7 +92,7 @@ def build_app(settings: Settings, engine: Engine, migrate: bool = True, embedder
         LlmExtractor(settings.llm_base_url, settings.llm_model, settings.llm_api_key) if settings.llm_base_url else None
     )
     memory = MemoryService(engine, embedder if embedder is not None else build_embedder(settings), extractor=extractor)
-    worker = Worker(engine, memory.job_handlers())
+    worker = Worker(engine, Indexer(memory).job_handlers())
     memory.set_enqueue_hook(worker.wake)
     mcp = McpEndpoint(oauth, memory, settings)
     metadata = MetadataEndpoints(settings)
@@ -163,32 +151,7 @@ def build_app(settings: Settings, engine: Engine, migrate: bool = True, embedder
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with mcp.lifespan(), anyio.create_task_group() as tasks:
-
-            async def maintain() -> None:
-                while True:
-                    try:
-                        await run_db(_maintenance, engine, settings)
-                    except Exception:
-                        logger.exception("maintenance failed; will retry")
-                    try:
-                        waiting = await run_db(memory.queue_reembedding)
-                        if waiting:
-                            logger.info(
-                                "re-embedding %d memories with %s in the background (after a model change, or "
-                                "saved while embedding failed); search finds them by their words until then",
-                                waiting,
-                                memory.embedder.model_name if memory.embedder else "-",
-                            )
-                    except Exception:
-                        logger.exception("queueing re-embedding failed; will retry")
-                    try:
-                        if await run_db(memory.build_vector_index):
-                            logger.info("built the vector index for people with very many memories")
-                    except Exception:
-                        logger.exception("building the vector index failed; will retry")
-                    await anyio.sleep(MAINTENANCE_INTERVAL_SECONDS)
-
-            tasks.start_soon(maintain)
+            tasks.start_soon(maintain, engine, settings, memory)
             worker_scope = anyio.CancelScope()
 
             async def work() -> None:

@@ -177,6 +177,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     """Embed every memory lacking a vector from the configured model (after a model change)."""
     from jean_memory.app import build_embedder
     from jean_memory.memory.embedder import EmbeddingError
+    from jean_memory.memory.indexing import Indexer
     from jean_memory.memory.service import MemoryService
 
     settings = _settings(args)
@@ -190,7 +191,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
         return 0
     service = MemoryService(_engine(args), embedder)
 
-    count = service.reindex(lambda done, total: _progress_bar("embedding", done, total))
+    count = Indexer(service).reindex(lambda done, total: _progress_bar("embedding", done, total))
     print(f"re-embedded {count} memories with {embedder.model_name}")
     return 0
 
@@ -231,6 +232,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     from jean_memory.accounts.users import find_user_by_email
     from jean_memory.app import build_embedder
     from jean_memory.memory.embedder import EmbeddingError
+    from jean_memory.memory.indexing import Indexer
     from jean_memory.memory.jobs import Worker
     from jean_memory.memory.service import MemoryService
     from jean_memory.memory.transfer import ImportFormatError, import_user
@@ -264,8 +266,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     except (ImportFormatError, EmbeddingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    service.reindex(lambda done, total: _progress_bar("embedding", done, total))
-    anyio.run(Worker(engine, service.job_handlers()).drain, 3600)
+    indexer = Indexer(service)
+    indexer.reindex(lambda done, total: _progress_bar("embedding", done, total))
+    anyio.run(Worker(engine, indexer.job_handlers()).drain, 3600)
     print(f"imported {added} memories and {docs} documents into {user.email}")
     return 0
 

@@ -1,8 +1,9 @@
 """The MCP tools: thin adapters from tool arguments to the memory service.
 
-Each tool reads the caller from `current_principal` (set by the auth layer from a verified token
-or API key), runs the blocking service call in a worker thread, and turns bad input into a tool
-error (`isError: true`) whose message says what to change.
+Each tool is a method of `ToolSet` whose docstring is the description the client reads (its
+lines joined by single spaces). It reads the caller from `current_principal` (set by the auth
+layer from a verified token or API key), runs the blocking service call in a worker thread, and
+turns bad input into a tool error (`isError: true`) whose message says what to change.
 """
 
 from __future__ import annotations
@@ -17,16 +18,13 @@ from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 from jean_memory.mcp_server.principal import require_principal
-from jean_memory.memory.context import format_memories
+from jean_memory.memory.context import context_for
 from jean_memory.memory.records import Memory, MemoryInputError
 from jean_memory.memory.service import DOCUMENT_TYPES, MemoryService
-from jean_memory.memory.triage import facts_worth_keeping
 from jean_memory.observability.metrics import Metrics
 from jean_memory.off_loop import run_db
 
-CONTEXT_LIMIT = 8
-MIN_LLM_MESSAGE_CHARS = 20
-PROFILE_LIMIT = 12
+ToolFunction = Callable[..., Any]
 
 
 class Compact(BaseModel):
@@ -105,7 +103,22 @@ def _title(text: str) -> str:
     return first_line[:80] + ("…" if len(first_line) > 80 else "")
 
 
-def counted(name: str, fn: Callable[..., Any], metrics: Metrics) -> Callable[..., Any]:
+def tool(read_only: bool) -> Callable[[ToolFunction], ToolFunction]:
+    """Marks a `ToolSet` method as a tool; `read_only` becomes its readOnlyHint."""
+
+    def mark(fn: ToolFunction) -> ToolFunction:
+        fn.read_only = read_only  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def description_of(fn: ToolFunction) -> str:
+    """The docstring as one line: the text a client shows the model."""
+    return " ".join((fn.__doc__ or "").split())
+
+
+def counted(name: str, fn: ToolFunction, metrics: Metrics) -> ToolFunction:
     """The tool, counting each call's outcome; `wraps` keeps the signature the SDK reads."""
 
     @functools.wraps(fn)
@@ -134,159 +147,142 @@ class ToolSet:
 
     def register(self, server: MCPServer, names: tuple[str, ...]) -> None:
         for name in names:
-            fn, description, read_only = self._tools()[name]
+            fn = getattr(self, name)
+            if not hasattr(fn, "read_only"):
+                raise ValueError(f"{name} is not a tool")
             server.add_tool(
                 counted(name, fn, self._metrics),
                 name=name,
-                description=description,
+                description=description_of(fn),
                 annotations=ToolAnnotations(
-                    readOnlyHint=read_only, destructiveHint=name == "delete_memory", openWorldHint=False
+                    readOnlyHint=fn.read_only, destructiveHint=name == "delete_memory", openWorldHint=False
                 ),
             )
 
-    def _tools(self) -> dict[str, tuple[Callable[..., Any], str, bool]]:
-        memory = self._memory
-        issuer = self._issuer
+    @tool(read_only=False)
+    async def jean_memory(
+        self,
+        user_message: Annotated[str, Field(description="The person's latest message, verbatim")],
+        is_new_conversation: Annotated[bool, Field(description="True on the first message of a conversation")],
+        needs_context: Annotated[bool, Field(description="False when the message needs no personal context")] = True,
+    ) -> str:
+        """Call on every message of the person: returns what you know about them that is relevant
+        to the message (a short profile at the start of a conversation). Set needs_context=false
+        for messages that need no personal context."""
+        principal = require_principal()
+        context = await _call(
+            context_for,
+            self._memory,
+            principal.user_id,
+            user_message,
+            is_new_conversation,
+            needs_context,
+            principal.profile,
+        )
+        return context.text()
 
-        async def jean_memory(
-            user_message: Annotated[str, Field(description="The person's latest message, verbatim")],
-            is_new_conversation: Annotated[bool, Field(description="True on the first message of a conversation")],
-            needs_context: Annotated[
-                bool, Field(description="False when the message needs no personal context")
-            ] = True,
-        ) -> str:
-            principal = require_principal()
-            if not isinstance(user_message, str) or not user_message.strip():
-                raise ToolError("user_message is empty: pass the person's message")
-            parts: list[str] = []
-            shown: set[str] = set()
-            if is_new_conversation:
-                profile = await _call(memory.profile, principal.user_id, PROFILE_LIMIT)
-                parts.append(format_memories(profile, "What you know about this person:"))
-                shown = {m.id for m in profile}
-            if needs_context:
-                relevant = await _call(memory.search, principal.user_id, user_message, CONTEXT_LIMIT, None)
-                relevant = [m for m in relevant if m.id not in shown]
-                if relevant or not is_new_conversation:
-                    parts.append(format_memories(relevant, "Memories relevant to this message:"))
-            facts = facts_worth_keeping(user_message)
-            if facts:
-                await _call(memory.enqueue_facts, principal.user_id, facts, principal.profile, user_message)
-                parts.append("Saving to memory: " + " | ".join(facts))
-            elif memory.extracts_with_llm and len(user_message.strip()) >= MIN_LLM_MESSAGE_CHARS:
-                await _call(memory.enqueue_facts, principal.user_id, [], principal.profile, user_message)
-                parts.append("Checking this message for anything worth remembering.")
-            if not parts:
-                return "No context requested and nothing new to save."
-            return "\n\n".join(parts)
+    @tool(read_only=False)
+    async def add_memories(
+        self,
+        text: Annotated[str, Field(description="One fact about the person, in a full sentence")],
+        tags: Annotated[list[str] | None, Field(description="Optional labels, e.g. ['work']")] = None,
+    ) -> AddResult:
+        """Save a fact about the person (preferences, plans, people, projects). Returns the saved
+        id, or the existing memory it merged into."""
+        principal = require_principal()
+        result = await _call(self._memory.add, principal.user_id, text, tags, principal.profile)
+        return AddResult(
+            saved=[SavedMemory(id=m.id, text=m.text) for m in result.saved],
+            similar=[SavedMemory(id=m.id, text=m.text) for m in result.similar],
+        )
 
-        async def add_memories(
-            text: Annotated[str, Field(description="One fact about the person, in a full sentence")],
-            tags: Annotated[list[str] | None, Field(description="Optional labels, e.g. ['work']")] = None,
-        ) -> AddResult:
-            principal = require_principal()
-            result = await _call(memory.add, principal.user_id, text, tags, principal.profile)
-            return AddResult(
-                saved=[SavedMemory(id=m.id, text=m.text) for m in result.saved],
-                similar=[SavedMemory(id=m.id, text=m.text) for m in result.similar],
-            )
+    @tool(read_only=True)
+    async def search_memory(
+        self,
+        query: Annotated[str, Field(description="What to look for, in natural language")],
+        limit: Annotated[int, Field(description="How many results, 1-100")] = 10,
+        tags: Annotated[list[str] | None, Field(description="Only memories with all these tags")] = None,
+    ) -> MemoryResults:
+        """Search the person's memories by meaning and keywords."""
+        principal = require_principal()
+        hits = await _call(self._memory.search, principal.user_id, query, limit, tags)
+        return MemoryResults(results=_items(hits))
 
-        async def search_memory(
-            query: Annotated[str, Field(description="What to look for, in natural language")],
-            limit: Annotated[int, Field(description="How many results, 1-100")] = 10,
-            tags: Annotated[list[str] | None, Field(description="Only memories with all these tags")] = None,
-        ) -> MemoryResults:
-            principal = require_principal()
-            hits = await _call(memory.search, principal.user_id, query, limit, tags)
-            return MemoryResults(results=_items(hits))
+    @tool(read_only=True)
+    async def list_memories(
+        self,
+        limit: Annotated[int, Field(description="How many memories, 1-100, newest first")] = 20,
+        cursor: Annotated[str | None, Field(description="next_cursor from the previous page")] = None,
+    ) -> MemoryResults:
+        """List the person's memories, newest first, page by page."""
+        principal = require_principal()
+        items, next_cursor = await _call(self._memory.list, principal.user_id, limit, cursor)
+        return MemoryResults(results=_items(items), next_cursor=next_cursor)
 
-        async def list_memories(
-            limit: Annotated[int, Field(description="How many memories, 1-100, newest first")] = 20,
-            cursor: Annotated[str | None, Field(description="next_cursor from the previous page")] = None,
-        ) -> MemoryResults:
-            principal = require_principal()
-            items, next_cursor = await _call(memory.list, principal.user_id, limit, cursor)
-            return MemoryResults(results=_items(items), next_cursor=next_cursor)
+    @tool(read_only=False)
+    async def delete_memory(
+        self,
+        memory_id: Annotated[str, Field(description="The id from search_memory or list_memories")],
+    ) -> DeleteResult:
+        """Delete one memory by id (when the person asks to forget it or it is wrong)."""
+        principal = require_principal()
+        if not await _call(self._memory.delete, principal.user_id, memory_id):
+            raise ToolError(f"no memory with id {memory_id!r}; list_memories shows the ids that exist")
+        return DeleteResult(deleted=memory_id)
 
-        async def delete_memory(
-            memory_id: Annotated[str, Field(description="The id from search_memory or list_memories")],
-        ) -> DeleteResult:
-            principal = require_principal()
-            if not await _call(memory.delete, principal.user_id, memory_id):
-                raise ToolError(f"no memory with id {memory_id!r}; list_memories shows the ids that exist")
-            return DeleteResult(deleted=memory_id)
+    @tool(read_only=False)
+    async def store_document(
+        self,
+        title: Annotated[str, Field(description="A short title")],
+        content: Annotated[str, Field(description="The full text (Markdown welcome), up to 5 MB")],
+        document_type: Annotated[str, Field(description=f"One of {', '.join(DOCUMENT_TYPES)}")] = "markdown",
+        source_url: Annotated[str | None, Field(description="Where it came from, if anywhere")] = None,
+    ) -> StoredDocument:
+        """Store a long text (notes, a document, a web page) so its passages can be found later by
+        search_memory and jean_memory."""
+        principal = require_principal()
+        document_id = await _call(
+            self._memory.store_document,
+            principal.user_id,
+            title,
+            content,
+            document_type,
+            source_url,
+            principal.profile,
+        )
+        return StoredDocument(
+            document_id=document_id,
+            status="indexing",
+            message="Stored. It becomes searchable within seconds (longer for very large documents).",
+        )
 
-        async def store_document(
-            title: Annotated[str, Field(description="A short title")],
-            content: Annotated[str, Field(description="The full text (Markdown welcome), up to 5 MB")],
-            document_type: Annotated[str, Field(description=f"One of {', '.join(DOCUMENT_TYPES)}")] = "markdown",
-            source_url: Annotated[str | None, Field(description="Where it came from, if anywhere")] = None,
-        ) -> StoredDocument:
-            principal = require_principal()
-            document_id = await _call(
-                memory.store_document, principal.user_id, title, content, document_type, source_url, principal.profile
-            )
-            return StoredDocument(
-                document_id=document_id,
-                status="indexing",
-                message="Stored. It becomes searchable within seconds (longer for very large documents).",
-            )
+    @tool(read_only=True)
+    async def search(self, query: Annotated[str, Field(description="What to look for")]) -> SearchHits:
+        """Search the person's memories. Returns ids, titles and URLs."""
+        principal = require_principal()
+        hits = await _call(self._memory.search, principal.user_id, query, 10, None)
+        return SearchHits(
+            results=[
+                SearchHit(id=m.id, title=m.title or _title(m.text), url=f"{self._issuer}/memories/{m.id}") for m in hits
+            ]
+        )
 
-        async def search(query: Annotated[str, Field(description="What to look for")]) -> SearchHits:
-            principal = require_principal()
-            hits = await _call(memory.search, principal.user_id, query, 10, None)
-            return SearchHits(
-                results=[
-                    SearchHit(id=m.id, title=m.title or _title(m.text), url=f"{issuer}/memories/{m.id}") for m in hits
-                ]
-            )
-
-        async def fetch(id: Annotated[str, Field(description="An id from search")]) -> FetchedDocument:
-            principal = require_principal()
-            found = await _call(memory.get, principal.user_id, id)
-            if found is None:
-                raise ToolError(f"no memory with id {id!r}; use an id that search returned")
-            return FetchedDocument(
-                id=found.id,
-                title=found.title or _title(found.text),
-                text=found.text,
-                url=f"{issuer}/memories/{found.id}",
-                metadata={
-                    "tags": found.tags,
-                    "created_at": found.as_dict()["created_at"],
-                    "kind": found.kind,
-                    **({"document_id": found.document_id} if found.document_id else {}),
-                },
-            )
-
-        return {
-            "jean_memory": (jean_memory, JEAN_MEMORY_DESCRIPTION, False),
-            "add_memories": (
-                add_memories,
-                "Save a fact about the person (preferences, plans, people, "
-                "projects). Returns the saved id, or the existing memory it merged into.",
-                False,
-            ),
-            "search_memory": (search_memory, "Search the person's memories by meaning and keywords.", True),
-            "list_memories": (list_memories, "List the person's memories, newest first, page by page.", True),
-            "delete_memory": (
-                delete_memory,
-                "Delete one memory by id (when the person asks to forget it or it is wrong).",
-                False,
-            ),
-            "store_document": (
-                store_document,
-                "Store a long text (notes, a document, a web page) so its "
-                "passages can be found later by search_memory and jean_memory.",
-                False,
-            ),
-            "search": (search, "Search the person's memories. Returns ids, titles and URLs.", True),
-            "fetch": (fetch, "Fetch one memory by the id search returned.", True),
-        }
-
-
-JEAN_MEMORY_DESCRIPTION = (
-    "Call on every message of the person: returns what you know about them that is relevant to the "
-    "message (a short profile at the start of a conversation). Set needs_context=false for messages "
-    "that need no personal context."
-)
+    @tool(read_only=True)
+    async def fetch(self, id: Annotated[str, Field(description="An id from search")]) -> FetchedDocument:
+        """Fetch one memory by the id search returned."""
+        principal = require_principal()
+        found = await _call(self._memory.get, principal.user_id, id)
+        if found is None:
+            raise ToolError(f"no memory with id {id!r}; use an id that search returned")
+        return FetchedDocument(
+            id=found.id,
+            title=found.title or _title(found.text),
+            text=found.text,
+            url=f"{self._issuer}/memories/{found.id}",
+            metadata={
+                "tags": found.tags,
+                "created_at": found.as_dict()["created_at"],
+                "kind": found.kind,
+                **({"document_id": found.document_id} if found.document_id else {}),
+            },
+        )

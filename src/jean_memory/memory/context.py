@@ -1,15 +1,84 @@
-"""What `jean_memory` hands the assistant: compact dated lines within a size budget.
+"""What `jean_memory` hands the assistant on each message, and the text it reads.
 
-The assistant reads this on every message, so it must be short (Claude's tool results should stay
-far below 25k tokens) and plain: no JSON, no ids it has to ignore.
+`context_for` decides: a short profile at the start of a conversation, the memories relevant to
+the message (without repeating the profile), and the facts to save after the answer (queued, so
+the assistant never waits on embedding or an LLM). `Context.text` renders it as compact dated
+lines within a size budget: the assistant reads this on every message, so it must be short
+(Claude's tool results should stay far below 25k tokens) and plain: no JSON, no ids it has to
+ignore.
 """
 
 from __future__ import annotations
 
-from jean_memory.memory.records import Memory, iso_time
+from dataclasses import dataclass, field
+
+from jean_memory.memory.records import Memory, MemoryInputError, iso_time
+from jean_memory.memory.service import MemoryService
+from jean_memory.memory.triage import facts_worth_keeping
 
 CONTEXT_BUDGET_CHARS = 4000
 MAX_LINE_CHARS = 600
+CONTEXT_LIMIT = 8
+#: Shorter messages are not handed to the LLM extractor when triage found no fact in them.
+MIN_LLM_MESSAGE_CHARS = 20
+PROFILE_LIMIT = 12
+
+
+@dataclass(frozen=True)
+class Context:
+    """What was found and queued for one message; None where it was not asked for."""
+
+    profile: list[Memory] | None = None
+    relevant: list[Memory] | None = None
+    saving: list[str] = field(default_factory=list)
+    checking: bool = False  # the message went to the LLM extractor instead
+
+    def text(self) -> str:
+        parts: list[str] = []
+        if self.profile is not None:
+            parts.append(format_memories(self.profile, "What you know about this person:"))
+        if self.relevant is not None:
+            parts.append(format_memories(self.relevant, "Memories relevant to this message:"))
+        if self.saving:
+            parts.append("Saving to memory: " + " | ".join(self.saving))
+        elif self.checking:
+            parts.append("Checking this message for anything worth remembering.")
+        if not parts:
+            return "No context requested and nothing new to save."
+        return "\n\n".join(parts)
+
+
+def context_for(
+    memory: MemoryService,
+    user_id: str,
+    message: str,
+    is_new_conversation: bool,
+    needs_context: bool,
+    client: str | None,
+) -> Context:
+    """The profile (on a new conversation), the relevant memories (when `needs_context`) and the
+    save queued for after the answer: the facts triage found, or the whole message for the LLM
+    extractor when one is configured and the message is long enough to hold a fact."""
+    if not isinstance(message, str) or not message.strip():
+        raise MemoryInputError("user_message is empty: pass the person's message")
+    profile: list[Memory] | None = None
+    relevant: list[Memory] | None = None
+    shown: set[str] = set()
+    if is_new_conversation:
+        profile = memory.profile(user_id, PROFILE_LIMIT)
+        shown = {m.id for m in profile}
+    if needs_context:
+        found = [m for m in memory.search(user_id, message, CONTEXT_LIMIT, None) if m.id not in shown]
+        if found or not is_new_conversation:
+            relevant = found
+    facts = facts_worth_keeping(message)
+    checking = False
+    if facts:
+        memory.enqueue_facts(user_id, facts, client, message)
+    elif memory.extracts_with_llm and len(message.strip()) >= MIN_LLM_MESSAGE_CHARS:
+        memory.enqueue_facts(user_id, [], client, message)
+        checking = True
+    return Context(profile=profile, relevant=relevant, saving=facts, checking=checking)
 
 
 def format_memories(memories: list[Memory], heading: str, budget: int = CONTEXT_BUDGET_CHARS) -> str:

@@ -16,16 +16,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from jean_memory.memory.fusion import best_first
+from jean_memory.memory.owner import owner_column_sql
 
 WINDOW_SECONDS = 3600.0  # saved more than an hour apart: not the same conversation
 SPREAD_FROM = 20  # only the best candidates pass score on (one query, 40 index seeks)
 
-# The outer query looks rows up by primary key only and the owner is checked in Python: with
-# `c.user_id = :user_id` there SQLite's planner walks the user's whole (user_id, created_at)
-# index instead. Each subquery is one seek on that index, and keeps to the same user.
-_NEIGHBOURS = sa.text(
-    """
-    SELECT c.pk AS pk, c.user_id AS user_id,
+# The outer query finds its rows by primary key and names the owner in the form that keeps
+# SQLite on the rowid (owner.py); each subquery is one seek on the (user_id, created_at) index.
+_NEIGHBOURS_SQL = """
+    SELECT c.pk AS pk,
       (SELECT p.pk FROM memories AS p
        WHERE p.user_id = c.user_id AND p.created_at < c.created_at AND p.created_at >= c.created_at - :window
        ORDER BY p.created_at DESC LIMIT 1) AS prev_pk,
@@ -33,9 +32,15 @@ _NEIGHBOURS = sa.text(
        WHERE n.user_id = c.user_id AND n.created_at > c.created_at AND n.created_at <= c.created_at + :window
        ORDER BY n.created_at ASC LIMIT 1) AS next_pk
     FROM memories AS c
-    WHERE c.pk IN :pks
+    WHERE c.pk IN :pks AND {owner} = :user_id
     """
-).bindparams(sa.bindparam("pks", expanding=True))
+# Built once per dialect: a statement built per call costs SQLAlchemy time to compile and cache-key.
+_NEIGHBOURS = {
+    dialect: sa.text(_NEIGHBOURS_SQL.format(owner=owner_column_sql("c.user_id", dialect))).bindparams(
+        sa.bindparam("pks", expanding=True)
+    )
+    for dialect in ("sqlite", "postgresql")
+}
 
 
 def neighbours(conn: Connection, user_id: str, pks: Iterable[int]) -> dict[int, tuple[int | None, int | None]]:
@@ -45,8 +50,9 @@ def neighbours(conn: Connection, user_id: str, pks: Iterable[int]) -> dict[int, 
     wanted = list(dict.fromkeys(pks))
     if not wanted:
         return {}
-    rows = conn.execute(_NEIGHBOURS, {"pks": wanted, "window": WINDOW_SECONDS})
-    return {row.pk: (row.prev_pk, row.next_pk) for row in rows if row.user_id == user_id}
+    statement = _NEIGHBOURS[conn.dialect.name]
+    rows = conn.execute(statement, {"pks": wanted, "window": WINDOW_SECONDS, "user_id": user_id})
+    return {row.pk: (row.prev_pk, row.next_pk) for row in rows}
 
 
 def pass_to_neighbours(

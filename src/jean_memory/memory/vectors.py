@@ -22,7 +22,7 @@ from jean_memory.db.tables import memory_vectors, memory_versions
 
 MAX_CACHED_USERS = 256
 # Above this many vectors a search runs BM25 in a second thread beside the vector scan (see
-# MemoryService.rank). The scan itself stays on one thread: it is bound by memory bandwidth, and
+# Retriever.rank). The scan itself stays on one thread: it is bound by memory bandwidth, and
 # two threads scanning halves at once were slower than one after the other on this machine.
 LARGE_USER_VECTORS = 20_000
 
