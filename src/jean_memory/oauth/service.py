@@ -26,6 +26,9 @@ from jean_memory.oauth.jwt_tokens import (
 from jean_memory.oauth.revocation import RevocationCache
 from jean_memory.observability.metrics import Metrics
 
+# One message for a revoked grant and one that is not the token's: neither tells a caller more.
+GRANT_REVOKED = "the token's grant has been revoked"
+
 
 @dataclass
 class OAuthService:
@@ -75,10 +78,11 @@ class OAuthService:
         return body
 
     def verify(self, token: str) -> AccessTokenClaims:
-        """Signature, `iss`, `aud`, `exp`, then the grant: raises InvalidAccessToken."""
+        """Signature, claims, then the grant (live, and this `sub`'s for this `client_id`):
+        raises InvalidAccessToken."""
         claims = self.verify_signed(token)
-        if self.revocations.is_revoked(claims.grant_id):
-            raise InvalidAccessToken("the token's grant has been revoked")
+        if self.revocations.is_revoked(claims.grant_id, claims.sub, claims.client_id):
+            raise InvalidAccessToken(GRANT_REVOKED)
         return claims
 
     def verify_signed(self, token: str) -> AccessTokenClaims:
@@ -93,11 +97,11 @@ class OAuthService:
     async def verify_async(self, token: str) -> AccessTokenClaims:
         """`verify`, going to a worker thread only when the grant's status must be read."""
         claims = self.verify_signed(token)
-        revoked = self.revocations.known_status(claims.grant_id)
+        revoked = self.revocations.known_status(claims.grant_id, claims.sub, claims.client_id)
         if revoked is None:
-            revoked = await run_db(self.revocations.is_revoked, claims.grant_id)
+            revoked = await run_db(self.revocations.is_revoked, claims.grant_id, claims.sub, claims.client_id)
         if revoked:
-            raise InvalidAccessToken("the token's grant has been revoked")
+            raise InvalidAccessToken(GRANT_REVOKED)
         return claims
 
     def revoke(self, grant_id: str, reason: str) -> None:

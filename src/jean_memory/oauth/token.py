@@ -27,15 +27,16 @@ from jean_memory.oauth.scopes import is_subset
 from jean_memory.oauth.service import OAuthService
 from jean_memory.oauth.throttle import over_limit, too_many_requests
 
-CODE_VERIFIER = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
+CODE_VERIFIER = re.compile(r"[A-Za-z0-9\-._~]{43,128}")  # fullmatch: `$` would allow a final newline
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 logger = logging.getLogger("jean_memory.oauth")
 
 
 def pkce_matches(verifier: str, challenge: str) -> bool:
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    expected = base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-    return hmac.compare_digest(expected, challenge)
+    """RFC 7636 §4.6. Compared as bytes: compare_digest raises TypeError on a non-ASCII str."""
+    digest = hashlib.sha256(verifier.encode("utf-8", "surrogatepass")).digest()
+    expected = base64.urlsafe_b64encode(digest).rstrip(b"=")
+    return hmac.compare_digest(expected, challenge.encode("utf-8", "surrogatepass"))
 
 
 class TokenEndpoint:
@@ -102,7 +103,7 @@ class TokenEndpoint:
         # a client that left it out there may leave it out here (if sent anyway, it must match).
         if (redemption.redirect_uri_given or redirect_uri is not None) and redirect_uri != redemption.redirect_uri:
             raise OAuthError("invalid_grant", "redirect_uri does not match the one used to get the code")
-        if not CODE_VERIFIER.match(verifier) or not pkce_matches(verifier, redemption.code_challenge):
+        if not CODE_VERIFIER.fullmatch(verifier) or not pkce_matches(verifier, redemption.code_challenge):
             raise OAuthError("invalid_grant", "code_verifier does not match the code_challenge (PKCE)")
         self._check_resource(form, redemption.grant)
         return await run_db(self._service.token_response, redemption.grant, client)
