@@ -9,6 +9,9 @@ so two instances racing on one code cannot both win.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -256,9 +259,26 @@ class RefreshRejected(Exception):
         self.revoke_grant_id = revoke_grant_id
 
 
-def rotate_refresh_token(engine: Engine, token: str, client_id: str, grace_seconds: int) -> Grant:
-    """Accept a refresh token once, or again within the grace window (a retried or concurrent
-    refresh); any later reuse means it leaked, so the whole grant must go (RFC 9700 §4.14)."""
+def refresh_successor(token: str, key: bytes) -> str:
+    """The one refresh token that follows `token`: HMAC(key, token), so a token presented again
+    inside the grace window gets the same successor back (two racing refreshes, even on two
+    instances, end on one chain) without any successor kept in clear (RFC 9700 §4.14.2)."""
+    mac = hmac.new(key, token.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+    return REFRESH_PREFIX + base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
+
+
+def rotate_refresh_token(
+    engine: Engine,
+    token: str,
+    client_id: str,
+    grace_seconds: int,
+    successor_keys: tuple[bytes, ...],
+    lifetime_seconds: int,
+) -> tuple[Grant, str]:
+    """Accept a refresh token once, and answer its successor; presented again within the grace
+    window (a retried or concurrent refresh) it answers the same successor. Any later reuse, or
+    reuse after the successor itself was used, means it leaked: the whole grant must go
+    (RFC 9700 §4.14). `successor_keys`: the current key first, then any previous one."""
     token_hash = clock.sha256_hex(token)
     now = clock.now()
     with engine.begin() as conn:
@@ -278,19 +298,42 @@ def rotate_refresh_token(engine: Engine, token: str, client_id: str, grace_secon
             .where(refresh_tokens.c.token_hash == token_hash, refresh_tokens.c.rotated_at.is_(None))
             .values(rotated_at=now)
         )
-        rotated_at = (
-            now
-            if first_use.rowcount
-            else conn.execute(
-                sa.select(refresh_tokens.c.rotated_at).where(refresh_tokens.c.token_hash == token_hash)
-            ).scalar_one()
-        )
-    if now - rotated_at > grace_seconds:
-        raise RefreshRejected(
+        if first_use.rowcount:
+            # Issued in the same transaction as the rotation: whoever loses the race above
+            # (blocked on the row until this commits) finds the successor already there.
+            successor = refresh_successor(token, successor_keys[0])
+            conn.execute(
+                refresh_tokens.insert().values(
+                    token_hash=clock.sha256_hex(successor),
+                    grant_id=row.grant_id,
+                    created_at=now,
+                    expires_at=now + lifetime_seconds,
+                )
+            )
+            return _grant_from_row(row), successor
+        rotated_at = conn.execute(
+            sa.select(refresh_tokens.c.rotated_at).where(refresh_tokens.c.token_hash == token_hash)
+        ).scalar_one()
+        reused = RefreshRejected(
             "the refresh token was already used; the connection has been revoked, sign in again",
             revoke_grant_id=row.grant_id,
         )
-    return _grant_from_row(row)
+        if now - rotated_at > grace_seconds:
+            raise reused
+        for key in successor_keys:
+            successor = refresh_successor(token, key)
+            successor_row = conn.execute(
+                sa.select(refresh_tokens.c.rotated_at).where(
+                    refresh_tokens.c.token_hash == clock.sha256_hex(successor),
+                    refresh_tokens.c.grant_id == row.grant_id,
+                )
+            ).first()
+            if successor_row is not None:
+                if successor_row.rotated_at is not None:
+                    raise reused  # the chain has moved on: this copy of the token is a second holder's
+                return _grant_from_row(row), successor
+    # Its successor was made under a key that is no longer configured.
+    raise RefreshRejected("the refresh token was already used; use the one issued with it or sign in again")
 
 
 def find_refresh_grant(engine: Engine, token: str) -> Grant | None:

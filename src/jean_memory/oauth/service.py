@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from jean_memory.accounts.users import get_user
-from jean_memory.config import Settings
+from jean_memory.config import Settings, derive_key
 from jean_memory.db.engine import run_db
 from jean_memory.oauth import grants as grant_store
 from jean_memory.oauth.cimd import CimdClients, CimdError, CimdFetcher, is_metadata_url
@@ -26,6 +26,7 @@ from jean_memory.oauth.jwt_tokens import (
 from jean_memory.oauth.revocation import RevocationCache
 from jean_memory.observability.metrics import Metrics
 
+REFRESH_SUCCESSOR_PURPOSE = "refresh successor"
 # One message for a revoked grant and one that is not the token's: neither tells a caller more.
 GRANT_REVOKED = "the token's grant has been revoked"
 
@@ -46,8 +47,11 @@ class OAuthService:
     def create(cls, engine: Engine, settings: Settings, metrics: Metrics | None = None) -> OAuthService:
         return cls(engine, settings, RevocationCache(engine, settings.revocation_cache_seconds), metrics or Metrics())
 
-    def token_response(self, grant: grant_store.Grant, client: Client, scope: str | None = None) -> dict[str, Any]:
-        """Mint an access token (and a rotated refresh token) for a live grant."""
+    def token_response(
+        self, grant: grant_store.Grant, client: Client, scope: str | None = None, refresh_token: str | None = None
+    ) -> dict[str, Any]:
+        """Mint an access token for a live grant, with `refresh_token` (the successor of the one
+        just rotated) or, for a new grant whose client may refresh, a new refresh token."""
         user = get_user(self.engine, grant.user_id)
         if user is None:
             raise InvalidAccessToken("the account no longer exists")
@@ -70,12 +74,20 @@ class OAuthService:
             "expires_in": expires_in,
             "scope": scope,
         }
-        if "refresh_token" in client.grant_types:
+        if refresh_token is not None:
+            body["refresh_token"] = refresh_token
+        elif "refresh_token" in client.grant_types:
             body["refresh_token"] = grant_store.issue_refresh_token(
                 self.engine, grant.id, self.settings.refresh_token_days * 86400
             )
         touch_client(self.engine, client.client_id)
         return body
+
+    @property
+    def refresh_successor_keys(self) -> tuple[bytes, ...]:
+        """Keys deriving a refresh token's successor: the current key's, then the previous one's,
+        so a retry that straddles a key rotation still gets the successor it was given."""
+        return tuple(derive_key(key, REFRESH_SUCCESSOR_PURPOSE) for key in self.settings.verification_keys)
 
     def verify(self, token: str) -> AccessTokenClaims:
         """Signature, claims, then the grant (live, and this `sub`'s for this `client_id`):

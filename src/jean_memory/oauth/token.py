@@ -114,12 +114,15 @@ class TokenEndpoint:
         if not token:
             raise OAuthError("invalid_request", "refresh_token is required")
         try:
-            grant = await run_db(
+            settings = self._service.settings
+            grant, successor = await run_db(
                 grant_store.rotate_refresh_token,
                 self._service.engine,
                 token,
                 client.client_id,
-                self._service.settings.refresh_grace_seconds,
+                settings.refresh_grace_seconds,
+                self._service.refresh_successor_keys,
+                settings.refresh_token_days * 86400,
             )
         except grant_store.RefreshRejected as exc:
             if exc.revoke_grant_id:
@@ -130,7 +133,7 @@ class TokenEndpoint:
         if scope and not is_subset(scope, grant.scope):
             raise OAuthError("invalid_scope", f"scope may only narrow the granted {grant.scope!r}")
         self._check_resource(form, grant)
-        return await run_db(self._service.token_response, grant, client, scope or None)
+        return await run_db(self._service.token_response, grant, client, scope or None, successor)
 
     def _check_resource(self, form, grant: grant_store.Grant) -> None:  # type: ignore[no-untyped-def]
         resources = form.getlist("resource")
