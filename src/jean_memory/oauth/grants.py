@@ -146,17 +146,25 @@ def finish_pending(engine: Engine, session_id: str) -> bool:
 # --- consent --------------------------------------------------------------------------------------
 
 
-def has_consent(engine: Engine, user_id: str, client_id: str, scope: str) -> bool:
+def has_consent(engine: Engine, user_id: str, client_id: str, scope: str, redirect_uri: str) -> bool:
+    """Whether the person approved this client, for at least this scope, sending codes to this
+    exact redirect URI (a consent for one URI says nothing about where else codes may go)."""
     with engine.connect() as conn:
         row = conn.execute(
-            sa.select(consents.c.scope).where(consents.c.user_id == user_id, consents.c.client_id == client_id)
+            sa.select(consents.c.scope, consents.c.redirect_uri).where(
+                consents.c.user_id == user_id, consents.c.client_id == client_id
+            )
         ).first()
-    return row is not None and set(scope.split()) <= set(row.scope.split())
+    return row is not None and row.redirect_uri == redirect_uri and set(scope.split()) <= set(row.scope.split())
 
 
-def remember_consent(conn: Connection, user_id: str, client_id: str, scope: str) -> None:
+def remember_consent(conn: Connection, user_id: str, client_id: str, scope: str, redirect_uri: str) -> None:
     conn.execute(consents.delete().where(consents.c.user_id == user_id, consents.c.client_id == client_id))
-    conn.execute(consents.insert().values(user_id=user_id, client_id=client_id, scope=scope, created_at=clock.now()))
+    conn.execute(
+        consents.insert().values(
+            user_id=user_id, client_id=client_id, scope=scope, redirect_uri=redirect_uri, created_at=clock.now()
+        )
+    )
 
 
 # --- codes ------------------------------------------------------------------------------------------
@@ -192,7 +200,7 @@ def issue_code(
             )
         )
         if remember:
-            remember_consent(conn, user_id, pending.client_id, pending.scope)
+            remember_consent(conn, user_id, pending.client_id, pending.scope, pending.redirect_uri)
     return code
 
 
