@@ -4,13 +4,17 @@ and its transport details (Streamable HTTP, CORS, Origin, body limits)."""
 import hashlib
 import hmac
 import json
+import math
 import time
 
 import httpx
 import jwt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jean_memory import clock
+from jean_memory.oauth.jwt_tokens import InvalidAccessToken, verify_access_token
 from tests.support.oauth import McpHttp, new_flow
 from tests.support.servers import TEST_SECRET
 
@@ -282,3 +286,44 @@ def test_the_raw_signer_makes_tokens_the_server_accepts(server, tokens):
     """So a 401 above is about the odd claim, not the way the test signs."""
     claims = claims_of(tokens["access_token"])
     assert McpHttp(server.mcp_url, sign_raw(json.dumps(claims).encode())).initialize().status_code == 200
+
+
+ODD_VALUES = st.sampled_from(
+    [math.nan, math.inf, -math.inf, 1e308, -1.0, 0.5, 2**64, -(2**63), True, False, None, "", "\udfff", "a\x00", [], {}]
+)
+JSON_VALUES = ODD_VALUES | st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=40),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    max_leaves=6,
+)
+CLAIM_NAMES = st.sampled_from(["exp", "iat", "nbf", "iss", "aud", "sub", "jti", "sid", "scope", "client_id", "email"])
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(changes=st.dictionaries(CLAIM_NAMES, JSON_VALUES, min_size=1, max_size=2))
+def test_the_verifier_answers_any_signed_claims_with_claims_or_invalid_token(changes):
+    """Property: whatever a signed token's claims hold, the verifier returns claims or raises
+    InvalidAccessToken, nothing else (no server: the pure function)."""
+    issuer, now = "https://memory.example.com", int(time.time())
+    claims = {
+        "iss": issuer,
+        "aud": issuer + "/mcp",
+        "sub": "a" * 32,
+        "sid": "b" * 32,
+        "jti": "c" * 32,
+        "iat": now,
+        "exp": now + 60,
+        "scope": "memory",
+        "client_id": "jmc_x",
+        **changes,
+    }
+    token = sign_raw(json.dumps(claims).encode())
+    try:
+        verified = verify_access_token(token, secrets=(TEST_SECRET,), issuer=issuer, audience=issuer + "/mcp")
+    except InvalidAccessToken:
+        return
+    assert isinstance(verified.sub, str) and isinstance(verified.grant_id, str) and type(verified.exp) is int

@@ -109,9 +109,9 @@ def _checked_claims(claims: dict[str, Any]) -> dict[str, Any]:
     """The claims when each has the type and range we mint; InvalidAccessToken naming the first
     one that does not. Integers only for times (JSON allows NaN, Infinity, 1e400 and booleans)."""
     for name in TIME_CLAIMS:
-        value = claims.get(name)
-        if name == "nbf" and name not in claims:
+        if name not in claims and name == "nbf":
             continue
+        value = claims.get(name)
         if type(value) is not int or not 0 <= value <= MAX_TIMESTAMP:
             raise InvalidAccessToken(f"the token's {name!r} claim is not a valid time")
     if claims["iat"] > claims["exp"]:
