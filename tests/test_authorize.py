@@ -182,6 +182,78 @@ def test_consent_is_remembered_for_the_same_client(server, alice):
     assert redirect_params(again)["code"]
 
 
+def test_remembered_consent_applies_only_to_the_redirect_uri_approved(server, alice):
+    """Issue 12, finding 2: consent given for one redirect URI sent codes silently to any other."""
+    flow = new_flow(server.base_url)  # Claude's registration: two redirect URIs
+    approved, other = flow.registration["redirect_uris"]
+    flow.get_code(alice.email, redirect_uri=approved)
+    assert redirect_params(flow.authorize(redirect_uri=approved))["code"]
+    page = flow.authorize(redirect_uri=other)
+    assert page.status_code == 200 and 'value="approve"' in page.text
+    params = redirect_params(flow.authorize(redirect_uri=other, prompt="none", state="s-other"))
+    assert params["error"] == "consent_required"
+    assert params["state"] == "s-other" and params["iss"] == server.base_url
+
+
+PUBLIC_NATIVE_CLIENTS = [
+    ("http://localhost:1111/callback", "http://localhost:1111/callback"),
+    ("http://127.0.0.1:1111/callback", "http://127.0.0.1:40123/callback"),  # any port (RFC 8252 §7.3)
+    ("http://[::1]:1111/callback", "http://[::1]:1111/callback"),
+    ("cursor://anysphere.cursor-mcp/oauth/callback", "cursor://anysphere.cursor-mcp/oauth/callback"),
+    ("com.example.app:/oauth/callback", "com.example.app:/oauth/callback"),
+]
+
+
+@pytest.mark.parametrize(("registered", "requested"), PUBLIC_NATIVE_CLIENTS)
+def test_a_public_client_with_a_loopback_or_private_scheme_redirect_always_sees_consent(
+    server, alice, registered, requested
+):
+    """RFC 8252 §8.6: any local program can listen on a loopback port or claim a private
+    scheme, and a public client has no secret to stop it redeeming the code."""
+    flow = new_flow(
+        server.base_url,
+        {"client_name": "Claude Code", "redirect_uris": [registered], "token_endpoint_auth_method": "none"},
+    )
+    assert flow.get_code(alice.email, redirect_uri=requested)["code"]  # approved once
+    for _ in range(2):
+        page = flow.authorize(redirect_uri=requested)
+        assert page.status_code == 200 and 'value="approve"' in page.text
+    response = flow.authorize(redirect_uri=requested, prompt="none", state="s-none")
+    assert response.headers["location"].startswith(requested.split("?")[0] + "?")
+    params = redirect_params(response)
+    assert params["error"] == "consent_required"
+    assert params["state"] == "s-none" and params["iss"] == server.base_url
+    assert "code" not in params
+
+
+def test_a_public_client_with_an_https_redirect_keeps_its_remembered_consent(server, alice):
+    flow = new_flow(
+        server.base_url,
+        {
+            "client_name": "Web app",
+            "redirect_uris": ["https://app.example.com/cb"],
+            "token_endpoint_auth_method": "none",
+        },
+    )
+    flow.get_code(alice.email)
+    assert redirect_params(flow.authorize())["code"]
+    assert redirect_params(flow.authorize(prompt="none"))["code"]
+
+
+def test_a_confidential_client_with_a_loopback_redirect_keeps_its_remembered_consent(server, alice):
+    """Its code is useless without the client's secret, so remembering consent is safe."""
+    flow = new_flow(
+        server.base_url,
+        {
+            "client_name": "Local service",
+            "redirect_uris": ["http://127.0.0.1:1111/callback"],
+            "token_endpoint_auth_method": "client_secret_post",
+        },
+    )
+    flow.get_code(alice.email)
+    assert redirect_params(flow.authorize())["code"]
+
+
 def test_a_new_client_always_gets_the_consent_page(server, alice):
     first = new_flow(server.base_url)
     first.get_code(alice.email)

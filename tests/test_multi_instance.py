@@ -9,7 +9,10 @@ import time
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
+from jean_memory.db.engine import create_engine
+from jean_memory.db.tables import refresh_tokens
 from tests.support.oauth import CLAUDE_CALLBACK, PASSWORD, Flow, McpHttp, redirect_params
 from tests.support.servers import cli_env, free_port, run_cli, server_process
 
@@ -86,7 +89,7 @@ def test_the_flow_may_hop_between_instances(two_instances):
         time.sleep(0.2)
 
 
-def test_concurrent_refreshes_on_both_instances_leave_one_live_grant(two_instances):
+def test_concurrent_refreshes_on_both_instances_leave_one_token_chain(two_instances, database_url):
     first, second = two_instances
     flow = registered(first, "none")
     http = flow.http
@@ -107,11 +110,25 @@ def test_concurrent_refreshes_on_both_instances_leave_one_live_grant(two_instanc
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         answers = list(pool.map(refresh_at, [first, second]))
     assert [a.status_code for a in answers] == [200, 200]  # the second is inside the grace window
-    for answer, base in zip(answers, (second, first), strict=True):
-        body = answer.json()
+    bodies = [answer.json() for answer in answers]
+    # One chain (issue 12, finding 5): both answers carry the same successor, not two live ones.
+    assert bodies[0]["refresh_token"] == bodies[1]["refresh_token"]
+    for body, base in zip(bodies, (second, first), strict=True):
         assert McpHttp(f"{base}/mcp", body["access_token"], http).initialize().status_code == 200
-        flow.base_url = base
-        assert flow.refresh(body["refresh_token"]).status_code == 200  # each new token works once
+    assert live_refresh_tokens(database_url) == 1
+    flow.base_url = second
+    assert flow.refresh(bodies[0]["refresh_token"]).status_code == 200
+    assert live_refresh_tokens(database_url) == 1
+
+
+def live_refresh_tokens(database_url: str) -> int:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            query = sa.select(sa.func.count()).select_from(refresh_tokens).where(refresh_tokens.c.rotated_at.is_(None))
+            return conn.execute(query).scalar_one()
+    finally:
+        engine.dispose()
 
 
 def test_200_concurrent_saves_over_both_instances_lose_nothing(two_instances):

@@ -1,14 +1,20 @@
 """The MCP endpoint as a protected resource (RFC 6750 §3, RFC 9728 §5.1, MCP authorization spec)
 and its transport details (Streamable HTTP, CORS, Origin, body limits)."""
 
+import hashlib
+import hmac
 import json
+import math
 import time
 
 import httpx
 import jwt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jean_memory import clock
+from jean_memory.oauth.jwt_tokens import InvalidAccessToken, verify_access_token
 from tests.support.oauth import McpHttp, new_flow
 from tests.support.servers import TEST_SECRET
 
@@ -203,3 +209,121 @@ def test_refreshed_token_continues_the_conversation(server, alice):
     mcp.call_tool("add_memories", {"text": "Lives in Lisbon"})
     mcp.token = flow.refresh(tokens["refresh_token"]).json()["access_token"]
     assert mcp.call_tool("search_memory", {"query": "Lisbon"})["structuredContent"]["results"]
+
+
+def sign_raw(payload: bytes, key: str = TEST_SECRET) -> str:
+    """An HS256 token over exactly these payload bytes (JSON that json.dumps would not write)."""
+    encode = jwt.utils.base64url_encode
+    signing_input = encode(b'{"alg":"HS256","typ":"JWT"}') + b"." + encode(payload)
+    signature = hmac.new(key.encode(), signing_input, hashlib.sha256).digest()
+    return (signing_input + b"." + encode(signature)).decode()
+
+
+def with_claim(claims: dict, name: str, raw_value: str) -> bytes:
+    """The claims as JSON, with `name` set to the JSON text `raw_value` (NaN, 1e400, ...)."""
+    body = json.dumps({**claims, name: "__placeholder__"})
+    return body.replace('"__placeholder__"', raw_value).encode()
+
+
+ODD_CLAIMS = [
+    # Times: only integers in a datetime's range (JSON also allows NaN, Infinity, 1e400, booleans).
+    ("exp", "NaN"),
+    ("exp", "Infinity"),
+    ("exp", "-Infinity"),
+    ("exp", "1e400"),
+    ("exp", "1" + "0" * 5000),  # past Python's int-parsing digit limit
+    ("exp", "10000000000000000000000000000000"),
+    ("exp", '"9999999999"'),
+    ("exp", "true"),
+    ("exp", "null"),
+    ("exp", "9999999999.5"),
+    ("exp", "[9999999999]"),
+    ("iat", "NaN"),
+    ("iat", "Infinity"),
+    ("iat", '"now"'),
+    ("iat", "-1"),
+    ("iat", "99999999999"),  # after exp
+    ("nbf", "Infinity"),
+    ("nbf", "NaN"),
+    ("nbf", '"soon"'),
+    # Text claims: strings, valid Unicode, no NUL.
+    ("sub", "12345"),
+    ("sub", '["a"]'),
+    ("sub", "null"),
+    ("sub", '"\\udfff"'),
+    ("sub", '"a\\u0000"'),
+    ("sid", "7"),
+    ("sid", '{"id": 1}'),
+    ("sid", '"\\ud800"'),
+    ("scope", '["memory"]'),
+    ("scope", "1"),
+    ("client_id", "1"),
+    ("client", "{}"),
+    ("email", "[]"),
+    ("jti", "false"),
+    ("aud", "5"),
+    ("iss", "[]"),
+]
+
+
+@pytest.mark.parametrize(("name", "raw_value"), ODD_CLAIMS, ids=[f"{n}={v[:20]}" for n, v in ODD_CLAIMS])
+def test_a_signed_token_with_an_odd_claim_gets_401_never_an_error(server, tokens, name, raw_value):
+    """Issue 18, defect 4: only the key's holder can sign these, but the verifier must answer
+    401 to any of them, never raise (a NaN `exp` answered 500)."""
+    claims = claims_of(tokens["access_token"])  # the real, live grant: only the odd claim is wrong
+    response = McpHttp(server.mcp_url, sign_raw(with_claim(claims, name, raw_value))).initialize()
+    assert response.status_code == 401, response.text
+    assert 'error="invalid_token"' in response.headers["www-authenticate"]
+
+
+@pytest.mark.parametrize("payload", [b"[1, 2]", b'"text"', b"12", b"null", b"{", b"\xff\xfe"])
+def test_a_signed_token_whose_payload_is_not_an_object_gets_401(server, payload):
+    response = McpHttp(server.mcp_url, sign_raw(payload)).initialize()
+    assert response.status_code == 401, response.text
+
+
+def test_the_raw_signer_makes_tokens_the_server_accepts(server, tokens):
+    """So a 401 above is about the odd claim, not the way the test signs."""
+    claims = claims_of(tokens["access_token"])
+    assert McpHttp(server.mcp_url, sign_raw(json.dumps(claims).encode())).initialize().status_code == 200
+
+
+ODD_VALUES = st.sampled_from(
+    [math.nan, math.inf, -math.inf, 1e308, -1.0, 0.5, 2**64, -(2**63), True, False, None, "", "\udfff", "a\x00", [], {}]
+)
+JSON_VALUES = ODD_VALUES | st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=40),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    max_leaves=6,
+)
+CLAIM_NAMES = st.sampled_from(["exp", "iat", "nbf", "iss", "aud", "sub", "jti", "sid", "scope", "client_id", "email"])
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(changes=st.dictionaries(CLAIM_NAMES, JSON_VALUES, min_size=1, max_size=2))
+def test_the_verifier_answers_any_signed_claims_with_claims_or_invalid_token(changes):
+    """Property: whatever a signed token's claims hold, the verifier returns claims or raises
+    InvalidAccessToken, nothing else (no server: the pure function)."""
+    issuer, now = "https://memory.example.com", int(time.time())
+    claims = {
+        "iss": issuer,
+        "aud": issuer + "/mcp",
+        "sub": "a" * 32,
+        "sid": "b" * 32,
+        "jti": "c" * 32,
+        "iat": now,
+        "exp": now + 60,
+        "scope": "memory",
+        "client_id": "jmc_x",
+        **changes,
+    }
+    token = sign_raw(json.dumps(claims).encode())
+    try:
+        verified = verify_access_token(token, secrets=(TEST_SECRET,), issuer=issuer, audience=issuer + "/mcp")
+    except InvalidAccessToken:
+        return
+    assert isinstance(verified.sub, str) and isinstance(verified.grant_id, str) and type(verified.exp) is int

@@ -5,8 +5,13 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from jean_memory import clock
+from jean_memory.accounts.users import create_user
+from jean_memory.config import derive_key
+from jean_memory.db.tables import grants, refresh_tokens
+from jean_memory.oauth import grants as grant_store
 from tests.support.oauth import FORM_HEADERS, McpHttp, chunked_form, new_flow
 
 
@@ -189,6 +194,69 @@ def test_refresh_within_grace_window_succeeds_twice(server, alice):
     assert first.status_code == second.status_code == 200
     assert mcp_status(server, second.json()["access_token"]) == 200
     assert mcp_status(server, first.json()["access_token"]) == 200
+
+
+def live_refresh_hashes(server) -> list[str]:
+    with server.engine.connect() as conn:
+        rows = conn.execute(sa.select(refresh_tokens.c.token_hash).where(refresh_tokens.c.rotated_at.is_(None)))
+        return [row.token_hash for row in rows]
+
+
+def test_a_refresh_token_presented_again_in_the_grace_window_gets_the_same_successor(server, alice):
+    """Issue 12, finding 5: a second answer used to mint an independent successor, forking the
+    chain into two that both lived on undetected (RFC 9700 §4.14.2)."""
+    flow = new_flow(server.base_url)
+    tokens = flow.tokens(alice.email)
+    first = flow.refresh(tokens["refresh_token"]).json()
+    clock.advance(30)
+    second = flow.refresh(tokens["refresh_token"]).json()
+    assert second["refresh_token"] == first["refresh_token"]
+    assert mcp_status(server, second["access_token"]) == 200
+    # One chain: its one live refresh token is the successor, which works.
+    assert live_refresh_hashes(server) == [clock.sha256_hex(first["refresh_token"])]
+    third = flow.refresh(first["refresh_token"])
+    assert third.status_code == 200
+    assert third.json()["refresh_token"] not in (tokens["refresh_token"], first["refresh_token"])
+    assert live_refresh_hashes(server) == [clock.sha256_hex(third.json()["refresh_token"])]
+
+
+def test_a_refresh_token_whose_successor_was_used_revokes_the_grant(server, alice):
+    """Inside the grace window, but after its successor was used: the chain has moved on, so
+    whoever presents the old token holds a second copy of it (RFC 9700 §4.14.2)."""
+    flow = new_flow(server.base_url)
+    tokens = flow.tokens(alice.email)
+    successor = flow.refresh(tokens["refresh_token"]).json()
+    latest = flow.refresh(successor["refresh_token"]).json()
+    reuse = flow.refresh(tokens["refresh_token"])
+    assert reuse.status_code == 400 and reuse.json()["error"] == "invalid_grant"
+    assert flow.refresh(latest["refresh_token"]).json()["error"] == "invalid_grant"
+    assert mcp_status(server, latest["access_token"]) == 401
+
+
+def test_the_successor_survives_a_key_rotation_inside_the_grace_window(engine):
+    """The successor is derived, not stored: a retry that straddles a JWT key rotation must
+    still get it (the previous key's derivation is tried), and without that key none is made."""
+    user = create_user(engine, "rotation@example.com", "a password long enough")
+    pending = grant_store.PendingAuthorization(
+        client_id="jmc_test",
+        redirect_uri="https://app.example.com/cb",
+        code_challenge="c" * 43,
+        state=None,
+        scope="memory",
+        resource="https://memory.example.com/mcp",
+        user_id=user.id,
+    )
+    grant_store.issue_code(engine, pending, user.id, 60, remember=False)
+    with engine.connect() as conn:
+        grant_id = conn.execute(sa.select(grants.c.id)).scalar_one()
+    token = grant_store.issue_refresh_token(engine, grant_id, 86400)
+    old, new = derive_key("o" * 32, "refresh successor"), derive_key("n" * 32, "refresh successor")
+    _, successor = grant_store.rotate_refresh_token(engine, token, "jmc_test", 60, (old,), 86400)
+    _, again = grant_store.rotate_refresh_token(engine, token, "jmc_test", 60, (new, old), 86400)
+    assert again == successor == grant_store.refresh_successor(token, old)
+    with pytest.raises(grant_store.RefreshRejected) as rejected:
+        grant_store.rotate_refresh_token(engine, token, "jmc_test", 60, (new,), 86400)
+    assert rejected.value.revoke_grant_id is None
 
 
 def test_refresh_reuse_after_grace_revokes_the_grant(server, alice):

@@ -7,6 +7,8 @@ process.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import os
 import secrets
@@ -71,6 +73,10 @@ class Settings:
     def verification_keys(self) -> tuple[str, ...]:
         return tuple(k for k in (self.jwt_secret_key, self.jwt_secret_key_previous) if k)
 
+    def derived_key(self, purpose: str) -> bytes:
+        """A key of its own for `purpose`, derived from the current JWT key (see `derive_key`)."""
+        return derive_key(self.jwt_secret_key, purpose)
+
     @property
     def issuer_is_https(self) -> bool:
         return self.issuer.startswith("https://")
@@ -82,6 +88,18 @@ class Settings:
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)
+
+
+def derive_key(secret: str, purpose: str) -> bytes:
+    """HKDF-SHA256 (RFC 5869) of the JWT key for one purpose ("csrf", "refresh successor").
+
+    A key has one use: the JWT key signs access tokens and nothing else. A MAC under that very
+    key over a value an attacker chooses (a CSRF cookie) would be a signing oracle for tokens,
+    so every other MAC in the server takes a key derived here, which no token check accepts.
+    """
+    prk = hmac.new(b"jean-memory key derivation", secret.encode(), hashlib.sha256).digest()  # extract
+    info = f"jean-memory {purpose} v1".encode()
+    return hmac.new(prk, info + b"\x01", hashlib.sha256).digest()  # expand, one 32-byte block
 
 
 def is_loopback_host(host: str) -> bool:

@@ -90,6 +90,8 @@ consents = sa.Table(
     sa.Column("client_id", sa.String(2048), primary_key=True),
     sa.Column("scope", sa.String(1000), nullable=False),
     sa.Column("created_at", Time, nullable=False),
+    # The one redirect URI the consent was given for (NULL: given before this was kept).
+    sa.Column("redirect_uri", sa.String(2048)),
 )
 
 grants = sa.Table(

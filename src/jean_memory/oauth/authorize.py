@@ -162,7 +162,7 @@ class AuthorizationEndpoints:
             return self._error_redirect(
                 pending.redirect_uri, "login_required", "the person is not signed in", pending.state
             )
-        if not await run_db(grant_store.has_consent, engine, user_id, client.client_id, pending.scope):
+        if not await self._remembered(client, pending, user_id):
             return self._error_redirect(
                 pending.redirect_uri, "consent_required", "the person has not approved this app", pending.state
             )
@@ -251,8 +251,7 @@ class AuthorizationEndpoints:
         user_id: str,
     ) -> Response:
         engine = self._service.engine
-        remembered = await run_db(grant_store.has_consent, engine, user_id, client.client_id, pending.scope)
-        if remembered and not pending.wants("consent"):
+        if not pending.wants("consent") and await self._remembered(client, pending, user_id):
             return await self._issue_code(pending, session_id, user_id, remember=False)
         user = await run_db(get_user, engine, user_id)
         cookie = csrf_cookie(request)
@@ -270,6 +269,23 @@ class AuthorizationEndpoints:
         )
         set_csrf_cookie(response, self._settings, cookie)
         return response
+
+    async def _remembered(self, client: Client, pending: grant_store.PendingAuthorization, user_id: str) -> bool:
+        """May the code go without a page? Only when the person approved this client for this
+        scope and this exact redirect URI, and never for a public client sending codes to a
+        loopback or private-scheme URI: any program on the machine can listen there, and with
+        no secret to hold it back it would get the person's tokens unseen (RFC 8252 §8.6,
+        RFC 9700 §4.1)."""
+        if client.is_public and urlsplit(pending.redirect_uri).scheme.lower() != "https":
+            return False  # registration allows http for loopback only; any other scheme is private-use
+        return await run_db(
+            grant_store.has_consent,
+            self._service.engine,
+            user_id,
+            client.client_id,
+            pending.scope,
+            pending.redirect_uri,
+        )
 
     async def _issue_code(
         self, pending: grant_store.PendingAuthorization, session_id: str, user_id: str, remember: bool

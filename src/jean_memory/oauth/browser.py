@@ -2,7 +2,9 @@
 
 CSRF is a double submit: a random `jm_csrf` cookie, and in each form an HMAC of that cookie and
 the authorization request id. A cross-site page can make the browser send the cookie, but it
-can neither read it nor compute the HMAC, so it cannot forge a sign-in or an approval.
+can neither read it nor compute the HMAC, so it cannot forge a sign-in or an approval. The HMAC
+key is derived for this one purpose: the cookie is chosen by whoever sends it, so a MAC under the
+JWT key itself would sign whatever a caller asks (issue 12, finding 1).
 """
 
 from __future__ import annotations
@@ -52,13 +54,23 @@ def set_csrf_cookie(response: Response, settings: Settings, value: str) -> None:
     _set_cookie(response, settings, CSRF_COOKIE, value, settings.authorization_request_seconds * 6)
 
 
+CSRF_KEY_PURPOSE = "csrf"
+
+
+def _utf8(value: str) -> bytes:
+    """Bytes of any str from outside, even one holding lone surrogates (never raises)."""
+    return value.encode("utf-8", "surrogatepass")
+
+
 def csrf_token(settings: Settings, cookie_value: str, session_id: str) -> str:
-    message = f"{cookie_value}:{session_id}".encode()
-    return hmac.new(settings.jwt_secret_key.encode(), message, hashlib.sha256).hexdigest()
+    """Only the current key: a form lives minutes, so a rotation costs at most one retry."""
+    message = _utf8(cookie_value) + b":" + _utf8(session_id)
+    return hmac.new(settings.derived_key(CSRF_KEY_PURPOSE), message, hashlib.sha256).hexdigest()
 
 
 def csrf_valid(settings: Settings, request: Request, session_id: str, submitted: str | None) -> bool:
     cookie_value = request.cookies.get(CSRF_COOKIE)
     if not cookie_value or not submitted:
         return False
-    return hmac.compare_digest(csrf_token(settings, cookie_value, session_id), submitted)
+    # Bytes, not str: compare_digest raises TypeError on a non-ASCII str (`csrf_token=%C3%A9`).
+    return hmac.compare_digest(_utf8(csrf_token(settings, cookie_value, session_id)), _utf8(submitted))

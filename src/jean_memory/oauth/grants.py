@@ -9,6 +9,9 @@ so two instances racing on one code cannot both win.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -143,17 +146,25 @@ def finish_pending(engine: Engine, session_id: str) -> bool:
 # --- consent --------------------------------------------------------------------------------------
 
 
-def has_consent(engine: Engine, user_id: str, client_id: str, scope: str) -> bool:
+def has_consent(engine: Engine, user_id: str, client_id: str, scope: str, redirect_uri: str) -> bool:
+    """Whether the person approved this client, for at least this scope, sending codes to this
+    exact redirect URI (a consent for one URI says nothing about where else codes may go)."""
     with engine.connect() as conn:
         row = conn.execute(
-            sa.select(consents.c.scope).where(consents.c.user_id == user_id, consents.c.client_id == client_id)
+            sa.select(consents.c.scope, consents.c.redirect_uri).where(
+                consents.c.user_id == user_id, consents.c.client_id == client_id
+            )
         ).first()
-    return row is not None and set(scope.split()) <= set(row.scope.split())
+    return row is not None and row.redirect_uri == redirect_uri and set(scope.split()) <= set(row.scope.split())
 
 
-def remember_consent(conn: Connection, user_id: str, client_id: str, scope: str) -> None:
+def remember_consent(conn: Connection, user_id: str, client_id: str, scope: str, redirect_uri: str) -> None:
     conn.execute(consents.delete().where(consents.c.user_id == user_id, consents.c.client_id == client_id))
-    conn.execute(consents.insert().values(user_id=user_id, client_id=client_id, scope=scope, created_at=clock.now()))
+    conn.execute(
+        consents.insert().values(
+            user_id=user_id, client_id=client_id, scope=scope, redirect_uri=redirect_uri, created_at=clock.now()
+        )
+    )
 
 
 # --- codes ------------------------------------------------------------------------------------------
@@ -189,7 +200,7 @@ def issue_code(
             )
         )
         if remember:
-            remember_consent(conn, user_id, pending.client_id, pending.scope)
+            remember_consent(conn, user_id, pending.client_id, pending.scope, pending.redirect_uri)
     return code
 
 
@@ -256,9 +267,26 @@ class RefreshRejected(Exception):
         self.revoke_grant_id = revoke_grant_id
 
 
-def rotate_refresh_token(engine: Engine, token: str, client_id: str, grace_seconds: int) -> Grant:
-    """Accept a refresh token once, or again within the grace window (a retried or concurrent
-    refresh); any later reuse means it leaked, so the whole grant must go (RFC 9700 §4.14)."""
+def refresh_successor(token: str, key: bytes) -> str:
+    """The one refresh token that follows `token`: HMAC(key, token), so a token presented again
+    inside the grace window gets the same successor back (two racing refreshes, even on two
+    instances, end on one chain) without any successor kept in clear (RFC 9700 §4.14.2)."""
+    mac = hmac.new(key, token.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+    return REFRESH_PREFIX + base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
+
+
+def rotate_refresh_token(
+    engine: Engine,
+    token: str,
+    client_id: str,
+    grace_seconds: int,
+    successor_keys: tuple[bytes, ...],
+    lifetime_seconds: int,
+) -> tuple[Grant, str]:
+    """Accept a refresh token once, and answer its successor; presented again within the grace
+    window (a retried or concurrent refresh) it answers the same successor. Any later reuse, or
+    reuse after the successor itself was used, means it leaked: the whole grant must go
+    (RFC 9700 §4.14). `successor_keys`: the current key first, then any previous one."""
     token_hash = clock.sha256_hex(token)
     now = clock.now()
     with engine.begin() as conn:
@@ -278,19 +306,42 @@ def rotate_refresh_token(engine: Engine, token: str, client_id: str, grace_secon
             .where(refresh_tokens.c.token_hash == token_hash, refresh_tokens.c.rotated_at.is_(None))
             .values(rotated_at=now)
         )
-        rotated_at = (
-            now
-            if first_use.rowcount
-            else conn.execute(
-                sa.select(refresh_tokens.c.rotated_at).where(refresh_tokens.c.token_hash == token_hash)
-            ).scalar_one()
-        )
-    if now - rotated_at > grace_seconds:
-        raise RefreshRejected(
+        if first_use.rowcount:
+            # Issued in the same transaction as the rotation: whoever loses the race above
+            # (blocked on the row until this commits) finds the successor already there.
+            successor = refresh_successor(token, successor_keys[0])
+            conn.execute(
+                refresh_tokens.insert().values(
+                    token_hash=clock.sha256_hex(successor),
+                    grant_id=row.grant_id,
+                    created_at=now,
+                    expires_at=now + lifetime_seconds,
+                )
+            )
+            return _grant_from_row(row), successor
+        rotated_at = conn.execute(
+            sa.select(refresh_tokens.c.rotated_at).where(refresh_tokens.c.token_hash == token_hash)
+        ).scalar_one()
+        reused = RefreshRejected(
             "the refresh token was already used; the connection has been revoked, sign in again",
             revoke_grant_id=row.grant_id,
         )
-    return _grant_from_row(row)
+        if now - rotated_at > grace_seconds:
+            raise reused
+        for key in successor_keys:
+            successor = refresh_successor(token, key)
+            successor_row = conn.execute(
+                sa.select(refresh_tokens.c.rotated_at).where(
+                    refresh_tokens.c.token_hash == clock.sha256_hex(successor),
+                    refresh_tokens.c.grant_id == row.grant_id,
+                )
+            ).first()
+            if successor_row is not None:
+                if successor_row.rotated_at is not None:
+                    raise reused  # the chain has moved on: this copy of the token is a second holder's
+                return _grant_from_row(row), successor
+    # Its successor was made under a key that is no longer configured.
+    raise RefreshRejected("the refresh token was already used; use the one issued with it or sign in again")
 
 
 def find_refresh_grant(engine: Engine, token: str) -> Grant | None:

@@ -1,8 +1,13 @@
-"""Is an access token's grant still alive? Asked on every MCP request, so answers are cached.
+"""May an access token's grant still be honoured? Asked on every MCP request, so answers are cached.
 
 A grant revoked on this instance is known at once (it is marked here as it is revoked); one
 revoked elsewhere is seen when its cache entry ages out, within `ttl_seconds` (30 s by default,
 inside the 60 s the contract allows).
+
+A live grant is not enough: it must be the token's own, its user the token's `sub` and its
+client the token's `client_id` (CONTRACT "Access token"). Otherwise one person's live grant id
+beside another person's `sub` would be honoured, so a token signed by anyone who ever held
+the key (or forged through a signing oracle) could read anybody's memories with their own grant.
 """
 
 from __future__ import annotations
@@ -15,32 +20,38 @@ from jean_memory.db.tables import grants
 
 MAX_ENTRIES = 100_000
 
+Owner = tuple[str, str]  # (user_id, client_id) of a live grant
+
 
 class RevocationCache:
     def __init__(self, engine: Engine, ttl_seconds: int) -> None:
         self._engine = engine
         self._ttl = ttl_seconds
-        self._checked: dict[str, tuple[float, bool]] = {}
+        # grant id -> (when read, the live grant's owner or None when revoked or unknown)
+        self._checked: dict[str, tuple[float, Owner | None]] = {}
 
-    def known_status(self, grant_id: str) -> bool | None:
-        """The cached answer while it is fresh, else None; never touches the database."""
+    def known_status(self, grant_id: str, user_id: str, client_id: str) -> bool | None:
+        """Whether the token must be refused, while the cached answer is fresh; else None.
+        Never touches the database."""
         cached = self._checked.get(grant_id)
-        if cached is not None and (cached[1] or clock.now() - cached[0] < self._ttl):
-            return cached[1]
+        if cached is not None and (cached[1] is None or clock.now() - cached[0] < self._ttl):
+            return cached[1] != (user_id, client_id)
         return None
 
-    def is_revoked(self, grant_id: str) -> bool:
-        now = clock.now()
-        cached = self._checked.get(grant_id)
-        if cached is not None and (cached[1] or now - cached[0] < self._ttl):
-            return cached[1]
+    def is_revoked(self, grant_id: str, user_id: str, client_id: str) -> bool:
+        """True when the grant is revoked, unknown, or not this user's grant for this client."""
+        known = self.known_status(grant_id, user_id, client_id)
+        if known is not None:
+            return known
         with self._engine.connect() as conn:
-            revoked_at = conn.execute(sa.select(grants.c.revoked_at).where(grants.c.id == grant_id)).first()
-        revoked = revoked_at is None or revoked_at[0] is not None  # an unknown grant counts as revoked
+            row = conn.execute(
+                sa.select(grants.c.user_id, grants.c.client_id, grants.c.revoked_at).where(grants.c.id == grant_id)
+            ).first()
+        owner = None if row is None or row.revoked_at is not None else (row.user_id, row.client_id)
         if len(self._checked) >= MAX_ENTRIES:
             self._checked.clear()
-        self._checked[grant_id] = (now, revoked)
-        return revoked
+        self._checked[grant_id] = (clock.now(), owner)
+        return owner != (user_id, client_id)
 
     def mark_revoked(self, grant_id: str) -> None:
-        self._checked[grant_id] = (clock.now(), True)
+        self._checked[grant_id] = (clock.now(), None)

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from jean_memory.accounts.users import get_user
-from jean_memory.config import Settings
+from jean_memory.config import Settings, derive_key
 from jean_memory.oauth import grants as grant_store
 from jean_memory.oauth.cimd import CimdClients, CimdError, CimdFetcher, is_metadata_url
 from jean_memory.oauth.clients import Client, client_profile, get_client, touch_client
@@ -25,6 +25,10 @@ from jean_memory.oauth.jwt_tokens import (
 from jean_memory.oauth.revocation import RevocationCache
 from jean_memory.observability.metrics import Metrics
 from jean_memory.off_loop import run_db
+
+REFRESH_SUCCESSOR_PURPOSE = "refresh successor"
+# One message for a revoked grant and one that is not the token's: neither tells a caller more.
+GRANT_REVOKED = "the token's grant has been revoked"
 
 
 @dataclass
@@ -43,8 +47,11 @@ class OAuthService:
     def create(cls, engine: Engine, settings: Settings, metrics: Metrics | None = None) -> OAuthService:
         return cls(engine, settings, RevocationCache(engine, settings.revocation_cache_seconds), metrics or Metrics())
 
-    def token_response(self, grant: grant_store.Grant, client: Client, scope: str | None = None) -> dict[str, Any]:
-        """Mint an access token (and a rotated refresh token) for a live grant."""
+    def token_response(
+        self, grant: grant_store.Grant, client: Client, scope: str | None = None, refresh_token: str | None = None
+    ) -> dict[str, Any]:
+        """Mint an access token for a live grant, with `refresh_token` (the successor of the one
+        just rotated) or, for a new grant whose client may refresh, a new refresh token."""
         user = get_user(self.engine, grant.user_id)
         if user is None:
             raise InvalidAccessToken("the account no longer exists")
@@ -67,18 +74,27 @@ class OAuthService:
             "expires_in": expires_in,
             "scope": scope,
         }
-        if "refresh_token" in client.grant_types:
+        if refresh_token is not None:
+            body["refresh_token"] = refresh_token
+        elif "refresh_token" in client.grant_types:
             body["refresh_token"] = grant_store.issue_refresh_token(
                 self.engine, grant.id, self.settings.refresh_token_days * 86400
             )
         touch_client(self.engine, client.client_id)
         return body
 
+    @property
+    def refresh_successor_keys(self) -> tuple[bytes, ...]:
+        """Keys deriving a refresh token's successor: the current key's, then the previous one's,
+        so a retry that straddles a key rotation still gets the successor it was given."""
+        return tuple(derive_key(key, REFRESH_SUCCESSOR_PURPOSE) for key in self.settings.verification_keys)
+
     def verify(self, token: str) -> AccessTokenClaims:
-        """Signature, `iss`, `aud`, `exp`, then the grant: raises InvalidAccessToken."""
+        """Signature, claims, then the grant (live, and this `sub`'s for this `client_id`):
+        raises InvalidAccessToken."""
         claims = self.verify_signed(token)
-        if self.revocations.is_revoked(claims.grant_id):
-            raise InvalidAccessToken("the token's grant has been revoked")
+        if self.revocations.is_revoked(claims.grant_id, claims.sub, claims.client_id):
+            raise InvalidAccessToken(GRANT_REVOKED)
         return claims
 
     def verify_signed(self, token: str) -> AccessTokenClaims:
@@ -93,11 +109,11 @@ class OAuthService:
     async def verify_async(self, token: str) -> AccessTokenClaims:
         """`verify`, going to a worker thread only when the grant's status must be read."""
         claims = self.verify_signed(token)
-        revoked = self.revocations.known_status(claims.grant_id)
+        revoked = self.revocations.known_status(claims.grant_id, claims.sub, claims.client_id)
         if revoked is None:
-            revoked = await run_db(self.revocations.is_revoked, claims.grant_id)
+            revoked = await run_db(self.revocations.is_revoked, claims.grant_id, claims.sub, claims.client_id)
         if revoked:
-            raise InvalidAccessToken("the token's grant has been revoked")
+            raise InvalidAccessToken(GRANT_REVOKED)
         return claims
 
     def revoke(self, grant_id: str, reason: str) -> None:

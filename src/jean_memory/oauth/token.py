@@ -27,15 +27,16 @@ from jean_memory.oauth.service import OAuthService
 from jean_memory.oauth.throttle import over_limit, too_many_requests
 from jean_memory.off_loop import run_db
 
-CODE_VERIFIER = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
+CODE_VERIFIER = re.compile(r"[A-Za-z0-9\-._~]{43,128}")  # fullmatch: `$` would allow a final newline
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 logger = logging.getLogger("jean_memory.oauth")
 
 
 def pkce_matches(verifier: str, challenge: str) -> bool:
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    expected = base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-    return hmac.compare_digest(expected, challenge)
+    """RFC 7636 §4.6. Compared as bytes: compare_digest raises TypeError on a non-ASCII str."""
+    digest = hashlib.sha256(verifier.encode("utf-8", "surrogatepass")).digest()
+    expected = base64.urlsafe_b64encode(digest).rstrip(b"=")
+    return hmac.compare_digest(expected, challenge.encode("utf-8", "surrogatepass"))
 
 
 class TokenEndpoint:
@@ -102,7 +103,7 @@ class TokenEndpoint:
         # a client that left it out there may leave it out here (if sent anyway, it must match).
         if (redemption.redirect_uri_given or redirect_uri is not None) and redirect_uri != redemption.redirect_uri:
             raise OAuthError("invalid_grant", "redirect_uri does not match the one used to get the code")
-        if not CODE_VERIFIER.match(verifier) or not pkce_matches(verifier, redemption.code_challenge):
+        if not CODE_VERIFIER.fullmatch(verifier) or not pkce_matches(verifier, redemption.code_challenge):
             raise OAuthError("invalid_grant", "code_verifier does not match the code_challenge (PKCE)")
         self._check_resource(form, redemption.grant)
         return await run_db(self._service.token_response, redemption.grant, client)
@@ -113,12 +114,15 @@ class TokenEndpoint:
         if not token:
             raise OAuthError("invalid_request", "refresh_token is required")
         try:
-            grant = await run_db(
+            settings = self._service.settings
+            grant, successor = await run_db(
                 grant_store.rotate_refresh_token,
                 self._service.engine,
                 token,
                 client.client_id,
-                self._service.settings.refresh_grace_seconds,
+                settings.refresh_grace_seconds,
+                self._service.refresh_successor_keys,
+                settings.refresh_token_days * 86400,
             )
         except grant_store.RefreshRejected as exc:
             if exc.revoke_grant_id:
@@ -129,7 +133,7 @@ class TokenEndpoint:
         if scope and not is_subset(scope, grant.scope):
             raise OAuthError("invalid_scope", f"scope may only narrow the granted {grant.scope!r}")
         self._check_resource(form, grant)
-        return await run_db(self._service.token_response, grant, client, scope or None)
+        return await run_db(self._service.token_response, grant, client, scope or None, successor)
 
     def _check_resource(self, form, grant: grant_store.Grant) -> None:  # type: ignore[no-untyped-def]
         resources = form.getlist("resource")
