@@ -12,10 +12,10 @@ from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, request_response
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from jean_memory.config import Settings
@@ -42,6 +42,22 @@ from jean_memory.web.templating import STATIC_DIR
 
 logger = logging.getLogger("jean_memory.http")
 MAINTENANCE_INTERVAL_SECONDS = 3600
+PENDING_SWEEP_SECONDS = 300  # anyone may start an authorization: its rows must not wait an hour
+
+
+def options_answered(app: ASGIApp, methods: list[str]) -> ASGIApp:
+    """OPTIONS is answered here and never reaches the endpoint (RFC 9110 §9.3.7: it asks what
+    the resource allows). CORSMiddleware answers only real preflights and passed any other
+    OPTIONS on: a bare `OPTIONS /oauth/register` with a body registered a client."""
+    allow = ", ".join([*methods, "OPTIONS"])
+
+    async def answer(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "OPTIONS":
+            await Response(status_code=204, headers={"Allow": allow})(scope, receive, send)
+            return
+        await app(scope, receive, send)
+
+    return answer
 
 
 def public_cors(app: ASGIApp, methods: list[str]) -> ASGIApp:
@@ -49,7 +65,7 @@ def public_cors(app: ASGIApp, methods: list[str]) -> ASGIApp:
     they use no cookies, so any origin may call them. `Authorization` is named explicitly:
     browsers do not let `*` cover it."""
     return CORSMiddleware(
-        app,
+        options_answered(app, methods),
         allow_origins=["*"],
         allow_methods=[*methods, "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", "MCP-Protocol-Version"],
@@ -187,7 +203,18 @@ def build_app(settings: Settings, engine: Engine, migrate: bool = True, embedder
                         logger.exception("building the vector index failed; will retry")
                     await anyio.sleep(MAINTENANCE_INTERVAL_SECONDS)
 
+            async def sweep_pending() -> None:
+                """Expired authorization requests (and codes, refresh tokens) every few minutes,
+                or once per request lifetime when that is shorter."""
+                while True:
+                    await anyio.sleep(min(PENDING_SWEEP_SECONDS, max(1, settings.authorization_request_seconds)))
+                    try:
+                        await run_db(sweep_expired, engine)
+                    except Exception:
+                        logger.exception("sweeping expired authorization requests failed; will retry")
+
             tasks.start_soon(maintain)
+            tasks.start_soon(sweep_pending)
             worker_scope = anyio.CancelScope()
 
             async def work() -> None:
