@@ -14,11 +14,12 @@ import sqlalchemy as sa
 from starlette.routing import Mount, Route
 
 from jean_memory import clock
+from jean_memory.accounts.api_keys import create_api_key
 from jean_memory.app import build_app
 from jean_memory.db import rate_limits
 from jean_memory.db.rate_limits import AUTHORIZE_REQUESTS, REVOCATIONS
 from jean_memory.db.tables import authorization_requests, oauth_clients
-from tests.support.oauth import CLAUDE_REGISTRATION, FORM_HEADERS, new_flow
+from tests.support.oauth import CLAUDE_REGISTRATION, FORM_HEADERS, McpHttp, new_flow
 from tests.support.servers import RunningServer, threaded_server
 
 LOOPBACK_REGISTRATION = {
@@ -246,3 +247,20 @@ def test_revocation_is_rate_limited_per_address(server):
     response = httpx.post(f"{server.base_url}/oauth/revoke", data=data, headers=FORM_HEADERS)
     assert response.status_code == 429
     assert response.json()["error"] == "too_many_requests"
+
+
+def test_a_newline_in_the_legacy_client_name_forges_no_request_log_line(server, alice, caplog):
+    """The legacy route takes its client name from the (percent-decoded) path, and the request
+    log line names the client: a %0A there started a line of the caller's choosing."""
+    caplog.set_level(logging.INFO, logger="jean_memory.http")
+    key = create_api_key(server.engine, alice.id)
+    url = f"{server.base_url}/mcp/v2/claude%0AERROR%20jean_memory%20forged/{alice.id}"
+    mcp = McpHttp(url, None)
+    mcp.http.headers["X-Api-Key"] = key
+    assert mcp.initialize().status_code == 200
+    deadline = time.monotonic() + 5  # the line is written once the answer has gone out
+    while not any("forged" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    lines = [r.getMessage() for r in caplog.records if r.name == "jean_memory.http"]
+    assert any("forged" in line for line in lines), lines
+    assert not any("\n" in line for line in lines), lines
