@@ -20,11 +20,14 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from mcp.client.auth import OAuthClientProvider
 from mcp.shared.auth import OAuthClientMetadata
 
 from jean_memory import clock
 from jean_memory.accounts.users import User, create_user
+from jean_memory.db.rate_limits import AUTHORIZE_REQUESTS
+from jean_memory.db.tables import rate_limits
 from jean_memory.oauth import cimd
 from jean_memory.oauth.cimd import CimdError, CimdFetcher, cache_seconds, check_client_id_url, forbidden_reason
 from tests.support.https_server import DocumentServer, Route
@@ -626,6 +629,16 @@ async def test_mcp_sdk_client_uses_its_metadata_url_instead_of_registering(serve
 # --- a slow or hostile host cannot starve the server (issue 12, findings 3, 6, 9, 11) --------
 
 
+def flood_arrived(server: RunningServer, docs: DocumentServer, requests: int) -> bool:
+    """Every authorization request has been counted by the server, and fetches are under way."""
+    bucket = f"{AUTHORIZE_REQUESTS.name}:127.0.0.1"
+    with server.engine.connect() as conn:
+        counted = conn.execute(
+            sa.select(sa.func.coalesce(sa.func.sum(rate_limits.c.count), 0)).where(rate_limits.c.bucket == bucket)
+        ).scalar_one()
+    return counted >= requests and sum(docs.hits.values()) > 0
+
+
 def test_a_tarpit_host_under_120_concurrent_authorizations_leaves_the_server_answering(server, docs, alice):
     """Each fetch held one of the 40 threads the database calls share for 5 s: 120 requests
     naming a host that never answers took /readyz from 0.02 s to 14.6 s. Fetches now run in
@@ -644,8 +657,8 @@ def test_a_tarpit_host_under_120_concurrent_authorizations_leaves_the_server_ans
     with concurrent.futures.ThreadPoolExecutor(len(urls)) as pool:
         flood = [pool.submit(authorize, url) for url in urls]
         deadline = time.monotonic() + 10
-        while not any(docs.hits[f"/slow/{i}.json"] for i in range(120)) and time.monotonic() < deadline:
-            time.sleep(0.02)  # until the tarpit holds fetches
+        while not flood_arrived(server, docs, len(urls)) and time.monotonic() < deadline:
+            time.sleep(0.05)  # until every request is in and the tarpit holds fetches
         started = time.monotonic()
         ready = httpx.get(f"{server.base_url}/readyz", timeout=30)
         ready_seconds = time.monotonic() - started
