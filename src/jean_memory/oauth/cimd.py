@@ -434,9 +434,11 @@ class CimdFetcher:
         except (httpx.TimeoutException, httpcore.TimeoutException) as exc:
             raise CimdError(f"the document did not arrive within {limit}", transient=True, host_wide=True) from exc
         except (httpx.HTTPError, httpcore.NetworkError, httpcore.ProtocolError, OSError) as exc:
-            raise CimdError(
-                f"the document could not be fetched ({_describe(exc)})", transient=True, host_wide=True
-            ) from exc
+            # The exception's own words (addresses, errno) go to the log; the page gets the kind.
+            detail = f"the document could not be fetched ({_describe(exc)})"
+            untrusted = "certificate could not be verified" in detail
+            message = detail if untrusted else "the document could not be fetched (no connection could be made)"
+            raise CimdError(message, transient=True, host_wide=True, detail=detail) from exc
         try:
             document = json.loads(body.decode("utf-8"))
         except (ValueError, RecursionError) as exc:  # also a 5,000-digit number or deep nesting
