@@ -1,6 +1,7 @@
 """The authorization endpoint, sign-in and consent (OAuth 2.1 §4.1, RFC 9207, RFC 8707)."""
 
 import concurrent.futures
+import html
 from urllib.parse import urlsplit
 
 import httpx
@@ -371,15 +372,16 @@ def test_parallel_password_guesses_are_limited_too(server, alice):
     assert statuses.count(429) == 10
 
 
-def test_state_over_2048_characters_gets_an_error_page_not_a_redirect(server):
-    """The state is stored to be echoed back; one too long to store is refused on the page
-    (redirecting would echo the very value refused). PostgreSQL used to answer 500."""
+def test_state_over_512_characters_gets_an_error_page_not_a_redirect(server):
+    """The state is stored to be echoed back; one over the limit is refused on the page
+    (redirecting would echo the very value refused), and the page names the limit. Each
+    anonymous request stores a row, so the limit bounds what one request can store."""
     flow = new_flow(server.base_url)
-    response = flow.authorize(state="s" * 2049)
+    response = flow.authorize(state="s" * 513)
     assert response.status_code == 400
     assert "location" not in response.headers
-    assert "2048" in response.text
-    assert flow.authorize(state="s" * 2048).status_code == 200
+    assert "at most 512" in response.text
+    assert flow.authorize(state="s" * 512).status_code == 200
 
 
 def test_file_valued_parameters_count_as_absent(server):
@@ -466,3 +468,21 @@ def test_a_repeated_parameter_is_invalid_request_and_an_ambiguous_one_a_page(ser
     for name in ("client_id", "redirect_uri", "state"):
         page = flow.http.get(url, params=[*base.items(), (name, base[name])])
         assert page.status_code == 400 and "more than once" in page.text, name
+
+
+def test_consent_shows_hosts_in_ascii_and_names_an_impostor_host(server, alice):
+    """`cl\u0430ude.ai` (a Cyrillic a) read as claude.ai; an app called "Claude" that sends the code
+    elsewhere is shown with that host in plain words (issue 12, finding 6)."""
+    lookalike = "https://cl\u0430ude.ai/api/mcp/auth_callback"
+    flow = new_flow(server.base_url, {"client_name": "Claude", "redirect_uris": [lookalike]})
+    page = flow.sign_in(flow.authorize(), alice.email)
+    assert page.status_code == 200
+    text = html.unescape(page.text)
+    assert "cl\u0430ude.ai" not in text
+    assert "xn--clude-5ve.ai" in text
+    assert "“Claude” — this app is from xn--clude-5ve.ai, not claude.ai" in text
+
+    genuine = new_flow(server.base_url, {"client_name": "claude", "redirect_uris": [CLAUDE_CALLBACK]})
+    page = genuine.sign_in(genuine.authorize(), alice.email)
+    assert 'value="approve"' in page.text
+    assert "this app is from" not in html.unescape(page.text)

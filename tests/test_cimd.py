@@ -9,7 +9,9 @@ directly, and the resolver path with an injected resolver, so no test needs /etc
 
 from __future__ import annotations
 
+import concurrent.futures
 import html
+import logging
 import re
 import socket
 import time
@@ -18,15 +20,18 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from mcp.client.auth import OAuthClientProvider
 from mcp.shared.auth import OAuthClientMetadata
 
 from jean_memory import clock
 from jean_memory.accounts.users import User, create_user
+from jean_memory.db.rate_limits import AUTHORIZE_REQUESTS
+from jean_memory.db.tables import rate_limits
 from jean_memory.oauth import cimd
 from jean_memory.oauth.cimd import CimdError, CimdFetcher, cache_seconds, check_client_id_url, forbidden_reason
 from tests.support.https_server import DocumentServer, Route
-from tests.support.oauth import PASSWORD, Flow, McpHttp, redirect_params
+from tests.support.oauth import PASSWORD, Flow, McpHttp, new_flow, redirect_params
 from tests.support.sdk_client import SDK_REDIRECT_URI, MemoryTokenStorage, WireLog, sdk_client
 from tests.support.servers import RunningServer, threaded_server
 
@@ -494,7 +499,8 @@ def test_a_name_resolving_to_a_forbidden_address_is_never_connected_to(docs, add
     fetcher = CimdFetcher(ca_file=str(docs.ca_file), resolver=resolver_to(address))
     with pytest.raises(CimdError, match="only fetched from public internet addresses") as caught:
         fetcher.fetch(url)
-    assert address in caught.value.message
+    assert address in caught.value.detail  # for the log
+    assert address not in caught.value.message  # the page says nothing of our network
     assert not caught.value.transient
     assert sum(docs.hits.values()) == 0
 
@@ -607,3 +613,102 @@ async def test_mcp_sdk_client_uses_its_metadata_url_instead_of_registering(serve
     assert storage.client_info is not None and storage.client_info.client_id == url
     assert browser.pages == ["login", "consent"]
     assert docs.hits["/sdk-client.json"] == 1
+
+
+# --- a slow or hostile host cannot starve the server (issue 12, findings 3, 6, 9, 11) --------
+
+
+def flood_arrived(server: RunningServer, docs: DocumentServer, requests: int) -> bool:
+    """Every authorization request has been counted by the server, and fetches are under way."""
+    bucket = f"{AUTHORIZE_REQUESTS.name}:127.0.0.1"
+    with server.engine.connect() as conn:
+        counted = conn.execute(
+            sa.select(sa.func.coalesce(sa.func.sum(rate_limits.c.count), 0)).where(rate_limits.c.bucket == bucket)
+        ).scalar_one()
+    return counted >= requests and sum(docs.hits.values()) > 0
+
+
+def test_a_tarpit_host_under_120_concurrent_authorizations_leaves_the_server_answering(server, docs, alice):
+    """Each fetch held one of the 40 threads the database calls share for 5 s: 120 requests
+    naming a host that never answers took /readyz from 0.02 s to 14.6 s. Fetches now run in
+    a few threads of their own, and a host that timed out is not tried again for a minute."""
+    tokens = new_flow(server.base_url).tokens(alice.email)
+    mcp = McpHttp(server.mcp_url, tokens["access_token"])
+    urls = []
+    for i in range(120):  # distinct URLs: a cache per URL alone would not help
+        docs.routes[f"/slow/{i}.json"] = Route(body=b"{}", delay=8)
+        urls.append(docs.url(f"/slow/{i}.json"))
+
+    def authorize(url: str) -> int:
+        params = {"client_id": url, "response_type": "code", "redirect_uri": APP_CALLBACK}
+        return httpx.get(f"{server.base_url}/oauth/authorize", params=params, timeout=30).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(len(urls)) as pool:
+        flood = [pool.submit(authorize, url) for url in urls]
+        deadline = time.monotonic() + 10
+        while not flood_arrived(server, docs, len(urls)) and time.monotonic() < deadline:
+            time.sleep(0.05)  # until every request is in and the tarpit holds fetches
+        started = time.monotonic()
+        ready = httpx.get(f"{server.base_url}/readyz", timeout=30)
+        ready_seconds = time.monotonic() - started
+        started = time.monotonic()
+        found = mcp.call_tool("search_memory", {"query": "anything"})
+        mcp_seconds = time.monotonic() - started
+        assert not all(f.done() for f in flood)  # measured while the flood was still waiting
+        statuses = [f.result() for f in flood]
+    assert ready.status_code == 200 and ready_seconds < 1.0, ready_seconds
+    assert "structuredContent" in found and mcp_seconds < 1.0, mcp_seconds
+    assert set(statuses) <= {400, 429}, statuses
+    # The host timed out once per fetch thread; every other URL on it was refused without a fetch.
+    assert sum(docs.hits.values()) <= cimd.FETCH_THREADS
+
+
+def test_a_failed_fetch_is_remembered_for_a_minute(server, docs):
+    docs.routes["/client.json"] = Route(body=b"gone", status=404)
+    url = docs.url("/client.json")
+    assert_error_page(flow_for(server, url).authorize(), "answered HTTP 404")
+    assert_error_page(flow_for(server, url).authorize(), "answered HTTP 404")
+    assert docs.hits["/client.json"] == 1
+    clock.advance(61)
+    assert_error_page(flow_for(server, url).authorize(), "answered HTTP 404")
+    assert docs.hits["/client.json"] == 2
+
+
+@pytest.fixture
+def internal_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`vm` resolves to a loopback address, as an internal name on the server's network would."""
+    real = cimd.resolve_host
+
+    def resolve(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"] if host == "vm" else real(host, port)
+
+    monkeypatch.setattr(cimd, "resolve_host", resolve)
+
+
+def test_the_refusal_page_says_nothing_of_internal_addresses(server, internal_name, caplog):
+    caplog.set_level(logging.INFO, logger="jean_memory")
+    response = flow_for(server, "https://vm/client.json").authorize()
+    assert_error_page(response, "could not be verified", "public internet")
+    text = page_text(response)
+    assert "127.0.0.1" not in text and "loopback" not in text and "resolves" not in text
+    assert any("vm resolves to 127.0.0.1, a loopback address" in r.getMessage() for r in caplog.records)
+
+
+def test_a_document_with_text_that_is_not_unicode_is_refused(server, docs):
+    url = serve_app(docs, document={"client_name": "a\udfff"})  # sent as the JSON escape \udfff
+    assert_error_page(flow_for(server, url).authorize(), "could not be verified", "not valid Unicode")
+    assert_invalid_client(server, url)
+
+
+def test_a_document_using_a_well_known_name_is_shown_with_its_real_host(server, docs, alice):
+    url = serve_app(docs, document={"client_name": "Claude"})
+    flow = flow_for(server, url)
+    consent = flow.sign_in(flow.authorize(), alice.email)
+    assert f"“Claude” — this app is from localhost:{docs.port}, not claude.ai" in page_text(consent)
+
+
+def test_the_pinned_claude_document_gets_no_warning(server, alice, offline):
+    flow = flow_for(server, CLAUDE_CIMD, CLAUDE_CALLBACK)
+    consent = flow.sign_in(flow.authorize(scope="claudeai"), alice.email)
+    assert 'value="approve"' in consent.text
+    assert "this app is from" not in page_text(consent)

@@ -12,15 +12,15 @@ from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, request_response
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from jean_memory.config import Settings
 from jean_memory.db.migrate import current_and_head, upgrade
-from jean_memory.maintenance import maintain
+from jean_memory.maintenance import maintain, sweep_pending
 from jean_memory.mcp_server.endpoint import McpEndpoint
 from jean_memory.mcp_server.legacy import LegacyEndpoint
 from jean_memory.memory.embedder import Embedder
@@ -41,6 +41,19 @@ from jean_memory.off_loop import run_db
 from jean_memory.web.templating import STATIC_DIR
 
 logger = logging.getLogger("jean_memory.http")
+def options_answered(app: ASGIApp, methods: list[str]) -> ASGIApp:
+    """OPTIONS is answered here and never reaches the endpoint (RFC 9110 §9.3.7: it asks what
+    the resource allows). CORSMiddleware answers only real preflights and passed any other
+    OPTIONS on: a bare `OPTIONS /oauth/register` with a body registered a client."""
+    allow = ", ".join([*methods, "OPTIONS"])
+
+    async def answer(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "OPTIONS":
+            await Response(status_code=204, headers={"Allow": allow})(scope, receive, send)
+            return
+        await app(scope, receive, send)
+
+    return answer
 
 
 def public_cors(app: ASGIApp, methods: list[str]) -> ASGIApp:
@@ -48,7 +61,7 @@ def public_cors(app: ASGIApp, methods: list[str]) -> ASGIApp:
     they use no cookies, so any origin may call them. `Authorization` is named explicitly:
     browsers do not let `*` cover it."""
     return CORSMiddleware(
-        app,
+        options_answered(app, methods),
         allow_origins=["*"],
         allow_methods=[*methods, "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", "MCP-Protocol-Version"],
@@ -152,6 +165,7 @@ def build_app(settings: Settings, engine: Engine, migrate: bool = True, embedder
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with mcp.lifespan(), anyio.create_task_group() as tasks:
             tasks.start_soon(maintain, engine, settings, memory)
+            tasks.start_soon(sweep_pending, engine, settings)
             worker_scope = anyio.CancelScope()
 
             async def work() -> None:

@@ -26,6 +26,7 @@ from jean_memory.off_loop import run_db
 
 logger = logging.getLogger("jean_memory.http")
 MAINTENANCE_INTERVAL_SECONDS = 3600
+PENDING_SWEEP_SECONDS = 300
 
 
 def purge_expired(engine: Engine, settings: Settings) -> None:
@@ -63,3 +64,15 @@ async def maintain(engine: Engine, settings: Settings, memory: MemoryService) ->
         except Exception:
             logger.exception("building the vector index failed; will retry")
         await anyio.sleep(MAINTENANCE_INTERVAL_SECONDS)
+
+
+async def sweep_pending(engine: Engine, settings: Settings) -> None:
+    """Expired authorization requests (and codes, refresh tokens) every few minutes, or once per
+    request lifetime when that is shorter: anyone may start an authorization, so its rows must
+    not wait for the hourly round (issue 12 finding 4)."""
+    while True:
+        await anyio.sleep(min(PENDING_SWEEP_SECONDS, max(1, settings.authorization_request_seconds)))
+        try:
+            await run_db(sweep_expired, engine)
+        except Exception:
+            logger.exception("sweeping expired authorization requests failed; will retry")

@@ -1,8 +1,8 @@
 """Fixed-window counters in the database, so every instance sees the same counts.
 
-Used for sign-in failures, registrations and token requests per client address. The limits are
-generous on purpose: a person connecting several apps in a few minutes must never trip them;
-they exist to make password guessing and registration floods slow.
+Used for sign-in failures, registrations, authorization, token and revocation requests per
+client address. The limits are generous on purpose: a person connecting several apps in a few
+minutes must never trip them; they exist to make password guessing and request floods slow.
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ class Limit:
 SIGN_IN_FAILURES = Limit("sign_in_failures", 20, 900)
 REGISTRATIONS = Limit("registrations", 120, 600)
 TOKEN_REQUESTS = Limit("token_requests", 600, 60)
+# Every authorization request may store a pending request and fetch a metadata document;
+# a person connecting apps makes a handful a minute, an office behind one address a few dozen.
+AUTHORIZE_REQUESTS = Limit("authorize_requests", 300, 60)
+REVOCATIONS = Limit("revocations", 600, 60)
 
 
 def _window(limit: Limit) -> int:

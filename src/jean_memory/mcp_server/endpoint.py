@@ -61,7 +61,11 @@ def origin_allowed(origin: str, issuer: str) -> bool:
     """Our own origin and browser tools on this machine (the MCP Inspector); no other site."""
     if origin == issuer:
         return True
-    parts = urlsplit(origin)
+    try:
+        parts = urlsplit(origin)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:  # `http://[::1` ("Invalid IPv6 URL"): not an origin we know
+        return False
     return parts.scheme in ("http", "https") and is_loopback_host(parts.hostname or "") and not parts.path
 
 
@@ -173,31 +177,34 @@ class McpEndpoint:
 
     async def cors_or_reject(self, scope: Scope, headers: Headers, send: Send) -> list[tuple[bytes, bytes]] | None:
         """CORS headers to add for an allowed browser origin; None when the request was answered
-        here (a refused origin, or a preflight)."""
+        here (a refused origin, or OPTIONS: a preflight or not, it never reaches the endpoint)."""
         origin = headers.get("origin")
-        if origin is None:
-            return []  # server-to-server clients (Claude's cloud, SDKs) send no Origin
-        if not origin_allowed(origin, self._settings.issuer):
+        # Server-to-server clients (Claude's cloud, SDKs) send no Origin.
+        if origin is not None and not origin_allowed(origin, self._settings.issuer):
             await send_json(
-                send, 403, {"error": "forbidden_origin", "error_description": f"origin {origin} is not allowed"}, []
+                send, 403, {"error": "forbidden_origin", "error_description": f"origin {origin!r} is not allowed"}, []
             )
             return None
-        cors = [
-            (b"access-control-allow-origin", origin.encode()),
-            (b"vary", b"Origin"),
-            (b"access-control-expose-headers", EXPOSE_HEADERS.encode()),
-        ]
+        cors = (
+            [
+                (b"access-control-allow-origin", origin.encode()),
+                (b"vary", b"Origin"),
+                (b"access-control-expose-headers", EXPOSE_HEADERS.encode()),
+            ]
+            if origin is not None
+            else []
+        )
         if scope["method"] == "OPTIONS":
+            preflight = [
+                (b"access-control-allow-methods", b"GET, POST, DELETE, OPTIONS"),
+                (b"access-control-allow-headers", ALLOW_HEADERS.encode()),
+                (b"access-control-max-age", b"600"),
+            ]
             await send(
                 {
                     "type": "http.response.start",
                     "status": 204,
-                    "headers": [
-                        *cors,
-                        (b"access-control-allow-methods", b"GET, POST, DELETE, OPTIONS"),
-                        (b"access-control-allow-headers", ALLOW_HEADERS.encode()),
-                        (b"access-control-max-age", b"600"),
-                    ],
+                    "headers": [*cors, *(preflight if cors else []), (b"allow", b"POST, OPTIONS")],
                 }
             )
             await send({"type": "http.response.body", "body": b""})

@@ -18,7 +18,7 @@ from starlette.responses import RedirectResponse, Response
 from jean_memory.accounts.browser_sessions import session_user_id, start_session
 from jean_memory.accounts.users import authenticate, get_user
 from jean_memory.db import rate_limits
-from jean_memory.db.rate_limits import SIGN_IN_FAILURES
+from jean_memory.db.rate_limits import AUTHORIZE_REQUESTS, SIGN_IN_FAILURES
 from jean_memory.oauth import grants as grant_store
 from jean_memory.oauth.browser import (
     csrf_cookie,
@@ -30,18 +30,19 @@ from jean_memory.oauth.browser import (
 )
 from jean_memory.oauth.cimd import CimdError
 from jean_memory.oauth.clients import Client
+from jean_memory.oauth.display import consent_facts, https_host
 from jean_memory.oauth.errors import OAuthError
 from jean_memory.oauth.forms import read_form, repeated
 from jean_memory.oauth.redirects import matches_registered
 from jean_memory.oauth.resource import resolve_resource
 from jean_memory.oauth.scopes import SCOPE_DESCRIPTIONS, grantable_scope
 from jean_memory.oauth.service import OAuthService
-from jean_memory.oauth.throttle import client_address
+from jean_memory.oauth.throttle import client_address, over_limit
 from jean_memory.off_loop import run_db
 from jean_memory.web.templating import render_page
 
 CODE_CHALLENGE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
-MAX_STATE_CHARS = 2048  # the size of authorization_requests.state (db/tables.py)
+MAX_STATE_CHARS = 512  # CONTRACT: a longer state gets the error page (the column holds 2048)
 SIGN_IN_FAILED = "That email and password do not match an account. Check both and try again."
 EXPIRED = "This sign-in link has expired or was already used. Go back to the app and connect again."
 
@@ -58,12 +59,6 @@ def _too_large_page(exc: OAuthError) -> Response:
         status=exc.status,
         hint="Go back to the app and connect again.",
     )
-
-
-def _host(netloc: str) -> str:
-    """host[:port] as a person should read it: user information before an `@` is not where
-    the browser goes, so it is never shown (clients registered before it was refused)."""
-    return netloc.rpartition("@")[2]
 
 
 def redirect_to_client(redirect_uri: str, params: dict[str, str | None]) -> RedirectResponse:
@@ -83,6 +78,16 @@ class AuthorizationEndpoints:
     # --- GET /oauth/authorize -------------------------------------------------------------------
 
     async def authorize(self, request: Request) -> Response:
+        if await over_limit(self._service, request, AUTHORIZE_REQUESTS):
+            # Each request may store a pending authorization and fetch a metadata document.
+            wait = rate_limits.retry_after(AUTHORIZE_REQUESTS)
+            response = error_page(
+                "Too many requests",
+                f"Too many connection attempts came from your network. Try again in {wait} seconds.",
+                status=429,
+            )
+            response.headers["Retry-After"] = str(wait)
+            return response
         try:
             params = request.query_params if request.method == "GET" else await read_form(request)
         except OAuthError as exc:
@@ -98,14 +103,15 @@ class AuthorizationEndpoints:
             )
         client_id = params.get("client_id")
         try:
-            client = await run_db(self._service.resolve_client, client_id)
+            client = await self._service.resolve_client_async(client_id)
         except CimdError as exc:
             # A metadata document URL whose document cannot be used: its redirect URIs are unknown,
             # so this is a page, never a redirect.
+            host = https_host(client_id)  # never the client_id itself: its text is the requester's
+            where = f"by an address on {host}" if host else "by a web address"
             return error_page(
                 "This app could not be verified",
-                f"The app identifies itself by {client_id}, but the details published there cannot be used: "
-                f"{exc.message}.",
+                f"The app identifies itself {where}, but the details published there cannot be used: {exc.message}.",
                 hint="Nothing was sent to the app. This is a problem on the app's side, not with your account: "
                 "try again later, and if it keeps happening, tell the app's developer what this page says.",
             )
@@ -255,14 +261,11 @@ class AuthorizationEndpoints:
             return await self._issue_code(pending, session_id, user_id, remember=False)
         user = await run_db(get_user, engine, user_id)
         cookie = csrf_cookie(request)
-        redirect = urlsplit(pending.redirect_uri)
         response = render_page(
             "consent.html",
             client_name=client.client_name,
             email=user.email if user else "",
-            redirect_host=_host(redirect.netloc) or f"{redirect.scheme}:",
-            # The host that vouches for an app identified by a metadata document (e.g. claude.ai).
-            client_host=_host(urlsplit(client.client_id).netloc) if client.source == "cimd" else None,
+            **consent_facts(client, pending.redirect_uri),
             scope_descriptions=[SCOPE_DESCRIPTIONS.get(s, s) for s in pending.scope.split()],
             session_id=session_id,
             csrf_token=csrf_token(self._settings, cookie, session_id),
@@ -306,7 +309,7 @@ class AuthorizationEndpoints:
         pending = await run_db(grant_store.load_pending, engine, session_id)
         if pending is None:
             return error_page("Sign-in expired", EXPIRED)
-        client = await run_db(self._service.client, pending.client_id)
+        client = await self._service.client_async(pending.client_id)
         if client is None:
             return error_page("Unknown app", "This app's registration is gone. Connect again from the app.")
         try:

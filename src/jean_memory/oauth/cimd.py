@@ -31,7 +31,8 @@ If that re-fetch fails:
   withdrawn or changed it and we must not keep honouring redirect URIs it took back.
 Then, for the exact URLs of the documents pinned in `pinned_clients/` (Claude's, Claude
 Code's and ChatGPT's; sources in its README), the pinned copy is used when the fetch fails (claude.ai has answered data-centre
-fetches with a bot challenge), and retried after the default hour. Failures are not cached.
+fetches with a bot challenge), and retried after the default hour. A failure is remembered for a
+minute (`cimd_failures`), and fetches run in a small pool of their own (`CimdClients`).
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ from importlib import resources
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import anyio
+import anyio.to_thread
 import certifi
 import httpcore
 import httpx
@@ -61,9 +64,12 @@ from sqlalchemy.exc import IntegrityError
 
 from jean_memory import clock
 from jean_memory.db.tables import oauth_clients
+from jean_memory.oauth.cimd_failures import FailureCache
 from jean_memory.oauth.clients import CIMD_STALE_SECONDS, GRANT_TYPES, Client, client_from_row
-from jean_memory.oauth.redirects import RedirectUriError, check_registrable
+from jean_memory.oauth.forms import is_valid_text
+from jean_memory.oauth.redirects import RedirectUriError, check_registrable_list
 from jean_memory.oauth.scopes import grantable_scope
+from jean_memory.off_loop import run_db
 
 FETCH_TIMEOUT_SECONDS = 5.0
 MAX_DOCUMENT_BYTES = 5 * 1024
@@ -71,10 +77,14 @@ MIN_CACHE_SECONDS = 5 * 60
 MAX_CACHE_SECONDS = 24 * 3600
 DEFAULT_CACHE_SECONDS = 3600
 RETRY_AFTER_FAILURE_SECONDS = 5 * 60
+FETCH_THREADS = 6  # concurrent fetches per instance, in threads of their own
 MAX_URL_LENGTH = 2048
-MAX_REDIRECT_URIS = 20
 SHARED_SECRET_METHODS = ("client_secret_post", "client_secret_basic", "client_secret_jwt")
 USER_AGENT = "jean-memory (OAuth client metadata fetch)"
+NOT_PUBLIC = (
+    "the app's address does not lead to a server on the public internet; client metadata documents are only "
+    "fetched from public internet addresses"
+)
 
 CGNAT = ipaddress.ip_network("100.64.0.0/10")
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -87,12 +97,20 @@ Resolver = Callable[[str, int], Sequence[str]]
 class CimdError(Exception):
     """Why a client metadata document cannot be used, in words a person can act on.
 
-    `transient`: the fetch failed for a network reason (a cached copy may still be served)."""
+    `message` is what the error page shows: never text from the request or the document, and
+    nothing about our network (which address a name resolves to); `detail` (also `str()`) is
+    for the log and may say more. `transient`: the fetch failed for a network reason (a cached
+    copy may still be served). `host_wide`: the host itself failed (no answer, not public), so
+    other URLs on it would fail alike for a while."""
 
-    def __init__(self, message: str, *, transient: bool = False) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, *, transient: bool = False, host_wide: bool = False, detail: str | None = None
+    ) -> None:
+        super().__init__(detail or message)
         self.message = message
+        self.detail = detail or message
         self.transient = transient
+        self.host_wide = host_wide
 
 
 def is_metadata_url(client_id: str | None) -> bool:
@@ -114,7 +132,7 @@ def check_client_id_url(url: str) -> None:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
-        raise CimdError(f"the client_id URL is not a valid URL ({exc})") from exc
+        raise CimdError("the client_id URL is not a valid URL (a malformed host or port)") from exc
     if not parts.hostname:
         raise CimdError("the client_id URL has no host name")
     if "@" in parts.netloc:
@@ -181,26 +199,33 @@ class _Guard:
         resolver = self._resolver or resolve_host  # looked up at call time, so tests can replace it
         left = deadline - time.monotonic()
         if left <= 0:
-            raise CimdError(f"{host} did not answer in time", transient=True)
+            raise CimdError(f"{host} did not answer in time", transient=True, host_wide=True)
         try:
             addresses = list(_dns_pool.submit(resolver, host, port).result(timeout=left))
         except FutureTimeout as exc:
-            raise CimdError(f"looking up the host name {host} took too long", transient=True) from exc
+            raise CimdError(f"looking up the host name {host} took too long", transient=True, host_wide=True) from exc
         except (OSError, UnicodeError) as exc:
-            raise CimdError(f"the host name {host} could not be resolved ({exc})", transient=True) from exc
+            raise CimdError(
+                f"the host name {host} could not be resolved", transient=True, host_wide=True, detail=f"{host}: {exc}"
+            ) from exc
         if not addresses:
-            raise CimdError(f"the host name {host} has no address", transient=True)
+            raise CimdError(f"the host name {host} has no address", transient=True, host_wide=True)
         for address in addresses:
             try:
                 reason = forbidden_reason(address)
             except ValueError as exc:
-                raise CimdError(f"{host} resolved to {address!r}, which is not an IP address") from exc
+                raise CimdError(
+                    NOT_PUBLIC, host_wide=True, detail=f"{host} resolved to {address!r}, which is not an IP address"
+                ) from exc
             if reason == "a loopback address" and host.lower() in self._loopback_hosts:
                 continue  # tests only: Settings.cimd_test_loopback_hosts
             if reason:
+                # Which address an internal name has is for the log, never for whoever typed the URL.
                 raise CimdError(
-                    f"{host} resolves to {address}, {reason}; client metadata documents are only fetched "
-                    "from public internet addresses"
+                    NOT_PUBLIC,
+                    host_wide=True,
+                    detail=f"{host} resolves to {address}, {reason}; client metadata documents are only fetched "
+                    "from public internet addresses",
                 )
         return addresses
 
@@ -407,9 +432,13 @@ class CimdFetcher:
         except CimdError:
             raise
         except (httpx.TimeoutException, httpcore.TimeoutException) as exc:
-            raise CimdError(f"the document did not arrive within {limit}", transient=True) from exc
+            raise CimdError(f"the document did not arrive within {limit}", transient=True, host_wide=True) from exc
         except (httpx.HTTPError, httpcore.NetworkError, httpcore.ProtocolError, OSError) as exc:
-            raise CimdError(f"the document could not be fetched ({_describe(exc)})", transient=True) from exc
+            # The exception's own words (addresses, errno) go to the log; the page gets the kind.
+            detail = f"the document could not be fetched ({_describe(exc)})"
+            untrusted = "certificate could not be verified" in detail
+            message = detail if untrusted else "the document could not be fetched (no connection could be made)"
+            raise CimdError(message, transient=True, host_wide=True, detail=detail) from exc
         try:
             document = json.loads(body.decode("utf-8"))
         except (ValueError, RecursionError) as exc:  # also a 5,000-digit number or deep nesting
@@ -428,7 +457,10 @@ class CimdFetcher:
             raise CimdError(f"the URL answered HTTP {status} instead of the document", transient=transient)
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
-            raise CimdError(f"the document was sent compressed ({encoding}); it must be sent uncompressed")
+            raise CimdError(
+                "the document was sent compressed; it must be sent uncompressed",
+                detail=f"the document was sent compressed ({encoding!r}); it must be sent uncompressed",
+            )
         too_big = f"the document is larger than {MAX_DOCUMENT_BYTES // 1024} KB"
         length = response.headers.get("content-length", "")
         if length.isdigit() and int(length) > MAX_DOCUMENT_BYTES:
@@ -457,12 +489,15 @@ def validate_document(url: str, document: Any) -> dict[str, Any]:
     """The client's fields from its document, or CimdError naming the first thing that is wrong."""
     if not isinstance(document, dict):
         raise CimdError("the document is not a JSON object")
-    if document.get("client_id") != url:
-        found = document.get("client_id")
+    if not is_valid_text(document):
+        raise CimdError("the document holds text that is not valid Unicode (e.g. a lone surrogate such as \\udfff)")
+    found = document.get("client_id")
+    if found is None:
+        raise CimdError("the document has no client_id (it must equal the document's URL)")
+    if found != url:
         raise CimdError(
-            f"the document's client_id is {found!r}, but it must equal the URL it was fetched from exactly"
-            if found is not None
-            else "the document has no client_id (it must equal the document's URL)"
+            "the document's client_id must equal the URL it was fetched from exactly",
+            detail=f"the document's client_id is {found!r}, but it must equal the URL it was fetched from exactly",
         )
     name = document.get("client_name")
     if not isinstance(name, str) or not name.strip():
@@ -470,12 +505,14 @@ def validate_document(url: str, document: Any) -> dict[str, Any]:
     uris = document.get("redirect_uris")
     if not isinstance(uris, list) or not uris:
         raise CimdError("the document's redirect_uris must be a non-empty list")
-    if len(uris) > MAX_REDIRECT_URIS:
-        raise CimdError(f"the document lists more than {MAX_REDIRECT_URIS} redirect_uris")
     try:
-        redirect_uris = [check_registrable(u) for u in uris]
+        redirect_uris = check_registrable_list(uris)
     except RedirectUriError as exc:
-        raise CimdError(f"the document's redirect_uris are not acceptable: {exc}") from exc
+        # The page names the rule broken, not the URI: the document's text is not ours to show.
+        raise CimdError(
+            f"the document's redirect_uris are not acceptable: a redirect URI {exc.reason}",
+            detail=f"the document's redirect_uris are not acceptable: {exc}",
+        ) from exc
     if "client_secret" in document or "client_secret_expires_at" in document:
         raise CimdError("the document contains a client_secret; a metadata document must not hold a secret")
     _check_auth_method(document)
@@ -527,7 +564,10 @@ def _check_auth_method(document: dict[str, Any]) -> None:
             f"the document asks for {shared[0]}, a shared-secret method, but an app identified by a metadata "
             'document has no secret registered with this server; it must use token_endpoint_auth_method "none"'
         )
-    raise CimdError(f'the document\'s token_endpoint_auth_method {offered[0]!r} is not supported; use "none"')
+    raise CimdError(
+        'the document\'s token_endpoint_auth_method is not supported; use "none"',
+        detail=f'the document\'s token_endpoint_auth_method {offered[0]!r} is not supported; use "none"',
+    )
 
 
 # --- pinned copies --------------------------------------------------------------------------
@@ -614,24 +654,69 @@ def _forget(engine: Engine, url: str) -> None:
 
 
 class CimdClients:
-    """Clients named by metadata document URLs, fetched on demand and cached in the database."""
+    """Clients named by metadata document URLs, fetched on demand and cached in the database.
+
+    Fetches run in their own few threads (FETCH_THREADS), never in the pool the database calls
+    share: a host that answers slowly ties up at most those, while sign-in and `/mcp` go on.
+    A failed fetch is remembered for a minute, per URL and (for a host that did not answer or
+    is not public) per host, so asking again costs nothing (cimd_failures)."""
 
     def __init__(self, engine: Engine, fetcher: CimdFetcher) -> None:
         self._engine = engine
         self._fetcher = fetcher
+        self._failures = FailureCache()
+        self._limiter: anyio.CapacityLimiter | None = None
 
     def get(self, url: str) -> Client:
-        """The client the document at `url` describes, or CimdError saying why it cannot be used."""
+        """The client the document at `url` describes, or CimdError saying why it cannot be used.
+        Blocking (for callers already in a thread); `get_async` keeps the fetch in its own pool."""
+        client, cached = self._from_cache(url)
+        if client is not None:
+            return client
+        try:
+            fetched = self._fetch_unless_failed(url)
+        except CimdError as exc:
+            return self._after_failure(url, cached, exc)
+        return self._accept(url, cached, fetched)
+
+    async def get_async(self, url: str) -> Client:
+        client, cached = await run_db(self._from_cache, url)
+        if client is not None:
+            return client
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(FETCH_THREADS)
+        try:
+            fetched = await anyio.to_thread.run_sync(self._fetch_unless_failed, url, limiter=self._limiter)
+        except CimdError as exc:
+            return await run_db(self._after_failure, url, cached, exc)
+        return await run_db(self._accept, url, cached, fetched)
+
+    def _from_cache(self, url: str) -> tuple[Client | None, _Cached | None]:
         loaded = _load(self._engine, url)
         if loaded is not None and loaded[1] is None:
-            return loaded[0]  # pre-registered under this URL (static): the registration wins
+            return loaded[0], None  # pre-registered under this URL (static): the registration wins
         cached = loaded[1] if loaded else None
         if cached is not None and cached.expires_at > clock.now():
-            return cached.client
+            return cached.client, cached
+        return None, cached
+
+    def _fetch_unless_failed(self, url: str) -> Fetched:
+        """Checked again here, in the fetch thread: a request that waited for a thread while
+        another fetch of the same URL or host failed answers at once."""
+        failed = self._failures.recent(url)
+        if failed is not None:
+            raise failed
         try:
-            fetched = self._fetcher.fetch(url)
+            return self._fetcher.fetch(url)
+        except CimdError as exc:
+            self._failures.remember(url, exc)
+            raise
+
+    def _accept(self, url: str, cached: _Cached | None, fetched: Fetched) -> Client:
+        try:
             fields = validate_document(url, fetched.document)
         except CimdError as exc:
+            self._failures.remember(url, exc)
             return self._after_failure(url, cached, exc)
         return _store(self._engine, url, fields, fetched.document, "network", fetched.cache_seconds)
 
@@ -642,14 +727,14 @@ class CimdClients:
             and cached.via == "network"
             and clock.now() - cached.fetched_at < CIMD_STALE_SECONDS
         ):
-            logger.warning("client metadata %s: %s; using the copy fetched earlier", url, exc.message)
+            logger.warning("client metadata %r: %s; using the copy fetched earlier", url, exc.detail)
             _retry_later(self._engine, url)
             return cached.client
         pinned = pinned_documents().get(url)
         if pinned is not None:
-            logger.warning("client metadata %s: %s; using the pinned copy shipped with the server", url, exc.message)
+            logger.warning("client metadata %r: %s; using the pinned copy shipped with the server", url, exc.detail)
             return _store(self._engine, url, validate_document(url, pinned), pinned, "pinned", DEFAULT_CACHE_SECONDS)
         if cached is not None:
             _forget(self._engine, url)
-        logger.info("client metadata %s refused: %s", url, exc.message)
+        logger.info("client metadata %r refused: %s", url, exc.detail)
         raise exc

@@ -17,7 +17,6 @@ from starlette.requests import Request
 from jean_memory.oauth.clients import Client
 from jean_memory.oauth.errors import OAuthError
 from jean_memory.oauth.service import OAuthService
-from jean_memory.off_loop import run_db
 
 
 def _basic_credentials(request: Request) -> tuple[str, str] | None:
@@ -46,7 +45,7 @@ async def authenticate_client(service: OAuthService, request: Request, form: For
         raise OAuthError("invalid_client", "client_id in the form differs from the Basic header", 401)
     if not client_id:
         raise OAuthError("invalid_client", "client_id is required (form field or Basic header)", 401)
-    client = await run_db(service.client, client_id)
+    client = await service.client_async(client_id)
     if client is None:
         raise OAuthError("invalid_client", "unknown client_id; register the client again", 401)
     if client.is_public:  # a stray secret from a public client proves nothing and harms nothing

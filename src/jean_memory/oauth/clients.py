@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from jean_memory import clock
 from jean_memory.db.tables import oauth_clients
-from jean_memory.oauth.redirects import RedirectUriError, check_registrable
+from jean_memory.oauth.redirects import RedirectUriError, check_registrable_list
 from jean_memory.oauth.scopes import grantable_scope
 
 AUTH_METHODS = ("none", "client_secret_post", "client_secret_basic")
@@ -85,11 +85,8 @@ class Registration:
 
 def validate_metadata(body: dict[str, Any]) -> dict[str, Any]:
     """Liberal in what it accepts (unknown or null fields are ignored), exact in what it checks."""
-    uris = body.get("redirect_uris")
-    if not isinstance(uris, list) or not uris:
-        raise ClientMetadataError("invalid_redirect_uri", "redirect_uris must be a non-empty list of URIs")
     try:
-        redirect_uris = [check_registrable(u) for u in uris]
+        redirect_uris = check_registrable_list(body.get("redirect_uris"))
     except RedirectUriError as exc:
         raise ClientMetadataError("invalid_redirect_uri", str(exc)) from exc
 

@@ -8,6 +8,7 @@ a chunked body carries no Content-Length to check beforehand.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
@@ -32,8 +33,33 @@ async def read_limited_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def is_valid_text(value: Any) -> bool:
+    """Whether every string in `value` (a JSON value, or form fields as pairs) is valid Unicode.
+
+    JSON may spell a lone surrogate (`"a\\udfff"`) and a multipart part may name a charset
+    (`unicode-escape`) that decodes to one: such a string is no text, cannot be encoded as
+    UTF-8, and failed at the database insert. Checked once where outside input is parsed.
+    Walked without recursion: a JSON document nested nearly as deep as the parser allows
+    must not overflow the stack here."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+    return True
+
+
 async def read_form(request: Request, limit: int = MAX_BODY_BYTES) -> ImmutableMultiDict[str, str]:
-    """The form's text fields, parsed from a body read under `limit`; OAuthError (413) past it.
+    """The form's text fields, parsed from a body read under `limit`; OAuthError (413) past it,
+    (400 invalid_request) for a field that is not valid Unicode.
     Files (possible in a multipart POST) are no parameter values: they count as absent rather
     than reaching code that expects strings."""
     body = await read_limited_body(request, limit)
@@ -43,6 +69,8 @@ async def read_form(request: Request, limit: int = MAX_BODY_BYTES) -> ImmutableM
     form = await request.form()
     fields = ImmutableMultiDict([(k, v) for k, v in form.multi_items() if isinstance(v, str)])
     await form.close()
+    if not is_valid_text(list(fields.multi_items())):
+        raise OAuthError("invalid_request", "a form field is not valid Unicode text (e.g. a lone surrogate)")
     return fields
 
 

@@ -8,7 +8,7 @@ an ephemeral one.
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from jean_memory.config import is_loopback_host
 
@@ -34,58 +34,87 @@ FORBIDDEN_SCHEMES = frozenset(
 SCHEME_PATTERN = re.compile(r"^[a-z][a-z0-9+.\-]*$")
 
 
+MAX_REDIRECT_URIS = 10  # per client, registered or in a metadata document (CONTRACT)
+MAX_REDIRECT_URI_CHARS = 2000
+
+
 class RedirectUriError(ValueError):
-    pass
+    """Why a redirect URI cannot be registered. `str()` names the URI (for the registering
+    client's JSON answer); `reason` does not (for pages, which must not echo outside text)."""
+
+    def __init__(self, reason: str, uri: object = None) -> None:
+        super().__init__(f"redirect URI {uri!r} {reason}" if uri is not None else reason)
+        self.reason = reason
+
+
+def split_url(uri: str) -> SplitResult | None:
+    """`urlsplit`, or None for what it cannot parse (`http://[::1/cb` raises "Invalid IPv6
+    URL"; a port that is not a number raises on `.port`): outside input must never raise."""
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        return None
+    return parts
 
 
 def check_registrable(uri: str) -> str:
     """The URI if a client may register it, else RedirectUriError saying why."""
-    if not isinstance(uri, str) or not uri or len(uri) > 2000:
-        raise RedirectUriError("each redirect URI must be a non-empty string of at most 2000 characters")
+    if not isinstance(uri, str) or not uri or len(uri) > MAX_REDIRECT_URI_CHARS:
+        raise RedirectUriError(
+            f"each redirect URI must be a non-empty string of at most {MAX_REDIRECT_URI_CHARS} characters"
+        )
     if any(c.isspace() for c in uri):
-        raise RedirectUriError(f"redirect URI {uri!r} contains white space")
-    parts = urlsplit(uri)
+        raise RedirectUriError("contains white space", uri)
+    parts = split_url(uri)
+    if parts is None:
+        raise RedirectUriError("is not a valid URI (a malformed host or port)", uri)
     scheme = parts.scheme.lower()
     if not scheme or not SCHEME_PATTERN.match(scheme):
-        raise RedirectUriError(f"redirect URI {uri!r} must be an absolute URI")
+        raise RedirectUriError("must be an absolute URI", uri)
     if parts.fragment or "#" in uri:
-        raise RedirectUriError(f"redirect URI {uri!r} must not contain a fragment")
+        raise RedirectUriError("must not contain a fragment", uri)
     if "@" in parts.netloc:
         # https://claude.ai@evil.example/ goes to evil.example while reading like claude.ai.
-        raise RedirectUriError(f"redirect URI {uri!r} must not contain user information (user@host)")
+        raise RedirectUriError("must not contain user information (user@host)", uri)
     if scheme in FORBIDDEN_SCHEMES:
-        raise RedirectUriError(f"redirect URI scheme {scheme!r} is not allowed")
+        raise RedirectUriError(f"scheme {scheme!r} is not allowed")
     if scheme == "http":
         if not is_loopback_host(parts.hostname or ""):
             raise RedirectUriError(
-                f"redirect URI {uri!r} uses http on a non-loopback host; use https, or http://127.0.0.1 / "
-                "http://localhost for apps on this machine"
+                "uses http on a non-loopback host; use https, or http://127.0.0.1 / "
+                "http://localhost for apps on this machine",
+                uri,
             )
     elif scheme == "https":
         if not parts.hostname:
-            raise RedirectUriError(f"redirect URI {uri!r} has no host")
+            raise RedirectUriError("has no host", uri)
     elif "." not in scheme and scheme not in {"cursor", "vscode", "vscode-insiders", "claude", "windsurf"}:
         # RFC 8252 §7.1: private-use schemes are reverse domain names (com.example.app:/cb);
         # a few well-known MCP clients use short registered names.
         raise RedirectUriError(
-            f"redirect URI scheme {scheme!r} is not a private-use scheme (expected a reverse domain name "
-            "such as com.example.app)"
+            f"scheme {scheme!r} is not a private-use scheme (expected a reverse domain name such as com.example.app)"
         )
     return uri
+
+
+def check_registrable_list(uris: object) -> list[str]:
+    """A client's redirect URIs (a non-empty list of at most MAX_REDIRECT_URIS), each checked."""
+    if not isinstance(uris, list) or not uris:
+        raise RedirectUriError("redirect_uris must be a non-empty list of URIs")
+    if len(uris) > MAX_REDIRECT_URIS:
+        raise RedirectUriError(f"at most {MAX_REDIRECT_URIS} redirect_uris may be registered, not {len(uris)}")
+    return [check_registrable(u) for u in uris]
 
 
 def _loopback_key(uri: str) -> tuple[str, str, str, str] | None:
     """Everything but the port, for a loopback http URI; None for anything else, including a
     URI with user information, a fragment or a port that is not a number (only the port may
     differ from the registered URI)."""
-    parts = urlsplit(uri)
-    if parts.scheme.lower() != "http" or not is_loopback_host(parts.hostname or ""):
+    parts = split_url(uri)
+    if parts is None or parts.scheme.lower() != "http" or not is_loopback_host(parts.hostname or ""):
         return None
     if "@" in parts.netloc or "#" in uri:
-        return None
-    try:
-        parts.port  # noqa: B018 (raises ValueError for a port that is not a number in range)
-    except ValueError:
         return None
     return ("http", (parts.hostname or "").lower(), parts.path, parts.query)
 

@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse
 from jean_memory.db.rate_limits import REGISTRATIONS
 from jean_memory.oauth.clients import ClientMetadataError, register_client
 from jean_memory.oauth.errors import NO_STORE, OAuthError
-from jean_memory.oauth.forms import MAX_BODY_BYTES, read_limited_body
+from jean_memory.oauth.forms import MAX_BODY_BYTES, is_valid_text, read_limited_body
 from jean_memory.oauth.service import OAuthService
 from jean_memory.oauth.throttle import over_limit, too_many_requests
 from jean_memory.off_loop import run_db
@@ -31,6 +31,11 @@ class RegistrationEndpoint:
                 raise OAuthError("invalid_client_metadata", "the request body must be a JSON object") from exc
             if not isinstance(body, dict):
                 raise OAuthError("invalid_client_metadata", "the request body must be a JSON object")
+            if not is_valid_text(body):
+                raise OAuthError(
+                    "invalid_client_metadata",
+                    "the request body holds text that is not valid Unicode (e.g. a lone surrogate such as \\udfff)",
+                )
             registration = await run_db(register_client, self._service.engine, body)
         except ClientMetadataError as exc:
             return OAuthError(exc.error, exc.description).response()

@@ -10,7 +10,10 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def canonical_resource(url: str) -> str:
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:  # `http://[::1` ("Invalid IPv6 URL"): the URL itself, never equal to ours
+        return url
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").lower()
     if ":" in host:
@@ -28,7 +31,7 @@ def resolve_resource(requested: str | None, our_resource: str) -> str:
     """Our resource when none or an equivalent spelling is asked for; `invalid_target` otherwise."""
     if not requested:
         return our_resource
-    if canonical_resource(requested) != canonical_resource(our_resource) or urlsplit(requested).fragment:
+    if canonical_resource(requested) != canonical_resource(our_resource) or "#" in requested:
         raise OAuthError(
             "invalid_target",
             f"resource {requested!r} is not served here; this server's resource is {our_resource}",

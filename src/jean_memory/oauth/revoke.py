@@ -8,12 +8,14 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from jean_memory.db.rate_limits import REVOCATIONS
 from jean_memory.oauth import grants as grant_store
 from jean_memory.oauth.client_auth import authenticate_client
 from jean_memory.oauth.errors import NO_STORE, OAuthError
 from jean_memory.oauth.forms import check_single, read_form
 from jean_memory.oauth.jwt_tokens import InvalidAccessToken
 from jean_memory.oauth.service import OAuthService
+from jean_memory.oauth.throttle import over_limit, too_many_requests
 from jean_memory.off_loop import run_db
 
 
@@ -22,6 +24,8 @@ class RevocationEndpoint:
         self._service = service
 
     async def __call__(self, request: Request) -> Response:
+        if await over_limit(self._service, request, REVOCATIONS):
+            return too_many_requests(REVOCATIONS)
         try:
             content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if content_type != "application/x-www-form-urlencoded":

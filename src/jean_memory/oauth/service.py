@@ -127,6 +127,19 @@ class OAuthService:
         except CimdError:
             return None
 
+    async def client_async(self, client_id: str | None) -> Client | None:
+        """`client` for handlers: a metadata document is fetched in the fetch pool, not a database thread."""
+        try:
+            return await self.resolve_client_async(client_id)
+        except CimdError:
+            return None
+
+    async def resolve_client_async(self, client_id: str | None) -> Client | None:
+        """`resolve_client` for handlers (see `client_async`)."""
+        if client_id and is_metadata_url(client_id):
+            return await self.cimd.get_async(client_id)
+        return await run_db(get_client, self.engine, client_id)
+
     def resolve_client(self, client_id: str | None) -> Client | None:
         """Like `client`, but a client_id that is a metadata document URL which cannot be used
         raises CimdError saying why (for the authorization page to show)."""

@@ -42,6 +42,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+def printable(value: object) -> str:
+    """`value` as it is when it prints on one line, else its repr: a client id taken from a URL
+    (`/mcp/v2/{client_name}/...`, percent-decoded) must not start a forged log line."""
+    text = str(value)
+    return text if text.isprintable() else repr(text)
+
+
 def route_of(scope: Scope) -> str:
     route = scope.get("route")
     return getattr(route, "path", None) or ("static" if scope["path"].startswith("/static/") else "unmatched")
@@ -76,9 +83,9 @@ class RequestLogMiddleware:
             elapsed = time.perf_counter() - started
             route = route_of(scope)
             principal = state.get("principal")
-            client_id = principal.client_id if principal else state.get("client_id", "-")
-            user_id = principal.user_id if principal else state.get("user_id", "-")
-            client_ip = (scope.get("client") or ("-", 0))[0]
+            client_id = printable(principal.client_id if principal else state.get("client_id", "-"))
+            user_id = printable(principal.user_id if principal else state.get("user_id", "-"))
+            client_ip = printable((scope.get("client") or ("-", 0))[0])
             fields = {
                 "method": scope["method"],
                 "route": route,
