@@ -13,7 +13,14 @@ import sys
 
 import uvicorn
 
-from jean_memory.config import ConfigError, Settings, ensure_secret_key, is_loopback_host, load_settings
+from jean_memory.config import (
+    ConfigError,
+    Settings,
+    ensure_secret_key,
+    is_loopback_host,
+    load_settings,
+    private_directory,
+)
 from jean_memory.db.engine import create_engine
 from jean_memory.db.migrate import MissingExtensionError, check_extensions, current_and_head, upgrade
 
@@ -55,6 +62,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from jean_memory.memory.embeddings import EmbeddingError
 
     settings = ensure_secret_key(_settings(args))
+    if settings.data_dir.exists():  # one made by an older version may be 0755 (issue 12 finding 8)
+        private_directory(settings.data_dir)
     configure_logging(settings.log_level, settings.log_format)
     log = logging.getLogger("jean_memory")
     if settings.jwt_secret_key_source != "env":
