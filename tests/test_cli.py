@@ -237,3 +237,49 @@ def test_reindex_with_the_embedding_service_down_says_so(env, database_url):
     result = run_cli(["reindex"], {**env, **down})
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "jean-memory reindex" in result.stderr
+
+
+def test_the_data_directory_and_database_files_are_private_whatever_the_umask(tmp_path):
+    """Issue 12 finding 8: under umask 022 the data directory was 0755 and jean_memory.db
+    (password hashes, memories) 0644. Now the directory is 0700 and every file in it 0600,
+    including the -wal and -shm files SQLite makes later, after the server and a command wrote."""
+    import httpx
+
+    from tests.support.servers import server_process
+
+    data_dir = tmp_path / "fresh" / "data"
+    env = {k: v for k, v in cli_env("", data_dir).items() if k not in ("JWT_SECRET_KEY", "DATABASE_URL")}
+    env["JEAN_MEMORY_EMBEDDINGS"] = "none"
+    previous = os.umask(0o022)  # what most systems give a login shell; children inherit it
+    try:
+        with server_process(env) as url:
+            registered = httpx.post(
+                f"{url}/oauth/register", json={"client_name": "x", "redirect_uris": ["http://127.0.0.1:9/cb"]}
+            )
+            assert registered.status_code == 201
+            added = run_cli(["user", "add", "p@example.com", "--password-stdin"], env, stdin="long enough password\n")
+            assert added.returncode == 0, added.stderr
+            files = {path.name: stat.S_IMODE(path.stat().st_mode) for path in data_dir.iterdir()}
+    finally:
+        os.umask(previous)
+    assert {"jean_memory.db", "jean_memory.db-wal", "jean_memory.db-shm", "jwt_secret.key"} <= set(files)
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    assert files == dict.fromkeys(files, 0o600)
+
+
+def test_a_data_directory_left_readable_by_an_older_version_is_narrowed(tmp_path):
+    """Files and the directory made before the fix (0644, 0755) are 0600 and 0700 once `serve`
+    has run on them."""
+    from tests.support.servers import server_process
+
+    data_dir = tmp_path / "data"
+    env = {k: v for k, v in cli_env("", data_dir).items() if k != "DATABASE_URL"} | {"JEAN_MEMORY_EMBEDDINGS": "none"}
+    assert run_cli(["db", "upgrade"], env).returncode == 0
+    os.chmod(data_dir, 0o755)  # noqa: S103 (what older versions left)
+    for path in data_dir.iterdir():
+        os.chmod(path, 0o644)
+    with server_process(env):
+        pass
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in data_dir.iterdir()}
+    assert "jean_memory.db" in modes and modes == dict.fromkeys(modes, 0o600)

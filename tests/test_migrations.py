@@ -98,3 +98,26 @@ def test_instances_starting_at_once_on_a_new_database_all_upgrade_it(backend, ne
     current, head = current_and_head(engine)
     assert current == head
     engine.dispose()
+
+
+def test_accounts_from_before_0007_are_ordinary_and_enabled(database_url):
+    """Migration 0007 adds users.is_admin and users.disabled_at; an account created under 0005
+    comes out an enabled non-administrator that still signs in."""
+    import sqlalchemy as sa
+
+    from jean_memory.accounts.passwords import hash_password
+    from jean_memory.accounts.users import authenticate
+
+    engine = create_engine(database_url)
+    command.upgrade(alembic_config(engine), "0005")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO users (id, email, password_hash, created_at) VALUES ('u1', 'old@example.com', :h, 0)"),
+            {"h": hash_password("long enough password")},
+        )
+    upgrade(engine)
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT is_admin, disabled_at FROM users WHERE id = 'u1'")).one()
+    assert (bool(row.is_admin), row.disabled_at) == (False, None)
+    assert authenticate(engine, "old@example.com", "long enough password") is not None
+    engine.dispose()

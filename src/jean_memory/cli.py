@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import logging
 import sys
 
 import uvicorn
 
-from jean_memory.config import ConfigError, Settings, ensure_secret_key, is_loopback_host, load_settings
+from jean_memory.config import (
+    ConfigError,
+    Settings,
+    ensure_secret_key,
+    is_loopback_host,
+    load_settings,
+    private_directory,
+)
 from jean_memory.db.engine import create_engine
 from jean_memory.db.migrate import MissingExtensionError, check_extensions, current_and_head, upgrade
 
@@ -56,6 +62,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from jean_memory.memory.embedder import EmbeddingError
 
     settings = ensure_secret_key(_settings(args))
+    if settings.data_dir.exists():  # one made by an older version may be 0755 (issue 12 finding 8)
+        private_directory(settings.data_dir)
     configure_logging(settings.log_level, settings.log_format)
     log = logging.getLogger("jean_memory")
     if settings.jwt_secret_key_source != "env":
@@ -116,29 +124,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_password(from_stdin: bool) -> str:
-    if from_stdin:
-        return sys.stdin.readline().rstrip("\n")
-    first = getpass.getpass("Password: ")
-    if first != getpass.getpass("Repeat password: "):
-        raise ConfigError("the passwords differ")
-    return first
-
-
-def cmd_user_add(args: argparse.Namespace) -> int:
-    from jean_memory.accounts.passwords import WeakPasswordError
-    from jean_memory.accounts.users import AccountError, create_user
-
-    engine = _engine(args)
-    try:
-        user = create_user(engine, args.email, _read_password(args.password_stdin))
-    except (AccountError, WeakPasswordError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"user_id: {user.id}\nemail: {user.email}")
-    return 0
-
-
 def cmd_client_add(args: argparse.Namespace) -> int:
     from jean_memory.oauth.clients import ClientMetadataError, register_client
 
@@ -157,19 +142,6 @@ def cmd_client_add(args: argparse.Namespace) -> int:
     print(f"client_id: {registration.client.client_id}")
     if registration.client_secret:
         print(f"client_secret: {registration.client_secret}")
-    return 0
-
-
-def cmd_apikey_create(args: argparse.Namespace) -> int:
-    from jean_memory.accounts.api_keys import create_api_key
-    from jean_memory.accounts.users import find_user_by_email
-
-    engine = _engine(args)
-    user = find_user_by_email(engine, args.email)
-    if user is None:
-        print(f"error: no account for {args.email}; create it with: jean-memory user add {args.email}", file=sys.stderr)
-        return 1
-    print(create_api_key(engine, user.id))
     return 0
 
 
@@ -309,11 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--issuer", help="public base URL, e.g. https://memory.example.com (env JEAN_MEMORY_ISSUER)")
     serve.set_defaults(handler=cmd_serve)
 
-    user = commands.add_parser("user", help="manage accounts").add_subparsers(dest="action", required=True)
-    user_add = user.add_parser("add", help="create an account", parents=[common])
-    user_add.add_argument("email")
-    user_add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    user_add.set_defaults(handler=cmd_user_add)
+    from jean_memory.cli_accounts import add_commands as add_account_commands
+
+    add_account_commands(commands, common)
 
     client = commands.add_parser("client", help="manage OAuth clients").add_subparsers(dest="action", required=True)
     client_add = client.add_parser("add", help="pre-register a static OAuth client", parents=[common])
@@ -321,13 +291,6 @@ def build_parser() -> argparse.ArgumentParser:
     client_add.add_argument("--redirect-uri", action="append", required=True)
     client_add.add_argument("--secret", action="store_true", help="make a confidential client with a secret")
     client_add.set_defaults(handler=cmd_client_add)
-
-    apikey = commands.add_parser("apikey", help="API keys for the legacy endpoint").add_subparsers(
-        dest="action", required=True
-    )
-    apikey_create = apikey.add_parser("create", help="create an API key", parents=[common])
-    apikey_create.add_argument("email")
-    apikey_create.set_defaults(handler=cmd_apikey_create)
 
     from jean_memory.doctor import add_arguments as add_doctor_arguments
     from jean_memory.doctor import run_from_args as run_doctor

@@ -274,6 +274,20 @@ def _trusted_proxies(raw: str) -> tuple[str, ...]:
     return proxies
 
 
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+def private_directory(path: Path) -> None:
+    """Make the data directory (password hashes, memories, the key) this user's alone: created
+    0700, and an existing one of ours narrowed to it, whatever the umask (issue 12 finding 8:
+    under umask 022 it was 0755). A directory owned by someone else is left as it is."""
+    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)  # mode is masked by the umask...
+    status = path.stat()
+    if status.st_uid == os.geteuid() and status.st_mode & 0o777 != PRIVATE_DIR_MODE:
+        os.chmod(path, PRIVATE_DIR_MODE)  # ...so set it exactly
+
+
 def ensure_secret_key(settings: Settings) -> Settings:
     """Use JWT_SECRET_KEY when set; otherwise create a random key once in the data directory
     (mode 0600) so tokens survive restarts. Never fall back to a constant."""
@@ -284,7 +298,7 @@ def ensure_secret_key(settings: Settings) -> Settings:
             raise ConfigError("JWT_SECRET_KEY must be at least 32 characters (try: openssl rand -hex 32)")
         return settings
     key_path = settings.data_dir / SECRET_KEY_FILE
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_directory(settings.data_dir)
     if key_path.exists():
         key = key_path.read_text().strip()
         if len(key) < 32:
@@ -292,7 +306,7 @@ def ensure_secret_key(settings: Settings) -> Settings:
         return settings.with_overrides(jwt_secret_key=key, jwt_secret_key_source=str(key_path))
     key = secrets.token_hex(32)
     try:
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
     except FileExistsError:  # another process made it first: use theirs
         return ensure_secret_key(settings)
     with os.fdopen(fd, "w") as handle:

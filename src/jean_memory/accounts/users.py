@@ -1,4 +1,9 @@
-"""User accounts: creating them and checking a sign-in."""
+"""User accounts: creating them and checking a sign-in.
+
+A disabled account (`users.disabled_at` set) cannot sign in; `authenticate` answers for it
+exactly as for a wrong password, so the sign-in form does not tell a guesser which accounts
+exist or are disabled.
+"""
 
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ def normalise_email(email: str) -> str:
     return email
 
 
-def create_user(engine: Engine, email: str, password: str) -> User:
+def create_user(engine: Engine, email: str, password: str, is_admin: bool = False) -> User:
     email = normalise_email(email)
     password_hash = hash_password(password)
     user = User(id=clock.new_id(), email=email)
@@ -38,7 +43,9 @@ def create_user(engine: Engine, email: str, password: str) -> User:
         if conn.execute(sa.select(users.c.id).where(users.c.email == email)).first():
             raise AccountError(f"an account for {email} already exists")
         conn.execute(
-            users.insert().values(id=user.id, email=email, password_hash=password_hash, created_at=clock.now())
+            users.insert().values(
+                id=user.id, email=email, password_hash=password_hash, created_at=clock.now(), is_admin=is_admin
+            )
         )
     return user
 
@@ -60,14 +67,17 @@ def find_user_by_email(engine: Engine, email: str) -> User | None:
 
 
 def authenticate(engine: Engine, email: str, password: str) -> User | None:
-    """The user for a correct email and password, else None (the same for either mistake)."""
+    """The user for a correct email and password of an enabled account, else None (the same
+    answer, after the same work, for every mistake)."""
     try:
         email = normalise_email(email)
     except AccountError:
         email = ""
     with engine.connect() as conn:
         row = conn.execute(
-            sa.select(users.c.id, users.c.email, users.c.password_hash).where(users.c.email == email)
+            sa.select(users.c.id, users.c.email, users.c.password_hash, users.c.disabled_at).where(
+                users.c.email == email
+            )
         ).first()
     ok = verify_password(row.password_hash if row else None, password)
-    return User(row.id, row.email) if ok and row else None
+    return User(row.id, row.email) if ok and row and row.disabled_at is None else None

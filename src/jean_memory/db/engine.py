@@ -6,10 +6,14 @@ the server and the tests share one code path and the event loop never waits on a
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+
+from jean_memory.config import PRIVATE_FILE_MODE, private_directory
 
 
 def normalise_url(url: str) -> str:
@@ -24,8 +28,9 @@ def create_engine(url: str) -> Engine:
     url = normalise_url(url)
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        database_file = Path(path) if path and path != ":memory:" and not path.startswith("file:") else None
+        if database_file is not None:
+            _create_private(database_file)
         # A pool as large as the worker-thread pool (anyio's 40), so busy moments reuse
         # connections instead of opening and closing overflow ones on every request.
         engine = sa.create_engine(
@@ -42,6 +47,33 @@ def create_engine(url: str) -> Engine:
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
+            if database_file is not None:
+                _narrow(database_file)
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _create_private(database_file: Path) -> None:
+    """Create the database file 0600 before SQLite opens it (SQLite would make it 0644 under
+    umask 022), in a new 0700 directory. An existing directory is not ours to narrow here: the
+    file may live anywhere DATABASE_URL says (the data directory is narrowed by `serve`)."""
+    if not database_file.parent.exists():
+        private_directory(database_file.parent)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(database_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
+    _narrow(database_file)
+
+
+def _narrow(database_file: Path) -> None:
+    """The database and its -wal and -shm files 0600, exactly. SQLite creates -wal and -shm
+    with the main file's permissions (os_unix.c, findCreateFileMode), so once the main file is
+    0600 they are too; this also narrows files made by versions before that was so."""
+    for path in (database_file, Path(f"{database_file}-wal"), Path(f"{database_file}-shm")):
+        try:
+            status = path.stat()
+        except FileNotFoundError:
+            continue
+        if status.st_mode & 0o777 != PRIVATE_FILE_MODE and status.st_uid == os.geteuid():
+            os.chmod(path, PRIVATE_FILE_MODE)
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,7 +81,11 @@ def _upgrade_lock(engine: Engine) -> Iterator[sa.Connection]:
         if engine.dialect.name != "sqlite" or not database or database == ":memory:":
             yield connection
             return
-        with open(f"{database}.upgrade-lock", "a") as lock_file:
+        # 0600 like the database beside it (issue 12 finding 8), whatever the umask.
+        lock_fd = os.open(f"{database}.upgrade-lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        if os.fstat(lock_fd).st_uid == os.geteuid():
+            os.fchmod(lock_fd, 0o600)  # exactly, and also one an older version made 0644
+        with os.fdopen(lock_fd, "a") as lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)  # closing the file releases it
             yield connection
 

@@ -28,6 +28,9 @@ users = sa.Table(
     sa.Column("email", sa.String(320), nullable=False, unique=True),
     sa.Column("password_hash", sa.String(200), nullable=False),
     sa.Column("created_at", Time, nullable=False),
+    sa.Column("is_admin", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Set while the account is disabled: no sign-in, no API key; its grants were revoked then.
+    sa.Column("disabled_at", Time),
 )
 
 browser_sessions = sa.Table(

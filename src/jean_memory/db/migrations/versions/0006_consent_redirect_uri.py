@@ -1,6 +1,6 @@
 """Remember the redirect URI a person approved with their consent
 
-Revision ID: 0006a
+Revision ID: 0006
 Revises: 0005
 
 A remembered consent was honoured for any of the client's redirect URIs, and for a loopback
@@ -12,7 +12,7 @@ approved. Consents from before this revision have none, so each is asked once mo
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006a"
+revision = "0006"
 down_revision = "0005"
 branch_labels = None
 depends_on = None

@@ -1,0 +1,135 @@
+"""What an administrator does to an existing account: list, change the password, disable,
+enable, delete.
+
+Disabling takes effect without touching the token check: in one transaction the account is
+marked, every live grant of the person is revoked (the same update `oauth.grants.revoke_grant`
+makes: `revoked_at` set, refresh tokens deleted) and their browser sessions end. Access tokens
+die with their grant, at once on an instance that revokes and within the revocation cache's
+lifetime (30 s by default, at most 60 s) on the others; API keys and sign-in check the mark on
+every use. Enabling only clears the mark: revoked grants stay revoked, so apps connect again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from jean_memory import clock
+from jean_memory.accounts.browser_sessions import end_sessions
+from jean_memory.accounts.passwords import hash_password
+from jean_memory.accounts.users import AccountError, User, find_user_by_email
+from jean_memory.db.tables import grants, memories, metadata, refresh_tokens, users
+
+DISABLED_REASON = "account_disabled"
+
+
+@dataclass(frozen=True)
+class UserSummary:
+    id: str
+    email: str
+    created_at: float
+    is_admin: bool
+    disabled_at: float | None
+    memory_count: int
+
+
+def require_user(engine: Engine, email: str) -> User:
+    user = find_user_by_email(engine, email)
+    if user is None:
+        raise AccountError(
+            f"no account for {email} (jean-memory user list shows them; create it with: jean-memory user add {email})"
+        )
+    return user
+
+
+def list_users(engine: Engine) -> list[UserSummary]:
+    """Every account, oldest first, with how many memories (not document chunks) it holds."""
+    counts = (
+        sa.select(memories.c.user_id, sa.func.count().label("n"))
+        .where(memories.c.kind == "memory")
+        .group_by(memories.c.user_id)
+        .subquery()
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(users.c.id, users.c.email, users.c.created_at, users.c.is_admin, users.c.disabled_at, counts.c.n)
+            .outerjoin(counts, counts.c.user_id == users.c.id)
+            .order_by(users.c.created_at, users.c.email)
+        ).all()
+    return [
+        UserSummary(row.id, row.email, row.created_at, bool(row.is_admin), row.disabled_at, row.n or 0) for row in rows
+    ]
+
+
+def set_password(engine: Engine, user_id: str, password: str) -> int:
+    """Replace the password and end every browser session (whoever knew the old one is signed
+    out); how many sessions ended. Raises WeakPasswordError before changing anything."""
+    password_hash = hash_password(password)
+    with engine.begin() as conn:
+        conn.execute(users.update().where(users.c.id == user_id).values(password_hash=password_hash))
+        return end_sessions(conn, user_id)
+
+
+def disable_user(engine: Engine, user_id: str) -> int:
+    """Mark the account disabled, revoke its live grants and end its sessions; how many grants
+    were revoked. Disabling a disabled account changes nothing."""
+    now = clock.now()
+    with engine.begin() as conn:
+        conn.execute(users.update().where(users.c.id == user_id, users.c.disabled_at.is_(None)).values(disabled_at=now))
+        revoked = _revoke_grants(conn, user_id, now)
+        end_sessions(conn, user_id)
+    return revoked
+
+
+def _revoke_grants(conn: Connection, user_id: str, now: float) -> int:
+    of_user = sa.select(grants.c.id).where(grants.c.user_id == user_id).scalar_subquery()
+    revoked = conn.execute(
+        grants.update()
+        .where(grants.c.user_id == user_id, grants.c.revoked_at.is_(None))
+        .values(revoked_at=now, revoked_reason=DISABLED_REASON)
+    ).rowcount
+    conn.execute(refresh_tokens.delete().where(refresh_tokens.c.grant_id.in_(of_user)))
+    return revoked
+
+
+def enable_user(engine: Engine, user_id: str) -> bool:
+    """Clear the disabled mark; False when the account was not disabled."""
+    with engine.begin() as conn:
+        changed = conn.execute(
+            users.update().where(users.c.id == user_id, users.c.disabled_at.is_not(None)).values(disabled_at=None)
+        ).rowcount
+    return bool(changed)
+
+
+def delete_user(engine: Engine, user_id: str) -> dict[str, int]:
+    """Erase the account and everything of it, in one transaction; rows deleted per table.
+
+    Every table with a `user_id` column is cleared of the person's rows, and every table whose
+    foreign key points at such a table (codes and refresh tokens hang off grants, vectors off
+    memories) of the rows hanging off them, children first, then the user row itself. Walking
+    the schema rather than listing tables means a table added later is erased too. SQLite's
+    full-text index follows the memories through its triggers; PostgreSQL's is a column."""
+    deleted: dict[str, int] = {}
+    with engine.begin() as conn:
+        for table in reversed(metadata.sorted_tables):
+            condition = _owned_by(table, user_id)
+            if condition is not None:
+                count = conn.execute(table.delete().where(condition)).rowcount
+                if count:
+                    deleted[table.name] = count
+    return deleted
+
+
+def _owned_by(table: sa.Table, user_id: str) -> sa.ColumnElement[bool] | None:
+    if table is users:
+        return users.c.id == user_id
+    if "user_id" in table.c:
+        return table.c.user_id == user_id
+    for fk in table.foreign_keys:
+        parent = fk.column.table
+        if parent is not users and "user_id" in parent.c:
+            owned = sa.select(fk.column).where(parent.c.user_id == user_id)
+            return fk.parent.in_(owned)
+    return None
