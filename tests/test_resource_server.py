@@ -4,18 +4,24 @@ and its transport details (Streamable HTTP, CORS, Origin, body limits)."""
 import hashlib
 import hmac
 import json
+import logging
 import math
+import socket
 import time
+from urllib.parse import urlsplit
 
 import httpx
 import jwt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mcp.shared.exceptions import MCPError
+from mcp.types import METHOD_NOT_FOUND
 
 from jean_memory import clock
 from jean_memory.oauth.jwt_tokens import InvalidAccessToken, verify_access_token
 from tests.support.oauth import McpHttp, new_flow
+from tests.support.sdk_client import Browser, MemoryTokenStorage, WireLog, sdk_client, sdk_provider
 from tests.support.servers import TEST_SECRET
 
 
@@ -327,3 +333,140 @@ def test_the_verifier_answers_any_signed_claims_with_claims_or_invalid_token(cha
     except InvalidAccessToken:
         return
     assert isinstance(verified.sub, str) and isinstance(verified.grant_id, str) and type(verified.exp) is int
+
+
+# --- a client that goes away, and what the server does not serve (issue 18, defects 5 and 6) --------
+
+
+@pytest.fixture
+def server_log(caplog):
+    """Every record of the server thread, uvicorn's own included: uvicorn's loggers do not
+    propagate to the root logger that caplog listens on, and "Exception in ASGI application"
+    is logged there."""
+    caplog.set_level(logging.INFO)
+    uvicorn_logger = logging.getLogger("uvicorn")
+    uvicorn_logger.addHandler(caplog.handler)
+    yield caplog
+    uvicorn_logger.removeHandler(caplog.handler)
+
+
+def send_raw(server, request: bytes) -> bytes:
+    """Send `request` bytes as they are, stop sending (the client is gone) and read what comes back."""
+    address = urlsplit(server.base_url)
+    with socket.create_connection((address.hostname, address.port), timeout=15) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def access_line(caplog, method: str, route: str, timeout: float = 10.0) -> logging.LogRecord:
+    """The request log's record for `method route`, once the server has written it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for record in list(caplog.records):
+            if record.name == "jean_memory.http" and (getattr(record, "route", None), record.method) == (route, method):
+                return record
+        time.sleep(0.02)
+    raise AssertionError(f"no access line for {method} {route}: {[r.getMessage() for r in caplog.records]}")
+
+
+def no_errors(caplog) -> None:
+    problems = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not problems, [f"{r.name}: {r.getMessage()}" for r in problems]
+
+
+def cut_short(path: str, content_type: str, token: str | None = None) -> bytes:
+    authorization = f"Authorization: Bearer {token}\r\n" if token else ""
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{authorization}Content-Type: {content_type}\r\n"
+        "Accept: application/json, text/event-stream\r\nContent-Length: 1000\r\n\r\n0123456789"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/oauth/token", "application/x-www-form-urlencoded"),
+        ("/oauth/revoke", "application/x-www-form-urlencoded"),
+        ("/oauth/authorize", "application/x-www-form-urlencoded"),
+        ("/oauth/register", "application/json"),
+        ("/mcp", "application/json"),
+        ("/mcp/", "application/json"),
+    ],
+)
+def test_a_client_that_hangs_up_mid_body_is_499_at_info_without_a_traceback(
+    server, tokens, server_log, path, content_type
+):
+    """Issue 18 defect 5: Content-Length 1000, ten bytes, then the client is gone. It was an ERROR
+    traceback and a 500 in the access log (inside the SDK, "Error handling POST request")."""
+    token = tokens["access_token"] if path.startswith("/mcp") else None
+    assert send_raw(server, cut_short(path, content_type, token)) == b""  # nobody left to answer
+    record = access_line(server_log, "POST", path)
+    assert record.status == 499 and record.levelno == logging.INFO
+    no_errors(server_log)
+
+
+def test_an_invalid_chunked_mcp_body_is_uvicorns_400_and_no_error_of_ours(server, tokens, server_log):
+    """uvicorn answers the broken chunk 400 and closes; the SDK then logged the body it could not
+    read as an ERROR."""
+    request = (
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {tokens['access_token']}\r\nContent-Type: application/json\r\n"
+        "Accept: application/json, text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n"
+    ).encode()
+    assert send_raw(server, request).startswith(b"HTTP/1.1 400 ")
+    assert access_line(server_log, "POST", "/mcp").status == 499
+    no_errors(server_log)
+
+
+UNSERVED = {
+    "prompts/list": {},
+    "prompts/get": {"name": "anything"},
+    "resources/list": {},
+    "resources/read": {"uri": "test://static-text"},
+    "resources/templates/list": {},
+}
+
+
+def test_prompts_and_resources_are_neither_advertised_nor_served(server, tokens, server_log):
+    """Issue 18 defect 6: `prompts/get` answered JSON-RPC error code 0 with an ERROR traceback,
+    and `initialize` advertised prompts and resources, which this server has none of."""
+    mcp = McpHttp(server.mcp_url, tokens["access_token"])
+    capabilities = mcp.initialize().json()["result"]["capabilities"]
+    assert set(capabilities) == {"tools"}
+    for method, params in UNSERVED.items():
+        error = mcp.rpc(method, params).json()["error"]
+        assert (error["code"], error["message"], error.get("data")) == (-32601, "Method not found", method)
+    assert mcp.rpc("tools/list", {}).json()["result"]["tools"]
+    no_errors(server_log)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_the_sdk_client_sees_tools_only_and_method_not_found_for_prompts_and_resources(server, alice):
+    async with httpx.AsyncClient(timeout=15) as http:
+        browser = Browser(http=http, email=alice.email)
+        provider = sdk_provider(server.mcp_url, MemoryTokenStorage(), browser)
+        async with sdk_client(server.mcp_url, provider, WireLog()) as client:
+            capabilities = client.server_capabilities
+            assert capabilities.tools is not None
+            assert capabilities.prompts is None and capabilities.resources is None
+            calls = {
+                "prompts/list": client.list_prompts,
+                "prompts/get": lambda: client.get_prompt("anything"),
+                "resources/list": client.list_resources,
+                "resources/read": lambda: client.read_resource("test://static-text"),
+                "resources/templates/list": client.list_resource_templates,
+            }
+            for method, call in calls.items():
+                with pytest.raises(MCPError) as refused:
+                    await call()
+                assert refused.value.error.code == METHOD_NOT_FOUND, (method, refused.value.error)
+            assert (await client.list_tools()).tools

@@ -24,6 +24,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS
 from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope, Send
 
 from jean_memory.config import Settings, is_loopback_host
@@ -69,6 +70,34 @@ def origin_allowed(origin: str, issuer: str) -> bool:
     return parts.scheme in ("http", "https") and is_loopback_host(parts.hostname or "") and not parts.path
 
 
+async def body_read_first(scope: Scope, receive: Receive, limit: int) -> Receive:
+    """Read the request body (up to just past `limit`) before the SDK does, and hand the SDK a
+    `receive` that replays it.
+
+    A client that hangs up mid-body (or sends a chunked body uvicorn rejects) raises Starlette's
+    ClientDisconnect here, which the request log records as 499 at INFO; inside the SDK it was
+    an ERROR "Error handling POST request" with a traceback and a 500. A body past `limit` (or
+    declared to be) is left unread: the SDK's own check answers it 413 as before."""
+    declared = Headers(scope=scope).get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return receive
+    messages: list[Message] = []
+    size, more = 0, True
+    while more and size <= limit:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        messages.append(message)
+        size += len(message.get("body", b""))
+        more = message.get("more_body", False)
+    pending = iter(messages)
+
+    async def replay() -> Message:
+        return next(pending, None) or await receive()
+
+    return replay
+
+
 async def send_json(send: Send, status: int, body: dict, headers: list[tuple[bytes, bytes]]) -> None:
     payload = json.dumps(body).encode()
     await send(
@@ -86,14 +115,27 @@ async def send_json(send: Send, status: int, body: dict, headers: list[tuple[byt
     await send({"type": "http.response.body", "body": payload})
 
 
+# MCPServer registers these whether or not it has anything to serve, and the SDK derives the
+# advertised capabilities from the registered handlers.
+UNSERVED_METHODS = ("prompts/list", "prompts/get", "resources/list", "resources/read", "resources/templates/list")
+
+
 class ProfileServer(MCPServer):
     """The SDK's server for one client profile. A call to a tool the profile does not have is
     the protocol error the tools spec names (-32602, "Unknown tool"), not a tool result the
-    model would read as that tool's own failure (the SDK's default)."""
+    model would read as that tool's own failure (the SDK's default).
+
+    Jean Memory serves tools only. The prompt and resource handlers MCPServer registers by
+    default are dropped, so `initialize` and `server/discover` advertise neither capability and
+    a request for one is JSON-RPC's -32601 "Method not found" (naming the method): before, an
+    empty `prompts` capability was advertised and `prompts/get` answered error code 0 with an
+    ERROR traceback in the log. (The SDK, pinned to 2.3, has no public way to unregister.)"""
 
     def __init__(self, tool_names: frozenset[str]) -> None:
         super().__init__(name="jean-memory", instructions=INSTRUCTIONS, version="0.1.0")
         self._tool_names = tool_names
+        for method in UNSERVED_METHODS:
+            self._lowlevel_server._request_handlers.pop(method, None)
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
         if name not in self._tool_names:
@@ -238,6 +280,7 @@ class McpEndpoint:
                 cors,
             )
             return
+        receive = await body_read_first(scope, receive, self._settings.max_mcp_body_bytes)
         token = current_principal.set(principal)
         try:
             scope = with_lowercase_media_type(scope)

@@ -20,8 +20,8 @@ def canonical_resource(url: str) -> str:
         host = f"[{host}]"
     try:
         port = parts.port
-    except ValueError:
-        port = None
+    except ValueError:  # `:443x`, `:8443:443`: no URL of ours, so nothing it may equal
+        return url
     netloc = host if port in (None, DEFAULT_PORTS.get(scheme)) else f"{host}:{port}"
     path = parts.path[:-1] if parts.path.endswith("/") else parts.path
     return f"{scheme}://{netloc}{path}" + (f"?{parts.query}" if parts.query else "")

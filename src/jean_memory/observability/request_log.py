@@ -3,6 +3,10 @@
 The line names the route template (not the raw path or query, which can hold codes and
 tokens), the status, the duration, a request id (taken from a sane `X-Request-ID` or made up,
 and echoed back), and the client and user ids when the request established them.
+
+A client that goes away before its body has arrived is logged here as 499 (nginx's "client
+closed request"; HTTP has no status for it), at INFO like every request: it is no server error,
+so no traceback and no 500.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import re
 import time
 from typing import Any
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jean_memory import clock
@@ -20,6 +25,7 @@ from jean_memory.observability.metrics import Metrics
 
 logger = logging.getLogger("jean_memory.http")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{8,128}$")
+CLIENT_CLOSED_REQUEST = 499
 
 
 class JsonFormatter(logging.Formatter):
@@ -79,6 +85,10 @@ class RequestLogMiddleware:
 
         try:
             await self.app(scope, receive, send_and_record)
+        except ClientDisconnect:
+            # Starlette's signal, from any body reader (ours, its form parser, the MCP endpoint's),
+            # that the client hung up mid-body: there is nobody left to answer.
+            status = CLIENT_CLOSED_REQUEST
         finally:
             elapsed = time.perf_counter() - started
             route = route_of(scope)
