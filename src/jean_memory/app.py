@@ -196,13 +196,14 @@ def build_app(settings: Settings, engine: Engine, migrate: bool = True, embedder
 
             tasks.start_soon(work)
             yield
-            # Shutting down (SIGTERM): uvicorn has finished in-flight requests; finish the saves
-            # they queued, within the grace period. What is left stays queued for the next start.
+            # Shutting down (SIGTERM): uvicorn has finished in-flight requests; run the saves
+            # they queued, within the grace period. Jobs still running then are released (their
+            # leases cleared), so the next start or another instance takes them at once.
             worker_scope.cancel()
             done = await worker.drain(settings.shutdown_grace_seconds)
             left = await run_db(pending_count, engine)
             logging.getLogger("jean_memory").info(
-                "shutdown: finished %d queued jobs, %d left for the next start", done, left
+                "shutdown: ran %d queued jobs, %d left for the next start", done, left
             )
             tasks.cancel_scope.cancel()
 
