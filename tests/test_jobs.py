@@ -13,7 +13,16 @@ from jean_memory import clock
 from jean_memory.db.tables import documents, jobs, memories
 from jean_memory.memory.chunking import chunk_text
 from jean_memory.memory.embeddings import LocalOnnxEmbedder
-from jean_memory.memory.jobs import HEARTBEAT_SECONDS, LEASE_SECONDS, Lease, LeaseLost, Worker, enqueue, pending_count
+from jean_memory.memory.jobs import (
+    BACKLOG_LIMIT,
+    HEARTBEAT_SECONDS,
+    LEASE_SECONDS,
+    Lease,
+    LeaseLost,
+    Worker,
+    enqueue,
+    pending_count,
+)
 from jean_memory.memory.service import EMBED_BATCH, MemoryService
 
 
@@ -283,3 +292,31 @@ def test_several_workers_run_each_job_once(engine):
     anyio.run(main)
     assert sorted(ran) == list(range(60))
     assert pending_count(engine) == 0
+
+
+def test_a_request_queueing_onto_a_deep_backlog_runs_a_quick_job_itself(engine):
+    """Issue 18: 200 clients saving left thousands of jobs queued and facts appearing 30 s after
+    the load ended. Past BACKLOG_LIMIT the thread that queues one more runs the oldest quick job
+    (a save) before answering, so saves cannot outrun the cores; slow kinds are never run there,
+    and a job's own enqueues never help."""
+    ran: list[tuple[str, bool]] = []
+    worker: Worker
+
+    def save(user_id: str, payload: dict, lease: Lease) -> None:
+        ran.append((payload["n"], threading.current_thread() is threading.main_thread()))
+        with engine.begin() as conn:
+            enqueue(conn, "index", user_id, {"n": "from a job"})
+        worker.enqueued()  # as the service's hook does after an enqueue
+
+    worker = Worker(engine, {"save": save, "index": lambda *_: None}, quick={"save"})
+    with engine.begin() as conn:
+        enqueue(conn, "index", "u1", {"n": "slow"})
+        for n in range(BACKLOG_LIMIT - 1):
+            enqueue(conn, "save", "u1", {"n": n})
+    worker.enqueued()  # at the limit: nothing to help with
+    assert ran == []
+    with engine.begin() as conn:
+        enqueue(conn, "save", "u1", {"n": "one too many"})
+    worker.enqueued()
+    assert ran == [(0, True)]  # the oldest save, here, and only one (not the older slow job)
+    assert pending_count(engine) == BACKLOG_LIMIT + 1  # one save done, one job queued by it

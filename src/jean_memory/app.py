@@ -27,7 +27,7 @@ from jean_memory.mcp_server.legacy import LegacyEndpoint
 from jean_memory.memory.embeddings import Embedder, LocalOnnxEmbedder, create_embedder
 from jean_memory.memory.extraction import LlmExtractor
 from jean_memory.memory.jobs import Worker, pending_count
-from jean_memory.memory.service import MemoryService
+from jean_memory.memory.service import SAVE_JOB, MemoryService
 from jean_memory.oauth.authorize import AuthorizationEndpoints
 from jean_memory.oauth.clients import sweep_unused_clients
 from jean_memory.oauth.grants import sweep_expired
@@ -103,8 +103,8 @@ def build_app(settings: Settings, engine: Engine, migrate: bool = True, embedder
         LlmExtractor(settings.llm_base_url, settings.llm_model, settings.llm_api_key) if settings.llm_base_url else None
     )
     memory = MemoryService(engine, embedder if embedder is not None else build_embedder(settings), extractor=extractor)
-    worker = Worker(engine, memory.job_handlers())
-    memory.set_enqueue_hook(worker.wake)
+    worker = Worker(engine, memory.job_handlers(), quick={SAVE_JOB})
+    memory.set_enqueue_hook(worker.enqueued)
     mcp = McpEndpoint(oauth, memory, settings)
     metadata = MetadataEndpoints(settings)
     authorize = AuthorizationEndpoints(oauth)

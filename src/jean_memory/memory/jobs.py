@@ -20,7 +20,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +43,12 @@ LEASE_SECONDS = 30
 HEARTBEAT_SECONDS = 5
 MAX_ATTEMPTS = 5
 IDLE_POLL_SECONDS = 1.0
+#: Queued jobs beyond which a request that queues one more runs a queued quick job (a save)
+#: itself before it answers: under more saves than the cores can make, the requester pays, so
+#: the queue stays this short instead of growing for as long as the load lasts.
+BACKLOG_LIMIT = 20
+
+_in_job = threading.local()  # set in threads running a job: their own enqueues never help
 
 
 def job_slots() -> int:
@@ -96,18 +102,19 @@ def users_with_queued(kind: str) -> sa.Select:
     return sa.select(jobs.c.user_id).where(jobs.c.kind == kind)
 
 
-def claim_next(engine: Engine) -> sa.Row | None:
-    """Lease the oldest job nobody holds; None when there is nothing to do. The row is the job as
-    it was before this claim (see `lease_of`).
+def claim_next(engine: Engine, kinds: Collection[str] | None = None) -> sa.Row | None:
+    """Lease the oldest job nobody holds (of `kinds`, if given); None when there is nothing to do.
+    The row is the job as it was before this claim (see `lease_of`).
 
     Safe with any number of claimers: on PostgreSQL the candidates are locked with SKIP LOCKED,
     so concurrent claimers take different jobs instead of queueing on the same rows; SQLite
     serialises writers, and the UPDATE checks again that the job is free."""
     now = clock.now()
     free = sa.or_(jobs.c.locked_until.is_(None), jobs.c.locked_until < now)
+    wanted = jobs.c.kind.in_(kinds) if kinds is not None else sa.true()
     with engine.begin() as conn:
         candidates = conn.execute(
-            sa.select(jobs).where(free).order_by(jobs.c.created_at).limit(5).with_for_update(skip_locked=True)
+            sa.select(jobs).where(free, wanted).order_by(jobs.c.created_at).limit(5).with_for_update(skip_locked=True)
         ).all()
         for job in candidates:
             taken = conn.execute(
@@ -162,6 +169,29 @@ def retry_later(engine: Engine, job: sa.Row) -> None:
             conn.execute(jobs.update().where(*lease._ours()).values(locked_until=clock.now() + 2**lease.attempt))
 
 
+def run_claimed(engine: Engine, handler: Handler, job: sa.Row) -> None:
+    """Run a claimed job in this thread and finish it, or schedule its retry."""
+    lease = lease_of(job)
+    try:
+        as_job(handler, job.user_id, dict(job.payload), lease)
+    except LeaseLost:
+        logger.warning("job %s (%s) was taken over or released; left to the next run", job.id, job.kind)
+    except Exception:
+        logger.exception("job %s (%s) failed; will retry", job.id, job.kind)
+        retry_later(engine, job)
+    else:
+        finish(engine, lease)
+
+
+def as_job(handler: Handler, user_id: str, payload: dict[str, Any], lease: Lease) -> None:
+    """Run `handler` marked as a job, so the jobs it queues never make it help (see `enqueued`)."""
+    _in_job.active = True
+    try:
+        handler(user_id, payload, lease)
+    finally:
+        _in_job.active = False
+
+
 def pending_count(engine: Engine) -> int:
     with engine.connect() as conn:
         return conn.execute(sa.select(sa.func.count()).select_from(jobs)).scalar_one()
@@ -171,9 +201,16 @@ class Worker:
     """Runs queued jobs, up to `slots` at once, each in a thread of the worker's own limiter;
     woken at once by local enqueues and by each job's end."""
 
-    def __init__(self, engine: Engine, handlers: dict[str, Handler], slots: int | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        handlers: dict[str, Handler],
+        slots: int | None = None,
+        quick: Collection[str] = (),
+    ) -> None:
         self._engine = engine
         self._handlers = handlers
+        self._quick = frozenset(quick)  # kinds short enough for a request to run (see `enqueued`)
         self._slots = slots or job_slots()
         # Job threads come from here, never from the default limiter that requests use.
         self._threads = anyio.CapacityLimiter(self._slots + 1)  # + the claim/heartbeat queries
@@ -186,6 +223,19 @@ class Worker:
         loop, event = self._loop, self._wake
         if loop is not None and event is not None:
             loop.call_soon_threadsafe(event.set)
+
+    def enqueued(self) -> None:
+        """The enqueue hook, called in the thread that queued a job: wakes the worker, and while
+        more than BACKLOG_LIMIT jobs wait, runs the oldest quick one right here (back-pressure:
+        the request answers a job's time later, and saves cannot outrun the cores)."""
+        self.wake()
+        if not self._quick or getattr(_in_job, "active", False):
+            return
+        if pending_count(self._engine) <= BACKLOG_LIMIT:
+            return
+        job = claim_next(self._engine, self._quick)
+        if job is not None:
+            run_claimed(self._engine, self._handlers[job.kind], job)
 
     async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await anyio.to_thread.run_sync(lambda: fn(*args), limiter=self._threads)
@@ -214,7 +264,13 @@ class Worker:
                 if handler is None:
                     raise LookupError(f"no handler for job kind {job.kind!r}")
                 await anyio.to_thread.run_sync(
-                    handler, job.user_id, dict(job.payload), lease, limiter=self._threads, abandon_on_cancel=True
+                    as_job,
+                    handler,
+                    job.user_id,
+                    dict(job.payload),
+                    lease,
+                    limiter=self._threads,
+                    abandon_on_cancel=True,
                 )
             except LeaseLost:
                 logger.warning("job %s (%s) was taken over or released; left to the next run", job.id, job.kind)
