@@ -128,7 +128,10 @@ def test_saves_promised_before_a_kill_9_are_made_within_a_minute_of_the_restart(
         pytest.skip("needs two job slots (two cores) to hold a save and a document at once")
     with StandInLlm().running() as llm:
         env = cli_env(database_url, tmp_path / "data") | {"JEAN_MEMORY_LLM_BASE_URL": llm.url}
-        assert run_cli(["user", "add", "crash@example.com", "--password-stdin"], env, stdin=PASSWORD + "\n").returncode == 0
+        assert (
+            run_cli(["user", "add", "crash@example.com", "--password-stdin"], env, stdin=PASSWORD + "\n").returncode
+            == 0
+        )
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         process = serve_process(env, port, stderr=subprocess.DEVNULL)

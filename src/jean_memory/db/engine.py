@@ -47,9 +47,6 @@ def create_engine(url: str) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.execute("PRAGMA foreign_keys=ON")
-            # Each pooled connection keeps its own page cache (2 MB by default, 50 connections:
-            # 100 MB that filled as the database grew under load); the OS caches the file once.
-            cursor.execute("PRAGMA cache_size=-512")
             cursor.close()
 
         return engine
