@@ -231,11 +231,13 @@ def test_the_heartbeat_keeps_a_long_job_leased(engine):
                 assert time.monotonic() < deadline, "no heartbeat renewed the lease"
                 await anyio.sleep(0.05)
             taken_over.append(await second.run_once())
+            with engine.connect() as conn:  # nor taken again by its own worker as a lapsed job
+                taken_over.append(conn.execute(sa.select(jobs.c.attempts)).scalar_one() != 1)
             stop.set()
             tasks.cancel_scope.cancel()
 
     anyio.run(main)
-    assert taken_over == [False]
+    assert taken_over == [False, False]
     assert pending_count(engine) == 0
 
 

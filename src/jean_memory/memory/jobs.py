@@ -102,16 +102,20 @@ def users_with_queued(kind: str) -> sa.Select:
     return sa.select(jobs.c.user_id).where(jobs.c.kind == kind)
 
 
-def claim_next(engine: Engine, kinds: Collection[str] | None = None) -> sa.Row | None:
+def claim_next(engine: Engine, kinds: Collection[str] | None = None, running: Collection[str] = ()) -> sa.Row | None:
     """Lease the oldest job nobody holds (of `kinds`, if given); None when there is nothing to do.
-    The row is the job as it was before this claim (see `lease_of`).
+    The row is the job as it was before this claim (see `lease_of`). `running`: the ids of the
+    jobs the caller runs, never taken again by it even when their leases look lapsed.
 
     Safe with any number of claimers: on PostgreSQL the candidates are locked with SKIP LOCKED,
     so concurrent claimers take different jobs instead of queueing on the same rows; SQLite
     serialises writers, and the UPDATE checks again that the job is free."""
     now = clock.now()
     free = sa.or_(jobs.c.locked_until.is_(None), jobs.c.locked_until < now)
-    wanted = jobs.c.kind.in_(kinds) if kinds is not None else sa.true()
+    wanted = sa.and_(
+        jobs.c.kind.in_(kinds) if kinds is not None else sa.true(),
+        jobs.c.id.not_in(list(running)) if running else sa.true(),
+    )
     with engine.begin() as conn:
         candidates = conn.execute(
             sa.select(jobs).where(free, wanted).order_by(jobs.c.created_at).limit(5).with_for_update(skip_locked=True)
@@ -312,7 +316,7 @@ class Worker:
                 job = None
                 if len(self._running) < self._slots:
                     try:
-                        job = await self._db(claim_next, self._engine)
+                        job = await self._db(claim_next, self._engine, None, list(self._running))
                     except Exception:
                         logger.exception("claiming a job failed; will retry")
                 if job is not None:
