@@ -61,7 +61,7 @@ NEAREST = 5  # earlier memories the detector sees, as the service's `_closest` h
 GRID_CUE = tuple(round(0.40 + 0.05 * i, 2) for i in range(10))  # 0.40 .. 0.85
 GRID_VALUES = tuple(round(0.50 + 0.05 * i, 2) for i in range(9))  # 0.50 .. 0.90
 GRID_SHARED = (1, 2)
-GRID_OLD_WORDS = (15, 25, 40)
+GRID_WORDS = (15, 25, 40)
 
 
 def log(message: str) -> None:
@@ -139,7 +139,7 @@ def outcome(scenario: Scenario, config: SupersessionConfig) -> tuple[int, int, i
 
 
 def grid() -> list[SupersessionConfig]:
-    points = itertools.product(GRID_CUE, GRID_VALUES, GRID_SHARED, GRID_OLD_WORDS)
+    points = itertools.product(GRID_CUE, GRID_VALUES, GRID_SHARED, GRID_WORDS)
     return [SupersessionConfig(c, v, s, w) for c, v, s, w in points]
 
 
@@ -154,7 +154,7 @@ def choose(counts: np.ndarray, configs: list[SupersessionConfig]) -> int:
 
     def key(i: int) -> tuple[float, float, float, int, int]:
         c = configs[i]
-        return (f_half(*counts[i]), c.with_cue, c.with_values, c.min_shared, -c.max_old_words)
+        return (f_half(*counts[i]), c.with_cue, c.with_values, c.min_shared, -c.max_words)
 
     return max(range(len(configs)), key=key)
 
@@ -200,7 +200,7 @@ def evaluate(scenarios: list[Scenario]) -> dict[str, Any]:
 def label(config: SupersessionConfig) -> str:
     return (
         f"with_cue={config.with_cue} with_values={config.with_values} min_shared={config.min_shared} "
-        f"max_old_words={config.max_old_words}"
+        f"max_words={config.max_words}"
     )
 
 
@@ -351,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool", type=int, default=300, help="unrelated memories per scenario")
     parser.add_argument("--pool-conversation", default="26")
     parser.add_argument("--service", action="store_true", help="also current-first through MemoryService.search")
+    parser.add_argument("--service-pool", type=int, default=60, help="unrelated memories per person there")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     embedder = LocalOnnxEmbedder()
@@ -374,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         run["held_out"] = f"{superseded}/{turns} = {superseded / turns:.2%}" if turns else None
     if args.service:
         log("current-first through MemoryService.search")
-        report["current_first"] = current_first(data, pool, embedder, config)
+        report["current_first"] = current_first(data, pool[: args.service_pool], embedder, config)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
