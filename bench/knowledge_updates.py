@@ -208,7 +208,7 @@ def mistakes(scenarios: list[Scenario], config: SupersessionConfig) -> list[dict
     """What the detector got wrong on the set with `config`, for reading."""
     out = []
     for s in scenarios:
-        true, false, missed = outcome(s, config)
+        _, false, missed = outcome(s, config)
         if s.kind == "pool" and false:
             fired = [(t, sig.cosine) for t, sig in s.candidates if decide(sig, config) is not None]
             out.append({"kind": s.kind, "new": s.new, "superseded": max(fired, key=lambda f: f[1])[0]})
@@ -251,9 +251,7 @@ def locomo_false_supersessions(
                 earlier = rows[:position]
                 cosines = vectors[earlier] @ vectors[i]
                 nearest = [earlier[k] for k in np.argsort(-cosines, kind="stable")[:NEAREST]]
-                candidates = [
-                    Candidate(k, texts[k], vectors[k], conversation.turns[k].at) for k in nearest
-                ]
+                candidates = [Candidate(k, texts[k], vectors[k], conversation.turns[k].at) for k in nearest]
                 found = find_superseded(texts[i], vectors[i], conversation.turns[i].at, candidates, config)
                 if found is not None:
                     superseded.add(int(found.old_id))  # type: ignore[call-overload]

@@ -93,7 +93,7 @@ class PairSignals:
         return bool(self.new_values) and bool(self.old_values)
 
 
-_TOKEN = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*|\d+(?:[.,:/-]\d+)*")
+_TOKEN = re.compile(r"[^\W\d_]+(?:['\u2019][^\W\d_]+)*|\d+(?:[.,:/-]\d+)*")
 _SENTENCE_END = re.compile(r"[.!?;:]\s*$")
 
 # Function words, pronouns, auxiliaries and fillers: never a subject, never a value.
@@ -189,6 +189,10 @@ _MONTHS_DAYS = frozenset(
 )
 
 
+# Words that are never a fact's value, even capitalised.
+_NOT_VALUES = _STOP | _CUE_WORDS | _WEAK_CUE_WORDS | frozenset(_RELATIONS)
+
+
 def _tokens(text: str) -> list[tuple[str, bool]]:
     """(token, starts a sentence) pairs, apostrophes normalised."""
     out: list[tuple[str, bool]] = []
@@ -196,7 +200,7 @@ def _tokens(text: str) -> list[tuple[str, bool]]:
     for match in _TOKEN.finditer(text):
         before = text[last_end : match.start()]
         starts = not out or bool(_SENTENCE_END.search(before)) or before.strip().startswith(("[", "("))
-        out.append((match.group().replace("’", "'"), starts))
+        out.append((match.group().replace("\u2019", "'"), starts))
         last_end = match.end()
     return out
 
@@ -235,9 +239,7 @@ def values(text: str) -> frozenset[str]:
             found.add(token.replace(",", ""))
         elif lower in _MONTHS_DAYS:
             found.add(lower)
-        elif lower in _STOP or lower in _RELATIONS or lower in _CUE_WORDS or lower in _WEAK_CUE_WORDS:
-            continue
-        elif after in _GREETINGS:  # "Thanks, Melanie!": whom one speaks to, not a fact's value
+        elif lower in _NOT_VALUES or after in _GREETINGS:  # after a greeting: whom one speaks to
             continue
         elif (token[0].isupper() and not starts) or any(c.isupper() for c in token[1:]):
             found.add(lower)
@@ -319,9 +321,7 @@ def decide(signals: PairSignals, config: SupersessionConfig) -> tuple[str, ...] 
     if cues and signals.cosine >= config.with_cue:
         reasons.append("says it changed: " + ", ".join(sorted(cues)))
     if signals.values_changed and signals.cosine >= config.with_values:
-        reasons.append(
-            f"{', '.join(sorted(signals.old_values))} -> {', '.join(sorted(signals.new_values))}"
-        )
+        reasons.append(f"{', '.join(sorted(signals.old_values))} -> {', '.join(sorted(signals.new_values))}")
     return tuple(reasons) or None
 
 
