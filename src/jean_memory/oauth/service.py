@@ -14,8 +14,9 @@ from sqlalchemy.engine import Engine
 from jean_memory.accounts.users import get_user
 from jean_memory.config import Settings, derive_key
 from jean_memory.oauth import grants as grant_store
-from jean_memory.oauth.cimd import CimdClients, CimdError, CimdFetcher, is_metadata_url
+from jean_memory.oauth.cimd import CimdClients, is_metadata_url
 from jean_memory.oauth.clients import Client, client_profile, get_client, touch_client
+from jean_memory.oauth.guarded_fetch import CimdError, CimdFetcher
 from jean_memory.oauth.jwt_tokens import (
     AccessTokenClaims,
     InvalidAccessToken,
