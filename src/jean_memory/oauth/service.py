@@ -23,7 +23,7 @@ from jean_memory.oauth.jwt_tokens import (
     mint_access_token,
     verify_access_token,
 )
-from jean_memory.oauth.revocation import RevocationCache
+from jean_memory.oauth.revoked_grants import RevocationCache
 from jean_memory.observability.metrics import Metrics
 from jean_memory.off_loop import run_db
 
