@@ -28,8 +28,14 @@ from jean_memory import clock
 from jean_memory.accounts.users import User, create_user
 from jean_memory.db.rate_limits import AUTHORIZE_REQUESTS
 from jean_memory.db.tables import rate_limits
-from jean_memory.oauth import cimd
-from jean_memory.oauth.cimd import CimdError, CimdFetcher, cache_seconds, check_client_id_url, forbidden_reason
+from jean_memory.oauth import cimd_document, guarded_fetch
+from jean_memory.oauth.guarded_fetch import (
+    CimdError,
+    CimdFetcher,
+    cache_seconds,
+    check_client_id_url,
+    forbidden_reason,
+)
 from tests.support.https_server import DocumentServer, Route
 from tests.support.oauth import PASSWORD, Flow, McpHttp, new_flow, redirect_params
 from tests.support.sdk_client import SDK_REDIRECT_URI, MemoryTokenStorage, WireLog, sdk_client
@@ -387,7 +393,7 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_dns(host: str, port: int) -> list[str]:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
-    monkeypatch.setattr(cimd, "resolve_host", no_dns)
+    monkeypatch.setattr(guarded_fetch, "resolve_host", no_dns)
 
 
 def test_pinned_claude_document_is_used_when_the_fetch_fails(server, alice, offline):
@@ -417,10 +423,10 @@ def test_a_pinned_document_only_stands_for_its_exact_url(server, offline, client
 
 
 def test_pinned_documents_pass_the_checks():
-    pinned = cimd.pinned_documents()
+    pinned = cimd_document.pinned_documents()
     assert set(pinned) == {CLAUDE_CIMD, CLAUDE_CODE_CIMD, "https://chatgpt.com/oauth/client.json"}
     for url, document in pinned.items():
-        fields = cimd.validate_document(url, document)
+        fields = cimd_document.validate_document(url, document)
         assert fields["token_endpoint_auth_method"] == "none"
         assert "authorization_code" in fields["grant_types"]
     assert CLAUDE_CALLBACK in pinned[CLAUDE_CIMD]["redirect_uris"]
@@ -660,7 +666,7 @@ def test_a_tarpit_host_under_120_concurrent_authorizations_leaves_the_server_ans
     assert "structuredContent" in found and mcp_seconds < 1.0, mcp_seconds
     assert set(statuses) <= {400, 429}, statuses
     # The host timed out once per fetch thread; every other URL on it was refused without a fetch.
-    assert sum(docs.hits.values()) <= cimd.FETCH_THREADS
+    assert sum(docs.hits.values()) <= guarded_fetch.FETCH_THREADS
 
 
 def test_a_failed_fetch_is_remembered_for_a_minute(server, docs):
@@ -677,12 +683,12 @@ def test_a_failed_fetch_is_remembered_for_a_minute(server, docs):
 @pytest.fixture
 def internal_name(monkeypatch: pytest.MonkeyPatch) -> None:
     """`vm` resolves to a loopback address, as an internal name on the server's network would."""
-    real = cimd.resolve_host
+    real = guarded_fetch.resolve_host
 
     def resolve(host: str, port: int) -> list[str]:
         return ["127.0.0.1"] if host == "vm" else real(host, port)
 
-    monkeypatch.setattr(cimd, "resolve_host", resolve)
+    monkeypatch.setattr(guarded_fetch, "resolve_host", resolve)
 
 
 def test_the_refusal_page_says_nothing_of_internal_addresses(server, internal_name, caplog):

@@ -52,9 +52,6 @@ KNOWN_VIOLATIONS: set[tuple[str, ...]] = {
     # issue 13 item 3 gives it the one token check of oauth/verify.py instead.
     ("arrow", "jean_memory.mcp_server.endpoint", "jean_memory.oauth.jwt_tokens"),
     ("arrow", "jean_memory.mcp_server.endpoint", "jean_memory.oauth.service"),
-    # Transport, document rules and a cache (655 lines): issue 13 item 4 splits the transport.
-    ("size", "jean_memory.oauth.cimd"),
-    ("cycle", "jean_memory.oauth.cimd", "jean_memory.oauth.cimd_failures"),
 }
 
 Violation = tuple[str, ...]

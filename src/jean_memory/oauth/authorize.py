@@ -28,11 +28,11 @@ from jean_memory.oauth.browser import (
     set_csrf_cookie,
     set_session_cookie,
 )
-from jean_memory.oauth.cimd import CimdError
 from jean_memory.oauth.clients import Client
 from jean_memory.oauth.display import consent_facts, https_host
-from jean_memory.oauth.errors import OAuthError
+from jean_memory.oauth.errors import ErrorCode, OAuthError
 from jean_memory.oauth.forms import read_form, repeated
+from jean_memory.oauth.guarded_fetch import CimdError
 from jean_memory.oauth.redirects import matches_registered
 from jean_memory.oauth.resource import resolve_resource
 from jean_memory.oauth.scopes import SCOPE_DESCRIPTIONS, grantable_scope
@@ -218,7 +218,7 @@ class AuthorizationEndpoints:
             prompt=(params.get("prompt") or "")[:100] or None,
         )
 
-    def _error_redirect(self, redirect_uri: str, error: str, description: str, state: str | None) -> Response:
+    def _error_redirect(self, redirect_uri: str, error: ErrorCode, description: str, state: str | None) -> Response:
         return redirect_to_client(
             redirect_uri,
             {"error": error, "error_description": description, "state": state, "iss": self._settings.issuer},

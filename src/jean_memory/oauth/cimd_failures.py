@@ -10,13 +10,10 @@ refusals is all it holds, so sharing it between instances buys nothing.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from jean_memory import clock
-
-if TYPE_CHECKING:
-    from jean_memory.oauth.cimd import CimdError
+from jean_memory.oauth.guarded_fetch import CimdError
 
 FAILURE_SECONDS = 60
 MAX_ENTRIES = 4096  # per map; a flood of distinct URLs can only make it forget sooner

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 
 from jean_memory import clock
 from jean_memory.db.tables import oauth_clients
+from jean_memory.oauth.errors import ErrorCode
 from jean_memory.oauth.redirects import RedirectUriError, check_registrable_list
 from jean_memory.oauth.scopes import grantable_scope
 
@@ -31,7 +32,7 @@ SECRET_PREFIX = "jms_"
 class ClientMetadataError(ValueError):
     """RFC 7591 §3.2.2: `error` is invalid_redirect_uri or invalid_client_metadata."""
 
-    def __init__(self, error: str, description: str) -> None:
+    def __init__(self, error: ErrorCode, description: str) -> None:
         super().__init__(description)
         self.error = error
         self.description = description

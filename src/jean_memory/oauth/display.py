@@ -16,6 +16,7 @@ import unicodedata
 from dataclasses import dataclass
 from functools import cache
 
+from jean_memory.oauth.cimd_document import pinned_documents
 from jean_memory.oauth.clients import Client
 from jean_memory.oauth.redirects import split_url
 
@@ -72,8 +73,6 @@ class _Known:
 
 @cache
 def _known_apps() -> dict[str, _Known]:
-    from jean_memory.oauth.cimd import pinned_documents  # cimd imports this module's neighbours
-
     known: dict[str, _Known] = {}
     for url, document in pinned_documents().items():
         home = shown_host(url)

@@ -1,6 +1,7 @@
 """RFC 7009 token revocation: a refresh token or an access token ends its whole grant.
 
 Unknown or foreign tokens still get 200 (§2.2), so the endpoint reveals nothing about tokens.
+(Which grants are revoked, as the MCP endpoint asks on every request: `revoked_grants.py`.)
 """
 
 from __future__ import annotations

@@ -14,15 +14,16 @@ from sqlalchemy.engine import Engine
 from jean_memory.accounts.users import get_user
 from jean_memory.config import Settings, derive_key
 from jean_memory.oauth import grants as grant_store
-from jean_memory.oauth.cimd import CimdClients, CimdError, CimdFetcher, is_metadata_url
+from jean_memory.oauth.cimd import CimdClients, is_metadata_url
 from jean_memory.oauth.clients import Client, client_profile, get_client, touch_client
+from jean_memory.oauth.guarded_fetch import CimdError, CimdFetcher
 from jean_memory.oauth.jwt_tokens import (
     AccessTokenClaims,
     InvalidAccessToken,
     mint_access_token,
     verify_access_token,
 )
-from jean_memory.oauth.revocation import RevocationCache
+from jean_memory.oauth.revoked_grants import RevocationCache
 from jean_memory.observability.metrics import Metrics
 from jean_memory.off_loop import run_db
 

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from jean_memory.db import rate_limits
+from jean_memory.oauth.errors import ErrorCode
 from jean_memory.oauth.service import OAuthService
 from jean_memory.off_loop import run_db
 
@@ -34,8 +35,9 @@ async def over_limit(service: OAuthService, request: Request, limit: rate_limits
 
 def too_many_requests(limit: rate_limits.Limit) -> JSONResponse:
     wait = rate_limits.retry_after(limit)
+    error: ErrorCode = "too_many_requests"
     return JSONResponse(
-        {"error": "too_many_requests", "error_description": f"too many requests from your address; retry in {wait} s"},
+        {"error": error, "error_description": f"too many requests from your address; retry in {wait} s"},
         status_code=429,
         headers={"Retry-After": str(wait), "Cache-Control": "no-store"},
     )

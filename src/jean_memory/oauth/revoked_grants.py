@@ -2,7 +2,7 @@
 
 A grant revoked on this instance is known at once (it is marked here as it is revoked); one
 revoked elsewhere is seen when its cache entry ages out, within `ttl_seconds` (30 s by default,
-inside the 60 s the contract allows).
+inside the 60 s the contract allows). The RFC 7009 endpoint that revokes is `revoke.py`.
 
 A live grant is not enough: it must be the token's own, its user the token's `sub` and its
 client the token's `client_id` (CONTRACT "Access token"). Otherwise one person's live grant id
