@@ -217,8 +217,4 @@ def build_app(settings: Settings, engine: Engine, migrate: bool = True, embedder
     if settings.trusted_proxies:
         # Outermost, so the request log and rate limits see the real client address.
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies))
-    app.state.engine = engine
-    app.state.oauth = oauth
-    app.state.memory = memory
-    app.state.worker = worker
     return app
