@@ -47,12 +47,7 @@ ASSEMBLY = {"app": "app", "maintenance": "app", "cli": "cli", "cli_accounts": "c
 
 #: Exactly what violates today; each entry is ("arrow", importer, imported), ("cycle", *modules
 #: of one cycle, sorted) or ("size", module). Remove an entry when its violation is gone.
-KNOWN_VIOLATIONS: set[tuple[str, ...]] = {
-    # The MCP endpoint takes the whole OAuthService and verifies tokens with jwt_tokens itself;
-    # issue 13 item 3 gives it the one token check of oauth/verify.py instead.
-    ("arrow", "jean_memory.mcp_server.endpoint", "jean_memory.oauth.jwt_tokens"),
-    ("arrow", "jean_memory.mcp_server.endpoint", "jean_memory.oauth.service"),
-}
+KNOWN_VIOLATIONS: set[tuple[str, ...]] = set()  # issue 13 emptied it: keep it so
 
 Violation = tuple[str, ...]
 

@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -106,7 +108,15 @@ def test_one_log_line_per_request_with_ids_and_no_secrets(server, alice, caplog)
         assert secret not in everything
 
 
-def serve_process(env: dict[str, str], port: int, stderr: int = subprocess.PIPE) -> subprocess.Popen:
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Poll `condition` until it holds; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def serve_process(env: dict[str, str], port: int, stderr: Any = subprocess.PIPE) -> subprocess.Popen:
     """`jean-memory serve` as its own process, once it answers; stderr (the log) to read after."""
     command = [sys.executable, "-m", "jean_memory.cli", "serve", "--port", str(port)]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
@@ -135,23 +145,31 @@ def test_the_served_log_has_exactly_one_line_per_request(database_url, tmp_path)
     assert run_cli(["user", "add", "logs@example.com", "--password-stdin"], env, stdin=PASSWORD + "\n").returncode == 0
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    process = serve_process(env, port)
-    try:
-        token = new_flow(base).tokens("logs@example.com")["access_token"]
-        mcp = McpHttp(f"{base}/mcp", token)
-        mcp.call_tool("add_memories", {"text": "I keep bees on the roof"})
-        mcp.call_tool("search_memory", {"query": "bees"})
-        assert mcp.rpc("tools/list", {}).status_code == 200
-        time.sleep(0.5)  # the last request's line is written right after its answer
-    finally:
-        process.terminate()
-        _, stderr = process.communicate(timeout=30)
-    lines = stderr.splitlines()
+    log = tmp_path / "serve.log"  # a file, so the test can read the log while the server runs
+    with log.open("w") as log_file:
+        process = serve_process(env, port, stderr=log_file)
+        try:
+            token = new_flow(base).tokens("logs@example.com")["access_token"]
+            mcp = McpHttp(f"{base}/mcp", token)
+            mcp.call_tool("add_memories", {"text": "I keep bees on the roof"})
+            mcp.call_tool("search_memory", {"query": "bees"})
+            assert mcp.rpc("tools/list", {}).status_code == 200
+            # The last request's line is written right after its answer: wait until it is there.
+            wait_for(lambda: len(mcp_lines(log.read_text())) >= 3, "the third /mcp log line")
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    lines = log.read_text().splitlines()
     first = next(i for i, line in enumerate(lines) if "jean_memory.http" in line)
     stop = next(i for i, line in enumerate(lines) if "Shutting down" in line)
     serving = lines[first:stop]
     assert serving and all("jean_memory.http" in line for line in serving), "\n".join(serving)
-    assert sum(" /mcp " in line for line in serving) == 3
+    assert len(mcp_lines("\n".join(serving))) == 3
+
+
+def mcp_lines(log: str) -> list[str]:
+    """The request log's lines for `/mcp`."""
+    return [line for line in log.splitlines() if "jean_memory.http" in line and " /mcp " in line]
 
 
 def test_rotating_the_key_logs_nobody_out(database_url, tmp_path):
@@ -200,7 +218,9 @@ def test_sigterm_during_a_burst_loses_nothing_acknowledged(database_url, tmp_pat
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(save, i) for i in range(120)]
-        time.sleep(1.0)
+        # Mid-burst: some saves answered, the rest still to come or in flight.
+        wait_for(lambda: len(acknowledged) >= 8, "the first acknowledged saves", timeout=60)
+        assert not all(f.done() for f in futures), "the burst ended before the signal"
         process.send_signal(signal.SIGTERM)
         concurrent.futures.wait(futures)
     # uvicorn finishes in-flight requests and our lifespan drains queued saves, then re-raises

@@ -132,7 +132,7 @@ def build_app(settings: Settings, engine: Engine, migrate: bool = True, embedder
     memory = MemoryService(engine, embedder if embedder is not None else build_embedder(settings), extractor=extractor)
     worker = Worker(engine, Indexer(memory).job_handlers(), quick={SAVE_JOB})
     memory.set_enqueue_hook(worker.enqueued)
-    mcp = McpEndpoint(oauth, memory, settings)
+    mcp = McpEndpoint(oauth.verifier, memory, settings, metrics)
     metadata = MetadataEndpoints(settings)
     authorize = AuthorizationEndpoints(oauth)
     register = public_cors(request_response(RegistrationEndpoint(oauth)), ["POST"])
@@ -180,7 +180,7 @@ def build_app(settings: Settings, engine: Engine, migrate: bool = True, embedder
         Route("/revoke", revoke, methods=["POST", "OPTIONS"]),
         Route("/mcp", mcp),
         Route("/mcp/", mcp),
-        Route("/mcp/v2/{client_name}/{user_id}", LegacyEndpoint(mcp)),
+        Route("/mcp/v2/{client_name}/{user_id}", LegacyEndpoint(mcp, engine)),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     if settings.metrics_enabled:
@@ -217,8 +217,4 @@ def build_app(settings: Settings, engine: Engine, migrate: bool = True, embedder
     if settings.trusted_proxies:
         # Outermost, so the request log and rate limits see the real client address.
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies))
-    app.state.engine = engine
-    app.state.oauth = oauth
-    app.state.memory = memory
-    app.state.worker = worker
     return app

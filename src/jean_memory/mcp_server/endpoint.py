@@ -32,9 +32,9 @@ from jean_memory.mcp_server.principal import Principal, current_principal
 from jean_memory.mcp_server.profiles import PROFILE_TOOLS, profile_for
 from jean_memory.mcp_server.tools import ToolSet
 from jean_memory.memory.service import MemoryService
-from jean_memory.oauth.jwt_tokens import InvalidAccessToken
 from jean_memory.oauth.scopes import MEMORY_SCOPE
-from jean_memory.oauth.service import OAuthService
+from jean_memory.oauth.verify import AccessTokenVerifier, InvalidAccessToken
+from jean_memory.observability.metrics import Metrics
 
 INSTRUCTIONS = (
     "Jean Memory is the person's long-term memory. Call jean_memory at the start of each conversation "
@@ -144,12 +144,15 @@ class ProfileServer(MCPServer):
 
 
 class McpEndpoint:
-    def __init__(self, oauth: OAuthService, memory: MemoryService, settings: Settings) -> None:
-        self._oauth = oauth
+    """Knows the authorization server only by its one token check (`oauth/verify.py`)."""
+
+    def __init__(
+        self, verifier: AccessTokenVerifier, memory: MemoryService, settings: Settings, metrics: Metrics
+    ) -> None:
+        self._verifier = verifier
         self._settings = settings
-        self.engine = oauth.engine
         self._metadata_url = f"{settings.issuer}/.well-known/oauth-protected-resource/mcp"
-        tools = ToolSet(memory, settings.issuer, oauth.metrics)
+        tools = ToolSet(memory, settings.issuer, metrics)
         self._managers: dict[str, StreamableHTTPSessionManager] = {}
         for profile, names in PROFILE_TOOLS.items():
             server = ProfileServer(frozenset(names))
@@ -183,7 +186,7 @@ class McpEndpoint:
             await self._challenge(send, cors, None)
             return
         try:
-            claims = await self._oauth.verify_async(token.strip())
+            claims = await self._verifier.verify(token.strip())
         except InvalidAccessToken as exc:
             await self._challenge(send, cors, str(exc))
             return

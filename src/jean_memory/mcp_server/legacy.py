@@ -7,6 +7,7 @@ runs the same MCP code path as `/mcp`.
 
 from __future__ import annotations
 
+from sqlalchemy.engine import Engine
 from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
@@ -20,9 +21,11 @@ from jean_memory.off_loop import run_db
 
 
 class LegacyEndpoint:
-    def __init__(self, mcp: McpEndpoint) -> None:
+    """API keys and their users are looked up in `engine` (accounts/); the rest is `/mcp`'s."""
+
+    def __init__(self, mcp: McpEndpoint, engine: Engine) -> None:
         self._mcp = mcp
-        self._engine = mcp.engine
+        self._engine = engine
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = Headers(scope=scope)

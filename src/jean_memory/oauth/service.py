@@ -1,7 +1,8 @@
-"""The authorization server's shared state and the one place tokens are issued and checked.
+"""The authorization server's shared state and the one place tokens are issued.
 
-Handlers (one module per endpoint) and the MCP resource server's verifier all go through an
-`OAuthService`, so issuing and revoking follow one set of rules.
+Handlers (one module per endpoint) go through an `OAuthService`, so issuing and revoking follow
+one set of rules; checking a token is `oauth/verify.py`'s, which the service holds as `verifier`
+(the one the MCP resource server is given).
 """
 
 from __future__ import annotations
@@ -17,19 +18,13 @@ from jean_memory.oauth import grants as grant_store
 from jean_memory.oauth.cimd import CimdClients, is_metadata_url
 from jean_memory.oauth.clients import Client, client_profile, get_client, touch_client
 from jean_memory.oauth.guarded_fetch import CimdError, CimdFetcher
-from jean_memory.oauth.jwt_tokens import (
-    AccessTokenClaims,
-    InvalidAccessToken,
-    mint_access_token,
-    verify_access_token,
-)
+from jean_memory.oauth.jwt_tokens import AccessTokenClaims, InvalidAccessToken, mint_access_token
 from jean_memory.oauth.revoked_grants import RevocationCache
+from jean_memory.oauth.verify import TokenVerifier
 from jean_memory.observability.metrics import Metrics
 from jean_memory.off_loop import run_db
 
 REFRESH_SUCCESSOR_PURPOSE = "refresh successor"
-# One message for a revoked grant and one that is not the token's: neither tells a caller more.
-GRANT_REVOKED = "the token's grant has been revoked"
 
 
 @dataclass
@@ -39,8 +34,10 @@ class OAuthService:
     revocations: RevocationCache
     metrics: Metrics = field(default_factory=Metrics)
     cimd: CimdClients = field(init=False)  # clients named by a metadata document URL
+    verifier: TokenVerifier = field(init=False)  # the access-token check
 
     def __post_init__(self) -> None:
+        self.verifier = TokenVerifier(self.settings, self.revocations)
         fetcher = CimdFetcher(ca_file=self.settings.cimd_ca_file, loopback_hosts=self.settings.cimd_test_loopback_hosts)
         self.cimd = CimdClients(self.engine, fetcher)
 
@@ -92,30 +89,8 @@ class OAuthService:
 
     def verify(self, token: str) -> AccessTokenClaims:
         """Signature, claims, then the grant (live, and this `sub`'s for this `client_id`):
-        raises InvalidAccessToken."""
-        claims = self.verify_signed(token)
-        if self.revocations.is_revoked(claims.grant_id, claims.sub, claims.client_id):
-            raise InvalidAccessToken(GRANT_REVOKED)
-        return claims
-
-    def verify_signed(self, token: str) -> AccessTokenClaims:
-        """Everything but the grant's liveness: pure CPU, microseconds, safe on the event loop."""
-        return verify_access_token(
-            token,
-            secrets=self.settings.verification_keys,
-            issuer=self.settings.issuer,
-            audience=self.settings.resource,
-        )
-
-    async def verify_async(self, token: str) -> AccessTokenClaims:
-        """`verify`, going to a worker thread only when the grant's status must be read."""
-        claims = self.verify_signed(token)
-        revoked = self.revocations.known_status(claims.grant_id, claims.sub, claims.client_id)
-        if revoked is None:
-            revoked = await run_db(self.revocations.is_revoked, claims.grant_id, claims.sub, claims.client_id)
-        if revoked:
-            raise InvalidAccessToken(GRANT_REVOKED)
-        return claims
+        raises InvalidAccessToken. Blocking: call it from a worker thread."""
+        return self.verifier.verify_blocking(token)
 
     def revoke(self, grant_id: str, reason: str) -> None:
         grant_store.revoke_grant(self.engine, grant_id, reason)
