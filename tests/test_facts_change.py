@@ -222,6 +222,9 @@ def test_a_merge_is_in_the_history_with_its_app_and_an_exact_duplicate_is_not(se
         ("created", "claude", None),
         ("merged", "cursor", "I work as a nurse at the city hospital"),
     ]
+    tagged = service.add(ALICE, "I work as a nurse at the city hospital.", ["work"], "claude")
+    assert tagged.similar[0].tags == ["work"]  # a new tag on the same text is a change
+    assert [e.kind for e in service.history(ALICE, first.id)] == ["created", "merged", "merged"]
 
 
 def test_context_lines_say_when_each_fact_was_saved_and_changed():

@@ -144,8 +144,9 @@ def is_rewording(existing: Memory, text: str) -> bool:
     return sorted(NUMBER.findall(existing.text)) == sorted(NUMBER.findall(text))
 
 
-def _with_tags(conn: Connection, row: sa.Row, tags: list[str]) -> Memory:
-    """The stored memory an exact duplicate was merged into, with the new tags added to its own."""
+def _with_tags(conn: Connection, row: sa.Row, tags: list[str], client: str | None) -> Memory:
+    """The stored memory an exact duplicate was merged into, with the new tags added to its own
+    (a change, so in its history; the same text with no new tag changes nothing)."""
     merged = list(dict.fromkeys([*row.tags, *tags]))
     if merged != list(row.tags):
         conn.execute(
@@ -153,6 +154,7 @@ def _with_tags(conn: Connection, row: sa.Row, tags: list[str]) -> Memory:
             .where(memories.c.pk == row.pk, memories.c.user_id == row.user_id)
             .values(tags=merged, updated_at=clock.now())
         )
+        history.record(conn, row.user_id, row.id, history.MERGED, client, row.text)
     return replace(row_memory(row), tags=merged)
 
 
@@ -256,7 +258,7 @@ class MemoryService:
             ).first()
         if existing is not None:
             with self._engine.begin() as conn:
-                return AddResult(saved=[], similar=[_with_tags(conn, existing, tags)])
+                return AddResult(saved=[], similar=[_with_tags(conn, existing, tags, client)])
 
         vector = self._embedder.embed([text])[0] if self._embedder else None
         nearest = self._closest(user_id, vector)
@@ -276,7 +278,7 @@ class MemoryService:
                 )
             ).first()
             if raced is not None:
-                return AddResult(saved=[], similar=[_with_tags(conn, raced, tags)])
+                return AddResult(saved=[], similar=[_with_tags(conn, raced, tags, client)])
             if rewording and closest is not None:
                 merged = list(dict.fromkeys([*closest.tags, *tags]))
                 conn.execute(
