@@ -360,3 +360,23 @@ def test_delete_memory_through_mcp_goes_to_the_trash(running):
     assert [m.id for m in memory.deleted(user_id)] == [memory_id]
     assert memory.restore(user_id, memory_id) is not None
     assert results(alice, "search_memory", {"query": "sister Ana"})[0]["id"] == memory_id
+
+
+@pytest.mark.anyio
+async def test_the_sdk_client_sees_and_calls_update_memory(server, browser):
+    """The official SDK client, through its own OAuth flow, lists update_memory (not read-only,
+    destructive: it overwrites a text) and rewrites a memory with it."""
+    from tests.support.sdk_client import MemoryTokenStorage, WireLog, sdk_client, sdk_provider
+
+    provider = sdk_provider(server.mcp_url, MemoryTokenStorage(), browser, None)
+    async with sdk_client(server.mcp_url, provider, WireLog()) as client:
+        [tool] = [t for t in (await client.list_tools()).tools if t.name == "update_memory"]
+        assert tool.annotations.read_only_hint is False and tool.annotations.destructive_hint is True
+        saved = await client.call_tool("add_memories", {"text": "My phone is a Pixel 6"})
+        memory_id = saved.structured_content["saved"][0]["id"]
+        updated = await client.call_tool("update_memory", {"memory_id": memory_id, "text": "My phone is an iPhone 15"})
+        assert not updated.is_error and updated.structured_content["updated"] == memory_id
+        found = await client.call_tool("search_memory", {"query": "phone"})
+        assert [r["text"] for r in found.structured_content["results"]] == ["My phone is an iPhone 15"]
+        unknown = await client.call_tool("update_memory", {"memory_id": "f" * 32, "text": "x"})
+        assert unknown.is_error and "list_memories shows the ids" in unknown.content[0].text
