@@ -317,8 +317,12 @@ class MemoryService:
         new_tags = None if tags is None else clean_tags(tags)
         vector = self._embedder.embed([text])[0] if self._embedder else None
         with self._engine.begin() as conn:
+            # FOR UPDATE (PostgreSQL): two rewrites at once each keep the text the other left
+            # in the history; SQLite's writers take turns anyway.
             row = conn.execute(
-                sa.select(memories).where(memories.c.user_id == user_id, memories.c.id == memory_id, LIVE)
+                sa.select(memories)
+                .where(memories.c.user_id == user_id, memories.c.id == memory_id, LIVE)
+                .with_for_update()
             ).first()
             if row is None:
                 return None
