@@ -182,7 +182,7 @@ def owned_tables() -> dict[str, str]:
     assert set(tables_with_owner) >= {
         "users", "browser_sessions", "api_keys", "authorization_requests", "consents", "grants",
         "authorization_codes", "refresh_tokens", "memories", "documents", "memory_vectors",
-        "memory_versions", "jobs",
+        "memory_versions", "jobs", "memory_history",
     }  # fmt: skip
     return tables_with_owner
 

@@ -46,6 +46,7 @@ class Settings:
     authorization_request_seconds: int = 600
     browser_session_days: int = 14
     unused_client_days: int = 30
+    trash_days: int = 30  # a deleted memory is restorable this long, then purged
     revocation_cache_seconds: int = 30
     max_mcp_body_bytes: int = 10 * 1024 * 1024
     log_level: str = "INFO"
@@ -223,6 +224,7 @@ def load_settings(
         refresh_grace_seconds=_env_int(env, "JEAN_MEMORY_REFRESH_GRACE_SECONDS", 60),
         code_seconds=_env_int(env, "JEAN_MEMORY_CODE_SECONDS", 60),
         unused_client_days=_env_int(env, "JEAN_MEMORY_UNUSED_CLIENT_DAYS", 30),
+        trash_days=_env_int(env, "JEAN_MEMORY_TRASH_DAYS", 30),
         revocation_cache_seconds=min(_env_int(env, "JEAN_MEMORY_REVOCATION_CACHE_SECONDS", 30), 60),
         log_level=_choice(env, "JEAN_MEMORY_LOG_LEVEL", LOG_LEVELS, "info").upper(),
         embeddings=_choice(env, "JEAN_MEMORY_EMBEDDINGS", ("local", "openai", "none"), "local"),

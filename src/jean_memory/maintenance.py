@@ -1,5 +1,6 @@
 """The hourly maintenance task the server runs beside its requests: purge what has expired
-(grants, codes, rate-limit counters, registered clients nobody used), queue re-embedding for
+(grants, codes, rate-limit counters, registered clients nobody used, memories in the trash
+longer than `JEAN_MEMORY_TRASH_DAYS`), queue re-embedding for
 memories without a vector of the current model, and build PostgreSQL's vector index once some
 person needs it.
 
@@ -20,6 +21,7 @@ from jean_memory.config import Settings
 from jean_memory.db import rate_limits
 from jean_memory.memory.indexing import Indexer
 from jean_memory.memory.service import MemoryService
+from jean_memory.memory.trash import purge
 from jean_memory.oauth.clients import sweep_unused_clients
 from jean_memory.oauth.grants import sweep_expired
 from jean_memory.off_loop import run_db
@@ -39,6 +41,14 @@ def purge_expired(engine: Engine, settings: Settings) -> None:
         )
 
 
+def purge_trash(engine: Engine, settings: Settings) -> int:
+    """Delete for good the memories trashed more than `trash_days` ago; returns how many."""
+    purged = purge(engine, settings.trash_days)
+    if purged:
+        logger.info("purged %d memories deleted more than %d days ago", purged, settings.trash_days)
+    return purged
+
+
 async def maintain(engine: Engine, settings: Settings, memory: MemoryService) -> None:
     """Run every MAINTENANCE_INTERVAL_SECONDS until cancelled (at shutdown)."""
     indexer = Indexer(memory)
@@ -47,6 +57,10 @@ async def maintain(engine: Engine, settings: Settings, memory: MemoryService) ->
             await run_db(purge_expired, engine, settings)
         except Exception:
             logger.exception("maintenance failed; will retry")
+        try:
+            await run_db(purge_trash, engine, settings)
+        except Exception:
+            logger.exception("purging the trash failed; will retry")
         try:
             waiting = await run_db(indexer.queue_reembedding)
             if waiting:

@@ -45,10 +45,10 @@ def require_user(engine: Engine, email: str) -> User:
 
 
 def list_users(engine: Engine) -> list[UserSummary]:
-    """Every account, oldest first, with how many memories (not document chunks) it holds."""
+    """Every account, oldest first, with how many memories (not document chunks, not the trash) it holds."""
     counts = (
         sa.select(memories.c.user_id, sa.func.count().label("n"))
-        .where(memories.c.kind == "memory")
+        .where(memories.c.kind == "memory", memories.c.deleted_at.is_(None))
         .group_by(memories.c.user_id)
         .subquery()
     )

@@ -149,7 +149,13 @@ memories = sa.Table(
     # A memory is a fact ("memory") or a piece of a stored document ("chunk"); both are searched.
     sa.Column("kind", sa.String(10), nullable=False, server_default="memory"),
     sa.Column("document_id", sa.String(32)),  # chunks are deleted with their document, in code
+    # In the trash since then (memory/trash.py): out of search, list and context, purged later.
+    sa.Column("deleted_at", Time),
+    # Replaced by a newer memory about the same thing (its id), since `superseded_at`.
+    sa.Column("superseded_by", sa.String(32)),
+    sa.Column("superseded_at", Time),
     sa.Index("ix_memories_user_created", "user_id", "created_at"),
+    sa.Index("ix_memories_user_deleted", "user_id", "deleted_at"),
     sa.Index("ix_memories_user_hash", "user_id", "content_hash"),
     sa.Index("ix_memories_document", "document_id"),
 )
@@ -168,6 +174,21 @@ documents = sa.Table(
     sa.Column("chunk_count", sa.Integer, nullable=False, server_default="0"),
     sa.Column("client", sa.String(255)),
     sa.Column("created_at", Time, nullable=False),
+)
+
+# Every change of a memory (memory/history.py): what happened, when, by which app, and the text
+# it had before. Kept while the memory is, trash included; purged and erased with it.
+memory_history = sa.Table(
+    "memory_history",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.String(32), nullable=False),
+    sa.Column("memory_id", sa.String(32), nullable=False),
+    sa.Column("kind", sa.String(12), nullable=False),  # created merged updated superseded deleted restored
+    sa.Column("at", Time, nullable=False),
+    sa.Column("client", sa.String(255)),
+    sa.Column("text_before", sa.Text),
+    sa.Index("ix_memory_history_user_memory", "user_id", "memory_id"),
 )
 
 # One vector per memory and embedding model; the model name lets a model change re-embed.

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-MEMORY_TOOLS = ("jean_memory", "add_memories", "search_memory", "list_memories", "delete_memory", "store_document")
+MEMORY_TOOLS = (
+    "jean_memory",
+    "add_memories",
+    "search_memory",
+    "list_memories",
+    "update_memory",
+    "delete_memory",
+    "store_document",
+)
 PROFILE_TOOLS: dict[str, tuple[str, ...]] = {
     "claude": MEMORY_TOOLS,
     "default": MEMORY_TOOLS,

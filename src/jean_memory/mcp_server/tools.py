@@ -25,6 +25,8 @@ from jean_memory.observability.metrics import Metrics
 from jean_memory.off_loop import run_db
 
 ToolFunction = Callable[..., Any]
+#: Tools that change or remove what is stored (their destructiveHint): a client may ask first.
+DESTRUCTIVE = frozenset({"delete_memory", "update_memory"})
 
 
 class Compact(BaseModel):
@@ -40,6 +42,7 @@ class MemoryItem(Compact):
     text: str
     tags: list[str]
     created_at: str
+    updated_at: str | None = None  # when it changed after it was saved
     score: float | None = None
     title: str | None = None  # the document a chunk comes from
 
@@ -61,6 +64,12 @@ class AddResult(BaseModel):
 
 class DeleteResult(BaseModel):
     deleted: str
+
+
+class UpdateResult(BaseModel):
+    updated: str
+    text: str
+    tags: list[str]
 
 
 class StoredDocument(BaseModel):
@@ -155,7 +164,7 @@ class ToolSet:
                 name=name,
                 description=description_of(fn),
                 annotations=ToolAnnotations(
-                    readOnlyHint=fn.read_only, destructiveHint=name == "delete_memory", openWorldHint=False
+                    readOnlyHint=fn.read_only, destructiveHint=name in DESTRUCTIVE, openWorldHint=False
                 ),
             )
 
@@ -224,11 +233,28 @@ class ToolSet:
         self,
         memory_id: Annotated[str, Field(description="The id from search_memory or list_memories")],
     ) -> DeleteResult:
-        """Delete one memory by id (when the person asks to forget it or it is wrong)."""
+        """Delete one memory by id (when the person asks to forget it). It goes to the trash, where
+        the person can restore it for 30 days. When a fact changed, call update_memory instead."""
         principal = require_principal()
-        if not await _call(self._memory.delete, principal.user_id, memory_id):
+        if not await _call(self._memory.delete, principal.user_id, memory_id, principal.profile):
             raise ToolError(f"no memory with id {memory_id!r}; list_memories shows the ids that exist")
         return DeleteResult(deleted=memory_id)
+
+    @tool(read_only=False)
+    async def update_memory(
+        self,
+        memory_id: Annotated[str, Field(description="The id from search_memory or list_memories")],
+        text: Annotated[str, Field(description="The corrected fact, in a full sentence")],
+        tags: Annotated[list[str] | None, Field(description="New labels; omit to keep the current ones")] = None,
+    ) -> UpdateResult:
+        """Rewrite one memory by id when a fact about the person changed or was wrong (they moved,
+        switched jobs, corrected you). Use this instead of saving a second, contradicting
+        memory; the old text stays in the memory's history."""
+        principal = require_principal()
+        updated = await _call(self._memory.update, principal.user_id, memory_id, text, tags, principal.profile)
+        if updated is None:
+            raise ToolError(f"no memory with id {memory_id!r}; list_memories shows the ids that exist")
+        return UpdateResult(updated=updated.id, text=updated.text, tags=updated.tags)
 
     @tool(read_only=False)
     async def store_document(

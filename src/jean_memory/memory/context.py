@@ -2,10 +2,11 @@
 
 `context_for` decides: a short profile at the start of a conversation, the memories relevant to
 the message (without repeating the profile), and the facts to save after the answer (queued, so
-the assistant never waits on embedding or an LLM). `Context.text` renders it as compact dated
-lines within a size budget: the assistant reads this on every message, so it must be short
-(Claude's tool results should stay far below 25k tokens) and plain: no JSON, no ids it has to
-ignore.
+the assistant never waits on embedding or an LLM). `Context.text` renders it as compact lines
+within a size budget, each saying when the fact was saved (and changed), so the assistant can
+tell an old fact from a newer one even when nothing marked the old one as replaced. The
+assistant reads this on every message, so it must be short (Claude's tool results should stay
+far below 25k tokens) and plain: no JSON, no ids it has to ignore.
 """
 
 from __future__ import annotations
@@ -91,9 +92,19 @@ def format_memories(memories: list[Memory], heading: str, budget: int = CONTEXT_
         if len(text) > MAX_LINE_CHARS:
             text = text[:MAX_LINE_CHARS] + "…"
         source = f" (from “{memory.title}”)" if memory.title else ""
-        line = f"- [{iso_time(memory.created_at)[:10]}] {text}{source}"
+        line = f"- {text}{source} ({saved_when(memory)})"
         if used + len(line) + 1 > budget:
             break
         lines.append(line)
         used += len(line) + 1
     return "\n".join(lines)
+
+
+def saved_when(memory: Memory) -> str:
+    """ "saved 2026-03-14", or "saved 2026-03-14, updated 2026-05-02" for a fact changed since."""
+    saved = f"saved {iso_time(memory.created_at)[:10]}"
+    if memory.was_updated and memory.updated_at is not None:
+        updated = iso_time(memory.updated_at)[:10]
+        if updated != saved[-10:]:
+            return f"{saved}, updated {updated}"
+    return saved

@@ -23,6 +23,7 @@ from jean_memory.memory.owner import owned_by
 from jean_memory.memory.pg_vectors import PgVectorIndex
 from jean_memory.memory.records import MemoryInputError
 from jean_memory.memory.service import INDEX_JOB, SAVE_JOB, MemoryService, insert_memory, write_vectors
+from jean_memory.memory.trash import LIVE
 from jean_memory.memory.vectors import bump_version
 
 REEMBED_JOB = "reembed"
@@ -124,7 +125,7 @@ class Indexer:
         return (
             sa.select(memories.c.pk, memories.c.user_id, memories.c.text)
             .outerjoin(memory_vectors, has_vector)
-            .where(memory_vectors.c.memory_pk.is_(None))
+            .where(memory_vectors.c.memory_pk.is_(None), LIVE)  # the trash keeps no vectors
         )
 
     def queue_reembedding(self) -> int:
@@ -160,7 +161,7 @@ class Indexer:
         with self._engine.connect() as conn:
             page = conn.execute(
                 sa.select(memories.c.pk, memories.c.text)
-                .where(memories.c.user_id == user_id, memories.c.pk > after)
+                .where(memories.c.user_id == user_id, memories.c.pk > after, LIVE)
                 .order_by(memories.c.pk)
                 .limit(REEMBED_SLICE)
             ).all()
@@ -191,12 +192,14 @@ class Indexer:
             if lease is not None:
                 lease.renew(conn)
             if embedded:
-                # A memory reworded or deleted while this slice was embedding keeps what its own
-                # write gave it.
+                # A memory reworded, trashed or deleted while this slice was embedding keeps what
+                # its own write gave it.
                 now = dict(
                     conn.execute(
                         sa.select(memories.c.pk, memories.c.text).where(
-                            memories.c.pk.in_([row.pk for row, _ in embedded]), owned_by(memories.c.user_id, user_id)
+                            memories.c.pk.in_([row.pk for row, _ in embedded]),
+                            owned_by(memories.c.user_id, user_id),
+                            LIVE,
                         )
                     ).all()
                 )

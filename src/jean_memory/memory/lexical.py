@@ -30,12 +30,15 @@ def fts_query(text: str) -> str | None:
 
 
 # The owner is an indexed column (migration 0003), so FTS5 matches the user's rows only and no
-# match is looked up in `memories`; its weight 0 keeps it out of the score.
+# match is looked up in `memories`; its weight 0 keeps it out of the score. The trash keeps its
+# full-text rows until the purge (trash.py): the person's trashed keys, one seek on the
+# (user_id, deleted_at) index and usually none, are left out before the ranking is cut.
 _SQLITE_SEARCH = sa.text(
     """
     SELECT rowid AS pk, bm25(memories_fts, 1.0, 0.0) AS rank
     FROM memories_fts
     WHERE memories_fts MATCH :match
+      AND rowid NOT IN (SELECT pk FROM memories WHERE user_id = :user_id AND deleted_at IS NOT NULL)
     ORDER BY rank
     LIMIT :depth
     """
@@ -52,7 +55,7 @@ _POSTGRESQL_SEARCH = sa.text(
     """
     SELECT m.pk AS pk, ts_rank_cd(m.text_search, q.query) AS rank
     FROM memories AS m, to_tsquery('english', :match) AS q(query)
-    WHERE m.user_id = :user_id AND m.text_search @@ q.query
+    WHERE m.user_id = :user_id AND m.text_search @@ q.query AND m.deleted_at IS NULL
     ORDER BY rank DESC
     LIMIT :depth
     """
@@ -77,5 +80,5 @@ def lexical_search(conn: Connection, user_id: str, query: str, depth: int) -> li
     if match is None:
         return []
     match = f'owner : "{owner_token(user_id)}" AND text : ({match})'
-    rows = conn.execute(_SQLITE_SEARCH, {"match": match, "depth": depth}).all()
+    rows = conn.execute(_SQLITE_SEARCH, {"match": match, "user_id": user_id, "depth": depth}).all()
     return [(row.pk, -row.rank) for row in rows]

@@ -22,14 +22,17 @@ WINDOW_SECONDS = 3600.0  # saved more than an hour apart: not the same conversat
 SPREAD_FROM = 20  # only the best candidates pass score on (one query, 40 index seeks)
 
 # The outer query finds its rows by primary key and names the owner in the form that keeps
-# SQLite on the rowid (owner.py); each subquery is one seek on the (user_id, created_at) index.
+# SQLite on the rowid (owner.py); each subquery is one seek on the (user_id, created_at) index
+# (a trashed memory is nobody's neighbour: the one beside it in time is).
 _NEIGHBOURS_SQL = """
     SELECT c.pk AS pk,
       (SELECT p.pk FROM memories AS p
        WHERE p.user_id = c.user_id AND p.created_at < c.created_at AND p.created_at >= c.created_at - :window
+         AND p.deleted_at IS NULL
        ORDER BY p.created_at DESC LIMIT 1) AS prev_pk,
       (SELECT n.pk FROM memories AS n
        WHERE n.user_id = c.user_id AND n.created_at > c.created_at AND n.created_at <= c.created_at + :window
+         AND n.deleted_at IS NULL
        ORDER BY n.created_at ASC LIMIT 1) AS next_pk
     FROM memories AS c
     WHERE c.pk IN :pks AND {owner} = :user_id

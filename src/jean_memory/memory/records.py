@@ -33,6 +33,9 @@ class Memory:
     kind: str = "memory"
     title: str | None = None  # the document's title, for a chunk
     document_id: str | None = None
+    updated_at: float | None = None  # None: never changed since it was saved
+    deleted_at: float | None = None  # set while it is in the trash
+    client: str | None = None  # the app that saved it
 
     def as_dict(self) -> dict[str, Any]:
         item: dict[str, Any] = {
@@ -41,11 +44,18 @@ class Memory:
             "tags": self.tags,
             "created_at": iso_time(self.created_at),
         }
+        if self.was_updated:
+            item["updated_at"] = iso_time(self.updated_at or 0.0)
         if self.score is not None:
             item["score"] = round(self.score, 4)
         if self.title is not None:
             item["title"] = self.title
         return item
+
+    @property
+    def was_updated(self) -> bool:
+        """Changed after it was saved (to the second shown: a save's own instant is not a change)."""
+        return self.updated_at is not None and iso_time(self.updated_at) != iso_time(self.created_at)
 
 
 @dataclass
@@ -75,6 +85,14 @@ def check_no_nul(name: str, value: str) -> None:
     message, instead of a database error on one of them."""
     if "\x00" in value:
         raise MemoryInputError(f"{name} contains a NUL character (\\x00), which cannot be stored: remove it")
+
+
+def check_memory_id(memory_id: Any) -> str:
+    """An id as the tools hand it over: text, without the spaces a copy may add."""
+    if not isinstance(memory_id, str) or not memory_id.strip():
+        raise MemoryInputError("memory_id is empty: pass an id from search_memory or list_memories")
+    check_no_nul("memory_id", memory_id)
+    return memory_id.strip()
 
 
 def clean_text(text: str, max_chars: int = MAX_TEXT_CHARS) -> str:

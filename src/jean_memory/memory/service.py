@@ -1,9 +1,11 @@
-"""Saving, searching, listing and deleting one person's memories and documents.
+"""Saving, changing, searching, listing and deleting one person's memories and documents.
 
 Knows nothing of HTTP, MCP or OAuth: every call is handed the user id the caller verified, and
 every query filters by it, which is the whole of the isolation between people. Calls block
 (database, embedding) and are meant to run in worker threads. Ranking is retrieval.py's; the
 work queued here (saves `jean_memory` decided on, document indexing) is done by indexing.py.
+Every change of a memory is recorded in its history (history.py) in the change's own
+transaction; deleting moves a memory to the trash (trash.py), and only live memories are read.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from sqlalchemy.engine import Connection, Engine
 
 from jean_memory import clock
 from jean_memory.db.tables import documents, memories, memory_vectors
-from jean_memory.memory import jobs
+from jean_memory.memory import history, jobs
 from jean_memory.memory.embedder import Embedder
 from jean_memory.memory.extraction import LlmExtractor
+from jean_memory.memory.history import HistoryEvent
 from jean_memory.memory.owner import owned_by
 from jean_memory.memory.pg_vectors import PgVectorIndex
 from jean_memory.memory.records import (
@@ -30,6 +33,7 @@ from jean_memory.memory.records import (
     Memory,
     MemoryInputError,
     check_limit,
+    check_memory_id,
     check_no_nul,
     clean_tags,
     clean_text,
@@ -38,6 +42,7 @@ from jean_memory.memory.records import (
     normalised_hash,
 )
 from jean_memory.memory.retrieval import Retriever, SearchConfig
+from jean_memory.memory.trash import LIVE, erase_all, move_to_trash, take_out, trashed_rows
 from jean_memory.memory.triage import importance
 from jean_memory.memory.vectors import VectorCache, bump_version
 
@@ -113,13 +118,15 @@ _ROWS_BY_PK = (
     sa.select(memories, documents.c.title)
     .outerjoin(documents, sa.and_(documents.c.id == memories.c.document_id, documents.c.user_id == memories.c.user_id))
     .where(
-        memories.c.pk.in_(sa.bindparam("pks", expanding=True)), owned_by(memories.c.user_id, sa.bindparam("user_id"))
+        memories.c.pk.in_(sa.bindparam("pks", expanding=True)),
+        owned_by(memories.c.user_id, sa.bindparam("user_id")),
+        LIVE,
     )
 )
 
 
 def rows_by_pk(conn: Connection, user_id: str, pks: list[int], kind: str | None = None) -> dict[int, Memory]:
-    """The user's memories among `pks` (another person's pk finds nothing), by pk."""
+    """The user's live memories among `pks` (another person's pk, or a trashed one, finds nothing), by pk."""
     if not pks:
         return {}
     rows = conn.execute(_ROWS_BY_PK, {"pks": pks, "user_id": user_id}).all()
@@ -137,8 +144,9 @@ def is_rewording(existing: Memory, text: str) -> bool:
     return sorted(NUMBER.findall(existing.text)) == sorted(NUMBER.findall(text))
 
 
-def _with_tags(conn: Connection, row: sa.Row, tags: list[str]) -> Memory:
-    """The stored memory an exact duplicate was merged into, with the new tags added to its own."""
+def _with_tags(conn: Connection, row: sa.Row, tags: list[str], client: str | None) -> Memory:
+    """The stored memory an exact duplicate was merged into, with the new tags added to its own
+    (a change, so in its history; the same text with no new tag changes nothing)."""
     merged = list(dict.fromkeys([*row.tags, *tags]))
     if merged != list(row.tags):
         conn.execute(
@@ -146,6 +154,7 @@ def _with_tags(conn: Connection, row: sa.Row, tags: list[str]) -> Memory:
             .where(memories.c.pk == row.pk, memories.c.user_id == row.user_id)
             .values(tags=merged, updated_at=clock.now())
         )
+        history.record(conn, row.user_id, row.id, history.MERGED, client, row.text)
     return replace(row_memory(row), tags=merged)
 
 
@@ -159,6 +168,9 @@ def row_memory(row: sa.Row, score: float | None = None, title: str | None = None
         kind=row.kind,
         title=title,
         document_id=row.document_id,
+        updated_at=row.updated_at,
+        deleted_at=row.deleted_at,
+        client=row.client,
     )
 
 
@@ -238,12 +250,15 @@ class MemoryService:
         with self._engine.connect() as conn:
             existing = conn.execute(
                 sa.select(memories).where(
-                    memories.c.user_id == user_id, memories.c.content_hash == content_hash, memories.c.kind == "memory"
+                    memories.c.user_id == user_id,
+                    memories.c.content_hash == content_hash,
+                    memories.c.kind == "memory",
+                    LIVE,
                 )
             ).first()
         if existing is not None:
             with self._engine.begin() as conn:
-                return AddResult(saved=[], similar=[_with_tags(conn, existing, tags)])
+                return AddResult(saved=[], similar=[_with_tags(conn, existing, tags, client)])
 
         vector = self._embedder.embed([text])[0] if self._embedder else None
         nearest = self._closest(user_id, vector)
@@ -256,11 +271,14 @@ class MemoryService:
             version = bump_version(conn, user_id)
             raced = conn.execute(
                 sa.select(memories).where(
-                    memories.c.user_id == user_id, memories.c.content_hash == content_hash, memories.c.kind == "memory"
+                    memories.c.user_id == user_id,
+                    memories.c.content_hash == content_hash,
+                    memories.c.kind == "memory",
+                    LIVE,
                 )
             ).first()
             if raced is not None:
-                return AddResult(saved=[], similar=[_with_tags(conn, raced, tags)])
+                return AddResult(saved=[], similar=[_with_tags(conn, raced, tags, client)])
             if rewording and closest is not None:
                 merged = list(dict.fromkeys([*closest.tags, *tags]))
                 conn.execute(
@@ -272,9 +290,11 @@ class MemoryService:
                     sa.select(memories.c.pk).where(memories.c.id == closest.id, memories.c.user_id == user_id)
                 ).scalar_one()
                 write_vectors(conn, self._embedder, user_id, [(pk, vector)])
+                history.record(conn, user_id, closest.id, history.MERGED, client, closest.text)
                 updated = replace(closest, text=text, tags=merged, score=None)
             else:
                 pk, updated = insert_memory(conn, user_id, text, tags, client)
+                history.record(conn, user_id, updated.id, history.CREATED, client, at=updated.created_at)
                 if vector is not None:
                     write_vectors(conn, self._embedder, user_id, [(pk, vector)])
         if vector is not None and self._embedder is not None:
@@ -284,6 +304,53 @@ class MemoryService:
         memory = updated
         similar = [m for m in nearest if m.score is not None and m.score >= SIMILAR]
         return AddResult(saved=[memory], similar=similar)
+
+    def update(
+        self, user_id: str, memory_id: str, text: str, tags: list[str] | None = None, client: str | None = None
+    ) -> Memory | None:
+        """Rewrite the person's memory (a fact that changed or was wrong): new text, embedded
+        anew, and new tags when given (None keeps its tags). Its history keeps the text it had.
+        None when they have no such live memory; a document's passage is changed by storing
+        the document again."""
+        memory_id = check_memory_id(memory_id)
+        text = clean_text(text)
+        new_tags = None if tags is None else clean_tags(tags)
+        vector = self._embedder.embed([text])[0] if self._embedder else None
+        with self._engine.begin() as conn:
+            # FOR UPDATE (PostgreSQL): two rewrites at once each keep the text the other left
+            # in the history; SQLite's writers take turns anyway.
+            row = conn.execute(
+                sa.select(memories)
+                .where(memories.c.user_id == user_id, memories.c.id == memory_id, LIVE)
+                .with_for_update()
+            ).first()
+            if row is None:
+                return None
+            if row.kind != "memory":
+                raise MemoryInputError(
+                    f"{memory_id} is a passage of a stored document, which cannot be edited here: "
+                    "store the corrected document with store_document"
+                )
+            version = bump_version(conn, user_id)
+            now = clock.now()
+            tags_after = list(row.tags or []) if new_tags is None else new_tags
+            conn.execute(
+                memories.update()
+                .where(memories.c.pk == row.pk, memories.c.user_id == user_id)
+                .values(text=text, content_hash=normalised_hash(text), tags=tags_after, updated_at=now)
+            )
+            if vector is not None:
+                write_vectors(conn, self._embedder, user_id, [(row.pk, vector)])
+            else:  # no model now: a vector of the old text from an earlier one must not answer for it
+                conn.execute(
+                    memory_vectors.delete().where(
+                        memory_vectors.c.memory_pk == row.pk, memory_vectors.c.user_id == user_id
+                    )
+                )
+            history.record(conn, user_id, memory_id, history.UPDATED, client, row.text, at=now)
+        if vector is not None and self._embedder is not None:
+            self._vectors.note_write(user_id, self._embedder.model_name, version, {row.pk: vector})
+        return replace(row_memory(row), text=text, tags=tags_after, updated_at=now)
 
     def _closest(self, user_id: str, vector: np.ndarray | None, k: int = 5) -> list[Memory]:
         """The closest existing memories (not document chunks) with their cosine as score."""
@@ -331,7 +398,7 @@ class MemoryService:
     def list(self, user_id: str, limit: int = 20, cursor: str | None = None) -> tuple[list[Memory], str | None]:
         """The person's facts, newest first (document chunks are listed with their document)."""
         check_limit(limit)
-        statement = sa.select(memories).where(memories.c.user_id == user_id, memories.c.kind == "memory")
+        statement = sa.select(memories).where(memories.c.user_id == user_id, memories.c.kind == "memory", LIVE)
         if cursor:
             created_at, pk = decode_cursor(cursor)
             statement = statement.where(
@@ -352,7 +419,7 @@ class MemoryService:
         with self._engine.connect() as conn:
             recent = conn.execute(
                 sa.select(memories)
-                .where(memories.c.user_id == user_id, memories.c.kind == "memory")
+                .where(memories.c.user_id == user_id, memories.c.kind == "memory", LIVE)
                 .order_by(memories.c.created_at.desc())
                 .limit(200)
             ).all()
@@ -372,30 +439,71 @@ class MemoryService:
                     documents,
                     sa.and_(documents.c.id == memories.c.document_id, documents.c.user_id == memories.c.user_id),
                 )
-                .where(memories.c.user_id == user_id, memories.c.id == memory_id)
+                .where(memories.c.user_id == user_id, memories.c.id == memory_id, LIVE)
             ).first()
         return row_memory(row, title=row.title) if row else None
 
-    def delete(self, user_id: str, memory_id: str) -> bool:
-        if not isinstance(memory_id, str) or not memory_id.strip():
-            raise MemoryInputError("memory_id is empty: pass an id from search_memory or list_memories")
+    def delete(self, user_id: str, memory_id: str, client: str | None = None) -> bool:
+        """Move the person's memory to the trash: out of search, list and context at once,
+        restorable (`restore`) until the maintenance task purges it. False when they have no
+        such live memory (another person's id answers exactly like an unknown one)."""
+        memory_id = check_memory_id(memory_id)
         with self._engine.begin() as conn:
-            deleted = conn.execute(
-                memories.delete()
-                .where(memories.c.user_id == user_id, memories.c.id == memory_id.strip())
-                .returning(memories.c.pk)
-            ).scalar()
-            if deleted is None:
-                return False
+            pk = move_to_trash(conn, user_id, memory_id, client)
+            if pk is None:
+                return False  # nothing changed: the version (and every cache) stays
             version = bump_version(conn, user_id)
         if self._embedder is not None:
-            self._vectors.note_write(user_id, self._embedder.model_name, version, {}, {deleted})
+            self._vectors.note_write(user_id, self._embedder.model_name, version, {}, {pk})
         return True
 
+    def restore(self, user_id: str, memory_id: str, client: str | None = None) -> Memory | None:
+        """Take the person's memory out of the trash, searchable again at once (its vector is
+        computed anew: the trash keeps none); None when none of theirs by that id is there."""
+        memory_id = check_memory_id(memory_id)
+        with self._engine.connect() as conn:
+            text = conn.execute(
+                sa.select(memories.c.text).where(
+                    memories.c.user_id == user_id, memories.c.id == memory_id, memories.c.deleted_at.is_not(None)
+                )
+            ).scalar()
+        if text is None:
+            return None
+        vector = self._embedder.embed([text])[0] if self._embedder else None
+        with self._engine.begin() as conn:
+            restored = take_out(conn, user_id, memory_id, client)
+            if restored is None:
+                return None
+            version = bump_version(conn, user_id)
+            pairs = [(restored.pk, vector)] if vector is not None and restored.text == text else []
+            write_vectors(conn, self._embedder, user_id, pairs)
+        if self._embedder is not None:
+            self._vectors.note_write(user_id, self._embedder.model_name, version, dict(pairs))
+        return self.get(user_id, memory_id)
+
+    def deleted(self, user_id: str) -> list[Memory]:
+        """The person's trash, most recently deleted first (`deleted_at` says when)."""
+        with self._engine.connect() as conn:
+            return [row_memory(row) for row in trashed_rows(conn, user_id)]
+
+    def delete_all(self, user_id: str) -> dict[str, int]:
+        """Erase every memory, document, vector and history event of the person, trash included,
+        at once (no trash: the person asked for all of it to go); rows deleted per table."""
+        with self._engine.begin() as conn:
+            return erase_all(conn, user_id)  # bumps the version: every cache reloads (empty)
+
+    def history(self, user_id: str, memory_id: str) -> list[HistoryEvent]:
+        """What happened to the person's memory (trashed ones too), oldest first."""
+        with self._engine.connect() as conn:
+            return history.events(conn, user_id, memory_id)
+
     def count(self, user_id: str) -> int:
+        """The person's live memories (not document chunks, not the trash)."""
         with self._engine.connect() as conn:
             return conn.execute(
-                sa.select(sa.func.count()).select_from(memories).where(memories.c.user_id == user_id)
+                sa.select(sa.func.count())
+                .select_from(memories)
+                .where(memories.c.user_id == user_id, memories.c.kind == "memory", LIVE)
             ).scalar_one()
 
     # --- documents ----------------------------------------------------------------------------------

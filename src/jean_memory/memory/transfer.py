@@ -2,8 +2,10 @@
 
 The format is plain and versioned so a person can move between SQLite and PostgreSQL (or keep a
 backup) with nothing lost: texts, tags, dates, the saving client, and documents with their full
-content. Vectors are not exported: they belong to an embedding model and are recomputed.
-Importing twice is harmless: a memory already present (same id, or same text) is skipped.
+content, each memory's history and the trash (a trashed memory has `deleted_at`). Vectors are
+not exported: they belong to an embedding model and are recomputed. Importing twice is
+harmless: a memory already present (same id, or same text) is skipped. Version 1 files (before
+history and trash) still import: their memories arrive live, each with a "created" event.
 """
 
 from __future__ import annotations
@@ -17,12 +19,21 @@ from sqlalchemy.engine import Engine
 
 from jean_memory import clock
 from jean_memory.db.tables import documents, memories
-from jean_memory.memory.records import MemoryInputError, clean_tags, clean_text, normalised_hash
+from jean_memory.memory import history
+from jean_memory.memory.records import (
+    MAX_TEXT_CHARS,
+    MemoryInputError,
+    check_no_nul,
+    clean_tags,
+    clean_text,
+    normalised_hash,
+)
 from jean_memory.memory.service import MemoryService, check_document
 from jean_memory.memory.vectors import bump_version
 
 FORMAT = "jean-memory-export"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 Progress = Callable[[str, int, int], None]
 
 
@@ -40,6 +51,7 @@ def export_user(engine: Engine, user_id: str, email: str) -> dict[str, Any]:
         docs = conn.execute(
             sa.select(documents).where(documents.c.user_id == user_id).order_by(documents.c.created_at)
         ).all()
+        events = history.all_events(conn, user_id)
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -53,6 +65,12 @@ def export_user(engine: Engine, user_id: str, email: str) -> dict[str, Any]:
                 "client": r.client,
                 "created_at": r.created_at,
                 "updated_at": r.updated_at,
+                **({"deleted_at": r.deleted_at} if r.deleted_at is not None else {}),
+                **({"superseded_by": r.superseded_by, "superseded_at": r.superseded_at} if r.superseded_by else {}),
+                "history": [
+                    {"kind": e.kind, "at": e.at, "client": e.client, "text_before": e.text_before}
+                    for e in events.get(r.id, [])
+                ],
             }
             for r in rows
         ],
@@ -74,8 +92,10 @@ def export_user(engine: Engine, user_id: str, email: str) -> dict[str, Any]:
 def _check(data: Any) -> None:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ImportFormatError('this file is not a jean-memory export (missing "format": "jean-memory-export")')
-    if data.get("version") != VERSION:
-        raise ImportFormatError(f"export version {data.get('version')!r} is not supported; this server reads {VERSION}")
+    if data.get("version") not in READABLE_VERSIONS:
+        raise ImportFormatError(
+            f"export version {data.get('version')!r} is not supported; this server reads versions 1 to {VERSION}"
+        )
     if not isinstance(data.get("memories"), list) or not isinstance(data.get("documents", []), list):
         raise ImportFormatError("the export's memories and documents must be lists")
 
@@ -105,6 +125,11 @@ def _when(value: Any, default: float, where: str) -> float:
     return when
 
 
+def _maybe_when(value: Any, where: str) -> float | None:
+    """An optional date (when it was trashed, superseded): None when the file has none."""
+    return None if value is None else _when(value, 0.0, where)
+
+
 def _short(value: Any, limit: int, what: str, where: str) -> str | None:
     """An optional string field that must fit its column (on PostgreSQL a longer one fails)."""
     if value is None or (isinstance(value, str) and len(value) <= limit):
@@ -125,6 +150,7 @@ def _checked_memories(items: list[Any]) -> list[dict[str, Any]]:
             raise ImportFormatError(f"{where}: {exc}") from exc
         created = _when(item.get("created_at"), clock.now(), f"{where} created_at")
         memory_id = item.get("id")
+        superseded_by = item.get("superseded_by")
         checked.append(
             {
                 "id": memory_id if isinstance(memory_id, str) and 0 < len(memory_id) <= 32 else None,
@@ -133,6 +159,40 @@ def _checked_memories(items: list[Any]) -> list[dict[str, Any]]:
                 "client": _short(item.get("client"), 255, "client", where),
                 "created_at": created,
                 "updated_at": _when(item.get("updated_at"), created, f"{where} updated_at"),
+                "deleted_at": _maybe_when(item.get("deleted_at"), f"{where} deleted_at"),
+                "superseded_by": _short(superseded_by, 32, "superseded_by", where) if superseded_by else None,
+                "superseded_at": _maybe_when(item.get("superseded_at"), f"{where} superseded_at"),
+                "history": _checked_history(item.get("history"), created, item.get("client"), where),
+            }
+        )
+    return checked
+
+
+def _checked_history(events: Any, created: float, client: Any, where: str) -> list[dict[str, Any]]:
+    """A memory's events from the file, checked; none (a version 1 file) means one "created"."""
+    if events is None:
+        return [{"kind": history.CREATED, "at": created, "client": client, "text_before": None}]
+    if not isinstance(events, list):
+        raise ImportFormatError(f"{where}: history must be a list of events")
+    checked = []
+    for number, event in enumerate(events, 1):
+        place = f"{where} history event {number}"
+        if not isinstance(event, dict) or event.get("kind") not in history.KINDS:
+            raise ImportFormatError(f"{place}: kind must be one of {', '.join(history.KINDS)}")
+        before = event.get("text_before")
+        if before is not None:
+            if not isinstance(before, str) or len(before) > MAX_TEXT_CHARS:
+                raise ImportFormatError(f"{place}: text_before must be text of at most {MAX_TEXT_CHARS:,} characters")
+            try:
+                check_no_nul("text_before", before)
+            except MemoryInputError as exc:
+                raise ImportFormatError(f"{place}: {exc}") from exc
+        checked.append(
+            {
+                "kind": event["kind"],
+                "at": _when(event.get("at"), created, f"{place} at"),
+                "client": _short(event.get("client"), 255, "client", place),
+                "text_before": before,
             }
         )
     return checked
@@ -215,8 +275,13 @@ def import_user(
                     created_at=item["created_at"],
                     updated_at=item["updated_at"],
                     kind="memory",
+                    deleted_at=item["deleted_at"],
+                    superseded_by=item["superseded_by"],
+                    superseded_at=item["superseded_at"],
                 )
             )
+            for event in item["history"]:
+                history.record(conn, user_id, memory_id, **event)
             known_hashes.add(content_hash)
             taken.add(memory_id)
             added += 1
