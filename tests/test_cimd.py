@@ -652,18 +652,27 @@ def test_a_tarpit_host_under_120_concurrent_authorizations_leaves_the_server_ans
     with concurrent.futures.ThreadPoolExecutor(len(urls)) as pool:
         flood = [pool.submit(authorize, url) for url in urls]
         deadline = time.monotonic() + 10
-        while not flood_arrived(server, docs, len(urls)) and time.monotonic() < deadline:
-            time.sleep(0.05)  # until every request is in and the tarpit holds fetches
-        started = time.monotonic()
-        ready = httpx.get(f"{server.base_url}/readyz", timeout=30)
-        ready_seconds = time.monotonic() - started
-        started = time.monotonic()
-        found = mcp.call_tool("search_memory", {"query": "anything"})
-        mcp_seconds = time.monotonic() - started
-        assert not all(f.done() for f in flood)  # measured while the flood was still waiting
+        while sum(docs.hits.values()) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the tarpit holds the first fetch
+        # Measure again and again for as long as the flood waits: on the old code every request
+        # held a shared thread and /readyz stalled for seconds; a single measurement could miss
+        # the flood on a loaded machine (the requests arrive slower than the tarpit lets go).
+        ready_seconds: list[float] = []
+        mcp_seconds: list[float] = []
+        while not all(f.done() for f in flood):
+            started = time.monotonic()
+            ready = httpx.get(f"{server.base_url}/readyz", timeout=30)
+            ready_seconds.append(time.monotonic() - started)
+            assert ready.status_code == 200
+            started = time.monotonic()
+            found = mcp.call_tool("search_memory", {"query": "anything"})
+            mcp_seconds.append(time.monotonic() - started)
+            assert "structuredContent" in found
+        arrived = flood_arrived(server, docs, len(urls))
         statuses = [f.result() for f in flood]
-    assert ready.status_code == 200 and ready_seconds < 1.0, ready_seconds
-    assert "structuredContent" in found and mcp_seconds < 1.0, mcp_seconds
+    assert arrived and len(ready_seconds) >= 3, "measured while the whole flood was waiting"
+    assert max(ready_seconds) < 1.0, ready_seconds
+    assert max(mcp_seconds) < 1.0, mcp_seconds
     assert set(statuses) <= {400, 429}, statuses
     # The host timed out once per fetch thread; every other URL on it was refused without a fetch.
     assert sum(docs.hits.values()) <= guarded_fetch.FETCH_THREADS
