@@ -203,6 +203,15 @@ def measure_backlog(server: Server, engine: sa.Engine, clients: int, seconds: fl
     }
 
 
+def stored(engine: sa.Engine) -> dict[str, float]:
+    """What the person has when the soak ends: the part of RSS that is data, not leak (on SQLite
+    every vector is also in the in-process matrix, float32)."""
+    with engine.connect() as conn:
+        count = conn.execute(sa.text("SELECT count(*) FROM memories")).scalar_one()
+        vectors = conn.execute(sa.text("SELECT count(*) FROM memory_vectors")).scalar_one()
+    return {"memories_at_end": count, "vectors_mb_at_end": round(vectors * 384 * 4 / 2**20, 1)}
+
+
 def measure_rss(server: Server, clients: int, seconds: float, messages: Messages, seed: int) -> dict:
     queries = make_queries(5000, seed)
     extra = make_memories(45_000, seed + 1)
@@ -245,6 +254,7 @@ def measure_rss(server: Server, clients: int, seconds: float, messages: Messages
         "seconds": seconds,
         "requests": sent,
         "errors": errors,
+        "load_average_1min": round(os.getloadavg()[0], 1),  # the machine is shared: say how busy
         "rss_start_mb": round(at_start, 1),
         "rss_peak_mb": round(max(values), 1),
         "peak_over_start": round(max(values) / at_start, 2),
@@ -321,6 +331,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 with serving(url, workdir, "soak") as server:
                     log(f"memory: {args.load_clients} clients for {args.soak_seconds}s")
                     report["memory"] = measure_rss(server, args.load_clients, args.soak_seconds, messages, args.seed)
+                    report["memory"] |= stored(engine)
                     log(f"  {report['memory']}")
             engine.dispose()
     finally:
