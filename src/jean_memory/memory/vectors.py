@@ -198,15 +198,20 @@ class VectorCache:
         """The person's vectors from the database, copied into one matrix batch by batch (the
         rows' own bytes and arrays are freed as it goes, not all held at once)."""
         loaded = _UserMatrix.of(0, model, np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32))
+        raw = self._engine.dialect.name == "sqlite"  # the stored bytes are the float32 vector
+        vector = sa.type_coerce(memory_vectors.c.vector, sa.LargeBinary) if raw else memory_vectors.c.vector
         with self._engine.connect() as conn:
             loaded.version = read_version(conn, user_id)  # before the rows: they have at least this
             result = conn.execute(
-                sa.select(memory_vectors.c.memory_pk, sa.type_coerce(memory_vectors.c.vector, sa.LargeBinary)).where(
+                sa.select(memory_vectors.c.memory_pk, vector).where(
                     memory_vectors.c.user_id == user_id, memory_vectors.c.model == model
                 )
             )
             for batch in result.partitions(LOAD_BATCH):
-                vectors = np.frombuffer(b"".join(blob for _, blob in batch), dtype="<f4").reshape(len(batch), -1)
+                if raw:
+                    vectors = np.frombuffer(b"".join(v for _, v in batch), dtype="<f4").reshape(len(batch), -1)
+                else:
+                    vectors = np.vstack([v for _, v in batch])
                 loaded.reserve(vectors.shape[1], len(batch))
                 loaded.matrix[loaded.size : loaded.size + len(batch)] = vectors
                 for offset, (pk, _) in enumerate(batch):
