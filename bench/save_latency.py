@@ -203,7 +203,16 @@ def measure_backlog(server: Server, engine: sa.Engine, clients: int, seconds: fl
     }
 
 
-def measure_rss(server: Server, clients: int, seconds: float, messages: Messages, seed: int) -> dict:
+def stored(engine: sa.Engine, when: str) -> dict[str, float]:
+    """What the person has: the part of RSS that is data, not leak (on SQLite every vector is
+    also in the in-process matrix: 384 float32 each)."""
+    with engine.connect() as conn:
+        count = conn.execute(sa.text("SELECT count(*) FROM memories")).scalar_one()
+        vectors = conn.execute(sa.text("SELECT count(*) FROM memory_vectors")).scalar_one()
+    return {f"memories_{when}": count, f"vectors_mb_{when}": round(vectors * 384 * 4 / 2**20, 1)}
+
+
+def measure_rss(server: Server, engine: sa.Engine, clients: int, seconds: float, messages: Messages, seed: int) -> dict:
     queries = make_queries(5000, seed)
     extra = make_memories(45_000, seed + 1)
     samples: list[tuple[float, float]] = []
@@ -224,12 +233,16 @@ def measure_rss(server: Server, clients: int, seconds: float, messages: Messages
             return rpc_request(server, n, "add_memories", {"text": f"{text} ({n})", "tags": tags}), None
         return rpc_request(server, n, "list_memories", {"limit": 20}), None
 
+    at_half: dict[str, float] = {}
+
     def sample() -> None:
         began = time.monotonic()
         while not done.is_set():
             value = rss_mb(server.process.pid)
             if value is not None:
                 samples.append((time.monotonic() - began, value))
+            if not at_half and time.monotonic() - began >= seconds / 2:
+                at_half.update(stored(engine, "at_half"))
             time.sleep(1.0)
 
     at_start = rss_mb(server.process.pid) or 0.0
@@ -245,6 +258,7 @@ def measure_rss(server: Server, clients: int, seconds: float, messages: Messages
         "seconds": seconds,
         "requests": sent,
         "errors": errors,
+        "load_average_1min": round(os.getloadavg()[0], 1),  # the machine is shared: say how busy
         "rss_start_mb": round(at_start, 1),
         "rss_peak_mb": round(max(values), 1),
         "peak_over_start": round(max(values) / at_start, 2),
@@ -252,6 +266,7 @@ def measure_rss(server: Server, clients: int, seconds: float, messages: Messages
         "rss_end_mb": round(values[-1], 1),
         "growth_last_half_mb": round(max(half) - half[0], 1),
         "timeline_mb": [round(v) for _, v in samples[:: max(1, len(samples) // 20)]],
+        **at_half,
     }
 
 
@@ -320,7 +335,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if args.soak_seconds:
                 with serving(url, workdir, "soak") as server:
                     log(f"memory: {args.load_clients} clients for {args.soak_seconds}s")
-                    report["memory"] = measure_rss(server, args.load_clients, args.soak_seconds, messages, args.seed)
+                    report["memory"] = measure_rss(
+                        server, engine, args.load_clients, args.soak_seconds, messages, args.seed
+                    )
+                    report["memory"] |= stored(engine, "at_end")
                     log(f"  {report['memory']}")
             engine.dispose()
     finally:
