@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_seri
 
 from jean_memory.mcp_server.principal import require_principal
 from jean_memory.memory.context import context_for
-from jean_memory.memory.records import Memory, MemoryInputError
+from jean_memory.memory.records import Memory, MemoryInputError, iso_time
 from jean_memory.memory.service import DOCUMENT_TYPES, MemoryService
 from jean_memory.observability.metrics import Metrics
 from jean_memory.off_loop import run_db
@@ -45,6 +45,7 @@ class MemoryItem(Compact):
     updated_at: str | None = None  # when it changed after it was saved
     score: float | None = None
     title: str | None = None  # the document a chunk comes from
+    superseded_by: str | None = None  # the newer memory that replaced this one
 
 
 class MemoryResults(Compact):
@@ -57,9 +58,19 @@ class SavedMemory(BaseModel):
     text: str
 
 
+# An existing memory about the same thing as the one saved, with its date, so the assistant can
+# tell whether the new fact replaces it (and call update_memory) or stands beside it. No
+# docstring: it would become the schema's description, which every client reads.
+class SimilarMemory(Compact):
+    id: str
+    text: str
+    created_at: str
+    superseded_by: str | None = None  # set when this save replaced it
+
+
 class AddResult(BaseModel):
     saved: list[SavedMemory]
-    similar: list[SavedMemory]
+    similar: list[SimilarMemory]
 
 
 class DeleteResult(BaseModel):
@@ -197,12 +208,18 @@ class ToolSet:
         tags: Annotated[list[str] | None, Field(description="Optional labels, e.g. ['work']")] = None,
     ) -> AddResult:
         """Save a fact about the person (preferences, plans, people, projects). Returns the saved
-        id, or the existing memory it merged into."""
+        id, or the existing memory it merged into, and in similar the existing memories about the
+        same thing with their dates. When the new fact changes one of them (they moved, switched
+        jobs), call update_memory on that id instead of keeping both; one this save already
+        replaced carries superseded_by."""
         principal = require_principal()
         result = await _call(self._memory.add, principal.user_id, text, tags, principal.profile)
         return AddResult(
             saved=[SavedMemory(id=m.id, text=m.text) for m in result.saved],
-            similar=[SavedMemory(id=m.id, text=m.text) for m in result.similar],
+            similar=[
+                SimilarMemory(id=m.id, text=m.text, created_at=iso_time(m.created_at), superseded_by=m.superseded_by)
+                for m in result.similar
+            ],
         )
 
     @tool(read_only=True)
@@ -249,7 +266,8 @@ class ToolSet:
     ) -> UpdateResult:
         """Rewrite one memory by id when a fact about the person changed or was wrong (they moved,
         switched jobs, corrected you). Use this instead of saving a second, contradicting
-        memory; the old text stays in the memory's history."""
+        memory (add_memories names the memories about the same thing in similar); the old text
+        stays in the memory's history."""
         principal = require_principal()
         updated = await _call(self._memory.update, principal.user_id, memory_id, text, tags, principal.profile)
         if updated is None:

@@ -4,7 +4,9 @@
 the message (without repeating the profile), and the facts to save after the answer (queued, so
 the assistant never waits on embedding or an LLM). `Context.text` renders it as compact lines
 within a size budget, each saying when the fact was saved (and changed), so the assistant can
-tell an old fact from a newer one even when nothing marked the old one as replaced. The
+tell an old fact from a newer one even when nothing marked the old one as replaced; one marked
+replaced (superseding.py) is left out of the profile and shown as "earlier: ... (until <date>)",
+after the current ones, among the relevant memories. The
 assistant reads this on every message, so it must be short (Claude's tool results should stay
 far below 25k tokens) and plain: no JSON, no ids it has to ignore.
 """
@@ -93,6 +95,8 @@ def format_memories(memories: list[Memory], heading: str, budget: int = CONTEXT_
             text = text[:MAX_LINE_CHARS] + "…"
         source = f" (from “{memory.title}”)" if memory.title else ""
         line = f"- {text}{source} ({saved_when(memory)})"
+        if memory.superseded_at is not None:  # replaced by a newer memory: history, not a current fact
+            line = f"- earlier: {text}{source} ({saved_when(memory)}, until {iso_time(memory.superseded_at)[:10]})"
         if used + len(line) + 1 > budget:
             break
         lines.append(line)

@@ -36,6 +36,8 @@ class Memory:
     updated_at: float | None = None  # None: never changed since it was saved
     deleted_at: float | None = None  # set while it is in the trash
     client: str | None = None  # the app that saved it
+    superseded_by: str | None = None  # the newer memory that replaced this one (superseding.py)
+    superseded_at: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         item: dict[str, Any] = {
@@ -50,6 +52,8 @@ class Memory:
             item["score"] = round(self.score, 4)
         if self.title is not None:
             item["title"] = self.title
+        if self.superseded_by is not None:
+            item["superseded_by"] = self.superseded_by
         return item
 
     @property

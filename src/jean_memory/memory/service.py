@@ -42,12 +42,15 @@ from jean_memory.memory.records import (
     normalised_hash,
 )
 from jean_memory.memory.retrieval import Retriever, SearchConfig
+from jean_memory.memory.superseding import current_first, supersede_older
+from jean_memory.memory.supersession import SupersessionConfig
 from jean_memory.memory.trash import LIVE, erase_all, move_to_trash, take_out, trashed_rows
 from jean_memory.memory.triage import importance
 from jean_memory.memory.vectors import VectorCache, bump_version
 
 NEAR_DUPLICATE = 0.95  # same fact reworded: update the memory in place (unless its numbers differ)
 SIMILAR = 0.80  # related: store, and tell the assistant so it can correct or delete
+CONSIDERED = min(SIMILAR, SupersessionConfig().with_cue)  # below this, a neighbour is neither
 MAX_DOCUMENT_BYTES = 5 * 1024 * 1024
 MAX_SOURCE_URL_CHARS = 2048  # the column's size
 DOCUMENT_TYPES = ("markdown", "text", "html", "code", "email", "note", "pdf-text")
@@ -171,6 +174,8 @@ def row_memory(row: sa.Row, score: float | None = None, title: str | None = None
         updated_at=row.updated_at,
         deleted_at=row.deleted_at,
         client=row.client,
+        superseded_by=row.superseded_by,
+        superseded_at=row.superseded_at,
     )
 
 
@@ -243,7 +248,8 @@ class MemoryService:
 
     def add(self, user_id: str, text: str, tags: list[str] | None = None, client: str | None = None) -> AddResult:
         """Save a fact: an exact duplicate is not stored twice, a near duplicate (cosine ≥ 0.95)
-        updates the existing memory, and related ones (≥ 0.80) are named in `similar`."""
+        updates the existing memory, and related ones (≥ 0.80) are named in `similar`. An older
+        memory the new one replaces (supersession.py) is marked so and named first in `similar`."""
         text = clean_text(text)
         tags = clean_tags(tags)
         content_hash = normalised_hash(text)
@@ -264,6 +270,7 @@ class MemoryService:
         nearest = self._closest(user_id, vector)
         closest = nearest[0] if nearest else None
         rewording = closest is not None and is_rewording(closest, text)
+        replaced: Memory | None = None
         with self._engine.begin() as conn:
             # The version bump comes first: it takes this person's write lock (the row lock on
             # PostgreSQL, the database's on SQLite), so the second look below sees every save
@@ -297,13 +304,15 @@ class MemoryService:
                 history.record(conn, user_id, updated.id, history.CREATED, client, at=updated.created_at)
                 if vector is not None:
                     write_vectors(conn, self._embedder, user_id, [(pk, vector)])
+                    replaced = supersede_older(conn, user_id, updated, nearest, client)
         if vector is not None and self._embedder is not None:
             self._vectors.note_write(user_id, self._embedder.model_name, version, {pk: vector})
         if rewording:
             return AddResult(saved=[updated], similar=[])
-        memory = updated
         similar = [m for m in nearest if m.score is not None and m.score >= SIMILAR]
-        return AddResult(saved=[memory], similar=similar)
+        if replaced is not None:  # named first, marked, so the assistant sees what it replaced
+            similar = [replaced, *(m for m in similar if m.id != replaced.id)]
+        return AddResult(saved=[updated], similar=similar)
 
     def update(
         self, user_id: str, memory_id: str, text: str, tags: list[str] | None = None, client: str | None = None
@@ -353,11 +362,16 @@ class MemoryService:
         return replace(row_memory(row), text=text, tags=tags_after, updated_at=now)
 
     def _closest(self, user_id: str, vector: np.ndarray | None, k: int = 5) -> list[Memory]:
-        """The closest existing memories (not document chunks) with their cosine as score."""
+        """The closest existing memories (not document chunks) with their cosine as score, down to
+        the least cosine at which a memory is either similar or possibly replaced."""
         if vector is None or self._embedder is None:
             return []
-        nearest = self._vectors.nearest(user_id, self._embedder.model_name, vector, k * 3)
-        if not nearest or nearest[0][1] < SIMILAR:
+        nearest = [
+            (pk, s)
+            for pk, s in self._vectors.nearest(user_id, self._embedder.model_name, vector, k * 3)
+            if s >= CONSIDERED
+        ]
+        if not nearest:
             return []
         found = self._rows_by_pk(user_id, [pk for pk, _ in nearest], kind="memory")
         scores = dict(nearest)
@@ -393,7 +407,7 @@ class MemoryService:
         rows = self._rows_by_pk(user_id, top)
         scores = dict(ranked)
         hits = [replace(rows[pk], score=scores[pk]) for pk in top if pk in rows and wanted <= set(rows[pk].tags)]
-        return hits[:limit]
+        return current_first(hits[:limit])
 
     def list(self, user_id: str, limit: int = 20, cursor: str | None = None) -> tuple[list[Memory], str | None]:
         """The person's facts, newest first (document chunks are listed with their document)."""
@@ -419,7 +433,12 @@ class MemoryService:
         with self._engine.connect() as conn:
             recent = conn.execute(
                 sa.select(memories)
-                .where(memories.c.user_id == user_id, memories.c.kind == "memory", LIVE)
+                .where(
+                    memories.c.user_id == user_id,
+                    memories.c.kind == "memory",
+                    memories.c.superseded_by.is_(None),  # the profile states current facts only
+                    LIVE,
+                )
                 .order_by(memories.c.created_at.desc())
                 .limit(200)
             ).all()

@@ -27,6 +27,7 @@ __all__ = [
     "PairSignals",
     "Supersession",
     "SupersessionConfig",
+    "best_superseded",
     "change_cues",
     "content_words",
     "decide",
@@ -335,13 +336,27 @@ def find_superseded(
     """The older memory among `candidates` that the new one replaces, if any: of those the
     rules accept, the closest in meaning. One at most, because a new fact states one value; a
     candidate saved at the same time or later is never replaced (it may be the newer fact)."""
+    new = np.asarray(new_vector, dtype=np.float32)
+    scored = (
+        (c.id, c.text, float(np.dot(new, np.asarray(c.vector, dtype=np.float32))), c.created_at) for c in candidates
+    )
+    return best_superseded(new_text, new_created_at, scored, config)
+
+
+def best_superseded(
+    new_text: str,
+    new_created_at: float,
+    scored: Iterable[tuple[Hashable, str, float, float]],
+    config: SupersessionConfig | None = None,
+) -> Supersession | None:
+    """`find_superseded` for candidates whose cosine is already known, as (id, text, cosine,
+    created_at): the service's nearest-neighbour search hands them so, without their vectors."""
     config = config or SupersessionConfig()
     best: Supersession | None = None
-    for candidate in candidates:
-        if candidate.created_at >= new_created_at:
+    for candidate_id, text, cosine, created_at in scored:
+        if created_at >= new_created_at:
             continue
-        cosine = float(np.dot(np.asarray(new_vector, dtype=np.float32), np.asarray(candidate.vector, dtype=np.float32)))
-        reasons = decide(pair_signals(new_text, candidate.text, cosine), config)
+        reasons = decide(pair_signals(new_text, text, cosine), config)
         if reasons is not None and (best is None or cosine > best.cosine):
-            best = Supersession(candidate.id, cosine, reasons)
+            best = Supersession(candidate_id, cosine, reasons)
     return best
