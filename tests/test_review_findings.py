@@ -7,7 +7,10 @@ the review report (strict: the marker must go when the fix lands).
 
 from __future__ import annotations
 
+import threading
+
 import pytest
+import sqlalchemy as sa
 
 from jean_memory import clock
 from tests.support.oauth import McpHttp, new_flow
@@ -35,3 +38,45 @@ def test_a_refused_refresh_leaves_the_token_usable_after_the_grace_window(server
     assert again.status_code == 200, again.text
     assert mcp_status(server, again.json()["access_token"]) == 200
     assert mcp_status(server, tokens["access_token"]) == 200  # the grant lives on
+
+
+# --- finding 2: a revocation on this instance is never undone by a check that was under way ----
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review finding 2: RevocationCache.is_revoked stores the owner it read after mark_revoked, "
+    "un-revoking the grant in the cache for up to its lifetime (fix in oauth/revocation.py)",
+)
+def test_a_grant_revoked_while_its_status_is_being_read_stays_revoked_on_this_instance(server, alice):
+    """CONTRACT: revoking a grant stops its access tokens "at once on the instance that did it".
+    A token check that read the grant as live just before the revocation wrote that answer into
+    the cache after `mark_revoked`, so the next requests were honoured for up to 30 s more."""
+    flow = new_flow(server.base_url)
+    tokens = flow.tokens(alice.email)
+    read, go_on = threading.Event(), threading.Event()
+    paused = []
+
+    def pause_the_status_read(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if "grants.revoked_at" in statement and "grants.user_id, grants.client_id" in statement and not paused:
+            paused.append(statement)
+            read.set()  # the grant has been read as live; its answer is not cached yet
+            go_on.wait(timeout=20)
+
+    sa.event.listen(server.engine, "after_cursor_execute", pause_the_status_read)
+    try:
+        first = {}
+        checking = threading.Thread(target=lambda: first.update(status=mcp_status(server, tokens["access_token"])))
+        checking.start()
+        assert read.wait(timeout=20), "the MCP request never read its grant's status"
+        revoked = flow.http.post(
+            f"{server.base_url}/oauth/revoke", data={"token": tokens["refresh_token"], **flow.client_auth()}
+        )
+        assert revoked.status_code == 200
+        go_on.set()
+        checking.join(timeout=20)
+    finally:
+        go_on.set()
+        sa.event.remove(server.engine, "after_cursor_execute", pause_the_status_read)
+    assert first["status"] in (200, 401)  # it began before the revocation: either answer is fair
+    assert mcp_status(server, tokens["access_token"]) == 401  # but from now on: at once
