@@ -13,6 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from jean_memory import clock
+from jean_memory.db.tables import jobs
+from jean_memory.memory.jobs import Lease, LeaseLost, claim_next, enqueue, lease_of, release, renew_all
 from tests.support.oauth import McpHttp, new_flow
 
 
@@ -80,3 +82,26 @@ def test_a_grant_revoked_while_its_status_is_being_read_stays_revoked_on_this_in
         sa.event.remove(server.engine, "after_cursor_execute", pause_the_status_read)
     assert first["status"] in (200, 401)  # it began before the revocation: either answer is fair
     assert mcp_status(server, tokens["access_token"]) == 401  # but from now on: at once
+
+
+# --- finding 3: a job released at shutdown stays released ----------------------------------------
+
+
+def test_a_renewal_that_lands_after_the_release_does_not_lease_the_job_again(engine):
+    """`release` clears the leases of the jobs still running at the drain deadline so the next
+    start takes them at once. The heartbeat (`renew_all`) and a handler's `Lease.renew` run in
+    other threads: one whose UPDATE is queued behind the release's (it read the `released` flag
+    just before it was set) set `locked_until` 30 s ahead again, and the job waited a lease
+    after the restart after all."""
+    with engine.begin() as conn:
+        enqueue(conn, "save_facts", "u" * 32, {"facts": ["x"]})
+    job = claim_next(engine)
+    lease = lease_of(job)
+    handler_view = Lease(lease.job_id, lease.attempt)  # the handler's check of `released` came first
+    release(engine, [lease])
+    renew_all(engine, [lease])
+    with pytest.raises(LeaseLost), engine.begin() as conn:
+        handler_view.renew(conn)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(jobs.c.locked_until)).scalar_one() is None
+    assert claim_next(engine) is not None  # the next start takes it at once

@@ -78,12 +78,17 @@ class Lease:
         finds the job held). Raises LeaseLost, rolling that transaction back, when it is not."""
         if self.released.is_set():
             raise LeaseLost(f"job {self.job_id} was released at shutdown; the next run does the rest")
-        held = conn.execute(jobs.update().where(*self._ours()).values(locked_until=clock.now() + LEASE_SECONDS))
+        held = conn.execute(jobs.update().where(*self._held()).values(locked_until=clock.now() + LEASE_SECONDS))
         if not held.rowcount:
             raise LeaseLost(f"job {self.job_id} was taken by another worker after this one's lease lapsed")
 
     def _ours(self) -> tuple[sa.ColumnElement[bool], ...]:
         return jobs.c.id == self.job_id, jobs.c.attempts == self.attempt
+
+    def _held(self) -> tuple[sa.ColumnElement[bool], ...]:
+        """Ours and not released: a renewal queued behind `release` (it checked `released` just
+        before it was set) must not lease the job again, or the next start waits LEASE_SECONDS."""
+        return *self._ours(), jobs.c.locked_until.is_not(None)
 
 
 # (user_id, payload, lease), run in a worker thread; a handler whose writes must not land after
@@ -142,7 +147,7 @@ def renew_all(engine: Engine, leases: list[Lease]) -> None:
     until = clock.now() + LEASE_SECONDS
     with engine.begin() as conn:
         for lease in leases:
-            conn.execute(jobs.update().where(*lease._ours()).values(locked_until=until))
+            conn.execute(jobs.update().where(*lease._held()).values(locked_until=until))
 
 
 def release(engine: Engine, leases: list[Lease]) -> None:
