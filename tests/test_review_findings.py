@@ -13,7 +13,9 @@ import pytest
 import sqlalchemy as sa
 
 from jean_memory import clock
+from jean_memory.db import rate_limits
 from jean_memory.db.tables import jobs
+from jean_memory.db.tables import rate_limits as rate_limits_table
 from jean_memory.memory.jobs import Lease, LeaseLost, claim_next, enqueue, lease_of, release, renew_all
 from tests.support.oauth import McpHttp, new_flow
 
@@ -105,3 +107,24 @@ def test_a_renewal_that_lands_after_the_release_does_not_lease_the_job_again(eng
     with engine.connect() as conn:
         assert conn.execute(sa.select(jobs.c.locked_until)).scalar_one() is None
     assert claim_next(engine) is not None  # the next start takes it at once
+
+
+# --- finding 4: rate-limit rows live as long as their window, not a day ------------------------
+
+
+def test_rate_limit_rows_go_once_their_window_has_ended(engine):
+    """Every request from a new address (each /64 of an IPv6 network) adds a counter row; the
+    sweep kept them a day although no limit looks back more than 15 minutes, so a flood from a
+    large IPv6 block grew the table 96 times more than it needs."""
+    for n in range(50):
+        rate_limits.hit(engine, rate_limits.AUTHORIZE_REQUESTS, f"2001:db8:0:{n:x}::/64")
+    rate_limits.hit(engine, rate_limits.SIGN_IN_FAILURES, "192.0.2.1")
+    clock.advance(rate_limits.AUTHORIZE_REQUESTS.window_seconds + 1)
+    rate_limits.sweep(engine)
+    with engine.connect() as conn:
+        left = conn.execute(sa.select(rate_limits_table.c.bucket)).scalars().all()
+    assert left == ["sign_in_failures:192.0.2.1"]  # its 15-minute window is still counting
+    clock.advance(rate_limits.SIGN_IN_FAILURES.window_seconds)
+    rate_limits.sweep(engine)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(rate_limits_table)).scalar_one() == 0

@@ -67,12 +67,13 @@ async def maintain(engine: Engine, settings: Settings, memory: MemoryService) ->
 
 
 async def sweep_pending(engine: Engine, settings: Settings) -> None:
-    """Expired authorization requests (and codes, refresh tokens) every few minutes, or once per
-    request lifetime when that is shorter: anyone may start an authorization, so its rows must
-    not wait for the hourly round (issue 12 finding 4)."""
+    """Expired authorization requests (and codes, refresh tokens) and ended rate-limit windows
+    every few minutes, or once per request lifetime when that is shorter: any anonymous request
+    adds such rows, so they must not wait for the hourly round (issue 12 finding 4)."""
     while True:
         await anyio.sleep(min(PENDING_SWEEP_SECONDS, max(1, settings.authorization_request_seconds)))
         try:
             await run_db(sweep_expired, engine)
+            await run_db(rate_limits.sweep, engine)
         except Exception:
             logger.exception("sweeping expired authorization requests failed; will retry")
