@@ -8,16 +8,22 @@ the review report (strict: the marker must go when the fix lands).
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
 from jean_memory import clock
+from jean_memory.accounts.users import create_user
 from jean_memory.db import rate_limits
-from jean_memory.db.tables import jobs
+from jean_memory.db.tables import jobs, oauth_clients
 from jean_memory.db.tables import rate_limits as rate_limits_table
 from jean_memory.memory.jobs import Lease, LeaseLost, claim_next, enqueue, lease_of, release, renew_all
-from tests.support.oauth import McpHttp, new_flow
+from jean_memory.oauth.clients import sweep_unused_clients
+from tests.support.https_server import DocumentServer
+from tests.support.oauth import PASSWORD, Flow, McpHttp, new_flow
+from tests.support.servers import RunningServer, threaded_server
 
 
 def mcp_status(server, token: str) -> int:
@@ -128,3 +134,71 @@ def test_rate_limit_rows_go_once_their_window_has_ended(engine):
     rate_limits.sweep(engine)
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(rate_limits_table)).scalar_one() == 0
+
+
+# --- finding 5: client metadata documents nobody used are not kept for a day --------------------
+
+
+@pytest.fixture
+def documents(tmp_path) -> Iterator[DocumentServer]:
+    with DocumentServer(tmp_path / "tls") as running:
+        yield running
+
+
+@pytest.fixture
+def cimd_server(database_url, tmp_path, documents) -> Iterator[RunningServer]:
+    with threaded_server(
+        database_url,
+        tmp_path / "data",
+        cimd_ca_file=str(documents.ca_file),
+        cimd_test_loopback_hosts=("localhost",),
+    ) as running:
+        yield running
+
+
+def cimd_document(url: str) -> dict:
+    return {
+        "client_id": url,
+        "client_name": "Example App",
+        "redirect_uris": ["https://app.example/oauth/callback"],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "none",
+    }
+
+
+def cimd_flow(server: RunningServer, url: str) -> Flow:
+    return Flow(
+        base_url=server.base_url,
+        http=httpx.Client(timeout=30),
+        registration={"client_id": url},
+        redirect_uri="https://app.example/oauth/callback",
+    )
+
+
+def test_metadata_documents_fetched_for_nobody_are_swept_within_hours(cimd_server, documents):
+    """Anyone may name any document URL in `/oauth/authorize` (300 a minute per address, each /64
+    of an IPv6 block its own address): every one was fetched and stored, up to 5 KB of the
+    requester's JSON a row, and kept for its lifetime plus the day a cached copy may stand in
+    during an outage - about two days for `max-age=86400`. Only a client someone connected needs
+    that stand-in; a row no token was ever issued for is only a cache and can go."""
+    person = create_user(cimd_server.engine, "carol@example.com", PASSWORD)
+    urls = []
+    for n in range(5):
+        path = f"/app{n}.json"
+        urls.append(documents.url(path))
+        documents.serve(path, cimd_document(urls[-1]), headers={"Cache-Control": "max-age=86400"})
+    for url in urls[1:]:  # nobody signs in: only the fetch and the stored row remain
+        assert cimd_flow(cimd_server, url).authorize().status_code == 200
+    connected = cimd_flow(cimd_server, urls[0])
+    assert connected.tokens(person.email)["access_token"]
+
+    def cimd_rows() -> set[str]:
+        with cimd_server.engine.connect() as conn:
+            rows = conn.execute(sa.select(oauth_clients.c.client_id).where(oauth_clients.c.source == "cimd"))
+            return set(rows.scalars())
+
+    assert cimd_rows() == set(urls)
+    clock.advance(2 * 3600)
+    sweep_unused_clients(cimd_server.engine, cimd_server.settings.unused_client_days)
+    assert cimd_rows() == {urls[0]}  # the client someone connected stays cached

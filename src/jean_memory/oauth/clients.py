@@ -25,6 +25,9 @@ CLIENT_ID_PREFIX = "jmc_"
 # How long after its last successful fetch a client metadata document may still be used when a
 # re-fetch fails for a network reason (oauth/cimd.py).
 CIMD_STALE_SECONDS = 86400
+# A metadata document no token was issued for is kept this long after its first fetch: longer
+# than any authorization started with it can last (10 minutes to the code, a minute to redeem).
+CIMD_NEVER_USED_SECONDS = 3600
 SECRET_PREFIX = "jms_"
 
 
@@ -190,6 +193,9 @@ def sweep_unused_clients(engine: Engine, unused_days: int) -> int:
 
     Cached client metadata documents (source `cimd`) go once they expired more than
     CIMD_STALE_SECONDS ago: no rule may serve them any more, and the next use fetches again.
+    One no token was ever issued for goes CIMD_NEVER_USED_SECONDS after it was first fetched:
+    anyone may make us fetch and store documents by naming them in `/oauth/authorize`, and
+    only a client people connected needs its copy kept through an outage of its site.
     """
     now = clock.now()
     cutoff = now - unused_days * 86400
@@ -198,7 +204,14 @@ def sweep_unused_clients(engine: Engine, unused_days: int) -> int:
         result = conn.execute(oauth_clients.delete().where(oauth_clients.c.source == "dcr", last_use < cutoff))
         cimd = conn.execute(
             oauth_clients.delete().where(
-                oauth_clients.c.source == "cimd", oauth_clients.c.expires_at < now - CIMD_STALE_SECONDS
+                oauth_clients.c.source == "cimd",
+                sa.or_(
+                    oauth_clients.c.expires_at < now - CIMD_STALE_SECONDS,
+                    sa.and_(
+                        oauth_clients.c.last_used_at.is_(None),
+                        oauth_clients.c.created_at < now - CIMD_NEVER_USED_SECONDS,
+                    ),
+                ),
             )
         )
     return (result.rowcount or 0) + (cimd.rowcount or 0)
