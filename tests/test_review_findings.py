@@ -8,6 +8,7 @@ the review report (strict: the marker must go when the fix lands).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -19,7 +20,19 @@ from jean_memory.accounts.users import create_user
 from jean_memory.db import rate_limits
 from jean_memory.db.tables import jobs, oauth_clients
 from jean_memory.db.tables import rate_limits as rate_limits_table
-from jean_memory.memory.jobs import Lease, LeaseLost, claim_next, enqueue, lease_of, release, renew_all
+from jean_memory.memory.jobs import (
+    HEARTBEAT_SECONDS,
+    LEASE_SECONDS,
+    Lease,
+    LeaseLost,
+    claim_next,
+    enqueue,
+    lease_of,
+    pending_count,
+    release,
+    renew_all,
+    run_claimed,
+)
 from jean_memory.oauth.clients import sweep_unused_clients
 from tests.support.https_server import DocumentServer
 from tests.support.oauth import PASSWORD, Flow, McpHttp, new_flow
@@ -202,3 +215,40 @@ def test_metadata_documents_fetched_for_nobody_are_swept_within_hours(cimd_serve
     clock.advance(2 * 3600)
     sweep_unused_clients(cimd_server.engine, cimd_server.settings.unused_client_days)
     assert cimd_rows() == {urls[0]}  # the client someone connected stays cached
+
+
+# --- finding 6: a save run by a request (back-pressure) keeps its lease while it runs ----------
+
+
+def test_a_job_run_by_a_request_is_not_taken_by_a_worker_while_it_runs(engine):
+    """Past BACKLOG_LIMIT the request that queues a save runs the oldest one itself
+    (`Worker.enqueued` -> `run_claimed`), outside the worker, so without the worker's heartbeat;
+    and a save never renews its lease (one LLM call: httpx's 20 s is per read, not in total).
+    Once it ran past the 30 s lease a worker took the same job and ran it beside the first:
+    the facts twice, or, with an LLM, two different extractions of one message."""
+    started, stop = threading.Event(), threading.Event()
+
+    def slow_save(user_id: str, payload: dict, lease: Lease) -> None:
+        started.set()
+        stop.wait(30)
+
+    with engine.begin() as conn:
+        enqueue(conn, "save", "u1", {})
+    job = claim_next(engine)
+    request = threading.Thread(target=run_claimed, args=(engine, slow_save, job))
+    request.start()
+    try:
+        assert started.wait(10)
+        clock.advance(LEASE_SECONDS + 1)  # the claim's lease has lapsed ...
+        deadline = time.monotonic() + HEARTBEAT_SECONDS * 3
+        while True:  # ... until a beat renews it
+            with engine.connect() as conn:
+                if conn.execute(sa.select(jobs.c.locked_until)).scalar_one() > clock.now():
+                    break
+            assert time.monotonic() < deadline, "nothing renewed the lease of the job a request runs"
+            stop.wait(0.05)
+        assert claim_next(engine) is None  # no worker takes it while it runs
+    finally:
+        stop.set()
+        request.join(timeout=30)
+    assert pending_count(engine) == 0

@@ -179,10 +179,20 @@ def retry_later(engine: Engine, job: sa.Row) -> None:
 
 
 def run_claimed(engine: Engine, handler: Handler, job: sa.Row) -> None:
-    """Run a claimed job in this thread and finish it, or schedule its retry."""
+    """Run a claimed job in this thread and finish it, or schedule its retry. The lease is
+    renewed every HEARTBEAT_SECONDS while it runs, as the worker's heartbeat does for its own
+    jobs: a request running a save (back-pressure) past LEASE_SECONDS must not see a worker
+    take the same job and run it beside it."""
     lease = lease_of(job)
+    done = threading.Event()
+    beat = threading.Thread(target=_beat, args=(engine, lease, done), name=f"job-heartbeat-{job.id}", daemon=True)
+    beat.start()
     try:
-        as_job(handler, job.user_id, dict(job.payload), lease)
+        try:
+            as_job(handler, job.user_id, dict(job.payload), lease)
+        finally:  # stopped before the retry's backoff is written: a late beat would lengthen it
+            done.set()
+            beat.join()
     except LeaseLost:
         logger.warning("job %s (%s) was taken over or released; left to the next run", job.id, job.kind)
     except Exception:
@@ -190,6 +200,14 @@ def run_claimed(engine: Engine, handler: Handler, job: sa.Row) -> None:
         retry_later(engine, job)
     else:
         finish(engine, lease)
+
+
+def _beat(engine: Engine, lease: Lease, done: threading.Event) -> None:
+    while not done.wait(HEARTBEAT_SECONDS):
+        try:
+            renew_all(engine, [lease])
+        except Exception:
+            logger.exception("renewing the lease of job %s failed; will retry", lease.job_id)
 
 
 def as_job(handler: Handler, user_id: str, payload: dict[str, Any], lease: Lease) -> None:
