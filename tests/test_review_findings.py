@@ -286,3 +286,21 @@ def test_nothing_is_stored_for_a_person_after_their_account_is_deleted(server, a
     with server.engine.connect() as conn:
         left = conn.execute(sa.select(sa.func.count()).select_from(memories).where(memories.c.user_id == alice.id))
         assert left.scalar_one() == 0
+
+
+# --- finding 8: a document's redirect URI scheme is not echoed on the error page -----------------
+
+
+def test_the_error_page_does_not_echo_a_documents_redirect_uri_scheme(cimd_server, documents):
+    """Issue 12 finding 10: pages show no text from the request or the client's document. The
+    reason a private-use scheme was refused named the scheme, which the document's author picks
+    (letters, digits, + and -, up to 2,000 of them), on our error page."""
+    url = documents.url("/client.json")
+    document = cimd_document(url)
+    document["redirect_uris"] = ["yourjeanmemoryaccountislocked-call-support-at-15550100:/cb"]
+    documents.serve("/client.json", document)
+    page = cimd_flow(cimd_server, url).authorize()
+    assert page.status_code == 400
+    assert "could not be verified" in page.text
+    assert "yourjeanmemoryaccountislocked" not in page.text
+    assert "private-use scheme" in page.text  # the reason is still given
