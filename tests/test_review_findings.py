@@ -352,3 +352,35 @@ def test_a_strangers_slow_documents_do_not_hold_up_another_apps_sign_in(two_host
             flood.result(timeout=60)
     assert page.status_code == 200 and 'name="password"' in page.text
     assert waited < 3, f"the app's sign-in page took {waited:.1f} s behind a stranger's fetches"
+
+
+# --- finding 10: registrations nobody ever used are not kept for a month -------------------------
+
+
+def test_registrations_never_used_are_swept_after_a_day(server, alice):
+    """One address may register 120 clients in 10 minutes (17,280 a day), each holding up to
+    10 redirect URIs of 2,000 characters (~21 KB); kept 30 days unused, one address could keep
+    ~10 GB stored (each /64 of an IPv6 block counting as its own address). A client that never
+    got a token in a day was registered for a connection that did not happen: it can go then;
+    one that was used keeps the 30 days after its last use."""
+    used = new_flow(server.base_url)
+    used.tokens(alice.email)
+    body = {
+        "client_name": "filler",
+        "redirect_uris": [f"https://app.example/{n}/" + "x" * 1900 for n in range(10)],
+        "token_endpoint_auth_method": "none",
+    }
+    strangers = [new_flow(server.base_url, body).client_id for _ in range(5)]
+
+    def dcr_clients() -> set[str]:
+        with server.engine.connect() as conn:
+            rows = conn.execute(sa.select(oauth_clients.c.client_id).where(oauth_clients.c.source == "dcr"))
+            return set(rows.scalars())
+
+    assert dcr_clients() == {used.client_id, *strangers}
+    clock.advance(3600)
+    sweep_unused_clients(server.engine, server.settings.unused_client_days)
+    assert dcr_clients() == {used.client_id, *strangers}  # a person may still be signing in
+    clock.advance(86400)
+    sweep_unused_clients(server.engine, server.settings.unused_client_days)
+    assert dcr_clients() == {used.client_id}
