@@ -17,11 +17,13 @@ import pytest
 import sqlalchemy as sa
 
 from jean_memory import clock
+from jean_memory.accounts.browser_sessions import start_session
 from jean_memory.accounts.lifecycle import delete_user
 from jean_memory.accounts.users import create_user
 from jean_memory.db import rate_limits
-from jean_memory.db.tables import jobs, memories, oauth_clients
+from jean_memory.db.tables import browser_sessions, jobs, memories, oauth_clients
 from jean_memory.db.tables import rate_limits as rate_limits_table
+from jean_memory.maintenance import purge_expired
 from jean_memory.memory.jobs import (
     HEARTBEAT_SECONDS,
     LEASE_SECONDS,
@@ -384,3 +386,18 @@ def test_registrations_never_used_are_swept_after_a_day(server, alice):
     clock.advance(86400)
     sweep_unused_clients(server.engine, server.settings.unused_client_days)
     assert dcr_clients() == {used.client_id}
+
+
+# --- finding 11: ended browser sessions are swept ------------------------------------------------
+
+
+def test_expired_browser_sessions_are_swept(server, alice):
+    """Every sign-in stores a session row; nothing ever deleted one that had expired, so each
+    sign-in (14-day cookie) grew the table for good."""
+    start_session(server.engine, alice.id, 60)
+    kept = start_session(server.engine, alice.id, 86400)
+    clock.advance(120)
+    purge_expired(server.engine, server.settings)
+    with server.engine.connect() as conn:
+        left = set(conn.execute(sa.select(browser_sessions.c.token_hash)).scalars())
+    assert left == {clock.sha256_hex(kept)}

@@ -16,6 +16,7 @@ import logging
 import anyio
 from sqlalchemy.engine import Engine
 
+from jean_memory.accounts.browser_sessions import sweep_expired_sessions
 from jean_memory.config import Settings
 from jean_memory.db import rate_limits
 from jean_memory.memory.indexing import Indexer
@@ -31,6 +32,7 @@ PENDING_SWEEP_SECONDS = 300
 
 def purge_expired(engine: Engine, settings: Settings) -> None:
     sweep_expired(engine)
+    sweep_expired_sessions(engine)
     rate_limits.sweep(engine)
     removed = sweep_unused_clients(engine, settings.unused_client_days)
     if removed:
