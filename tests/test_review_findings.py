@@ -401,3 +401,26 @@ def test_expired_browser_sessions_are_swept(server, alice):
     with server.engine.connect() as conn:
         left = set(conn.execute(sa.select(browser_sessions.c.token_hash)).scalars())
     assert left == {clock.sha256_hex(kept)}
+
+
+# --- finding 12: a forwarded client address that is no address does not break the rate limits ----
+
+
+def test_a_forwarded_address_that_is_no_ip_address_gets_an_answer_not_a_500(database_url, tmp_path):
+    """Behind a trusted proxy the client address is the X-Forwarded-For entry; one that is not an
+    IP address (a proxy passing the client's own header on) was used whole in the rate-limit
+    bucket, a 200-character column: on PostgreSQL a long one failed the insert, and every
+    rate-limited endpoint answered 500."""
+    with threaded_server(database_url, tmp_path / "d", trusted_proxies=("127.0.0.1",)) as running:
+        forwarded = {"X-Forwarded-For": "unknown-" + "x" * 300}
+        registered = httpx.post(
+            f"{running.base_url}/oauth/register",
+            json={"redirect_uris": ["https://app.example/cb"]},
+            headers=forwarded,
+            timeout=30,
+        )
+        assert registered.status_code == 201, registered.text
+        token = httpx.post(
+            f"{running.base_url}/oauth/token", data={"grant_type": "refresh_token"}, headers=forwarded, timeout=30
+        )
+        assert token.status_code in (400, 401)
