@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from jean_memory import clock
 from jean_memory.accounts.browser_sessions import start_session
-from jean_memory.accounts.lifecycle import delete_user
+from jean_memory.accounts.lifecycle import delete_user, disable_user
 from jean_memory.accounts.users import create_user
 from jean_memory.db import rate_limits
 from jean_memory.db.tables import browser_sessions, jobs, memories, oauth_clients
@@ -39,7 +39,7 @@ from jean_memory.memory.jobs import (
 )
 from jean_memory.oauth.clients import sweep_unused_clients
 from tests.support.https_server import DocumentServer
-from tests.support.oauth import PASSWORD, Flow, McpHttp, new_flow
+from tests.support.oauth import PASSWORD, Flow, McpHttp, new_flow, redirect_params
 from tests.support.servers import RunningServer, threaded_server
 
 
@@ -424,3 +424,37 @@ def test_a_forwarded_address_that_is_no_ip_address_gets_an_answer_not_a_500(data
             f"{running.base_url}/oauth/token", data={"grant_type": "refresh_token"}, headers=forwarded, timeout=30
         )
         assert token.status_code in (400, 401)
+
+
+# --- finding 13: an approval racing `user disable` gives the person no live grant ---------------
+
+
+def test_an_approval_that_races_user_disable_yields_no_working_token(server, alice):
+    """`user disable` revokes the person's live grants and ends their sessions in one
+    transaction. An approval whose session check passed just before, and whose grant was
+    written just after, made a live grant for the disabled person: its tokens and refresh
+    tokens worked for good (nothing checks the account on the token path). Here the disable
+    lands between the consent handler's session check and the grant's insert."""
+    flow = new_flow(server.base_url)
+    consent_page = flow.sign_in(flow.authorize(), alice.email)
+    assert 'value="approve"' in consent_page.text
+    disabled = []
+
+    def disable_now(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("DELETE FROM AUTHORIZATION_REQUESTS") and not disabled:
+            disabled.append(disable_user(server.engine, alice.id))  # session checked, grant not yet written
+
+    sa.event.listen(server.engine, "before_cursor_execute", disable_now)
+    try:
+        params = redirect_params(flow.consent(consent_page))
+    finally:
+        sa.event.remove(server.engine, "before_cursor_execute", disable_now)
+    assert disabled, "the approval never finished its pending request"
+    if "code" not in params:
+        return  # refused outright: as good
+    exchanged = flow.exchange(params["code"])
+    if exchanged.status_code == 200:
+        assert mcp_status(server, exchanged.json()["access_token"]) == 401
+        assert flow.refresh(exchanged.json()["refresh_token"]).status_code == 400
+    else:
+        assert exchanged.json()["error"] == "invalid_grant"
