@@ -17,6 +17,7 @@ import logging
 import anyio
 from sqlalchemy.engine import Engine
 
+from jean_memory.accounts.browser_sessions import sweep_expired_sessions
 from jean_memory.config import Settings
 from jean_memory.db import rate_limits
 from jean_memory.memory.indexing import Indexer
@@ -33,6 +34,7 @@ PENDING_SWEEP_SECONDS = 300
 
 def purge_expired(engine: Engine, settings: Settings) -> None:
     sweep_expired(engine)
+    sweep_expired_sessions(engine)
     rate_limits.sweep(engine)
     removed = sweep_unused_clients(engine, settings.unused_client_days)
     if removed:
@@ -81,12 +83,13 @@ async def maintain(engine: Engine, settings: Settings, memory: MemoryService) ->
 
 
 async def sweep_pending(engine: Engine, settings: Settings) -> None:
-    """Expired authorization requests (and codes, refresh tokens) every few minutes, or once per
-    request lifetime when that is shorter: anyone may start an authorization, so its rows must
-    not wait for the hourly round (issue 12 finding 4)."""
+    """Expired authorization requests (and codes, refresh tokens) and ended rate-limit windows
+    every few minutes, or once per request lifetime when that is shorter: any anonymous request
+    adds such rows, so they must not wait for the hourly round (issue 12 finding 4)."""
     while True:
         await anyio.sleep(min(PENDING_SWEEP_SECONDS, max(1, settings.authorization_request_seconds)))
         try:
             await run_db(sweep_expired, engine)
+            await run_db(rate_limits.sweep, engine)
         except Exception:
             logger.exception("sweeping expired authorization requests failed; will retry")

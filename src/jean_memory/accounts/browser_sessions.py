@@ -43,3 +43,9 @@ def session_user_id(engine: Engine, token: str | None) -> str | None:
 def end_sessions(conn: Connection, user_id: str) -> int:
     """Sign the person out of every browser (password change, disabling): how many ended."""
     return conn.execute(browser_sessions.delete().where(browser_sessions.c.user_id == user_id)).rowcount
+
+
+def sweep_expired_sessions(engine: Engine) -> int:
+    """Drop sessions past their expiry (every sign-in adds one); how many went."""
+    with engine.begin() as conn:
+        return conn.execute(browser_sessions.delete().where(browser_sessions.c.expires_at <= clock.now())).rowcount

@@ -78,12 +78,17 @@ class Lease:
         finds the job held). Raises LeaseLost, rolling that transaction back, when it is not."""
         if self.released.is_set():
             raise LeaseLost(f"job {self.job_id} was released at shutdown; the next run does the rest")
-        held = conn.execute(jobs.update().where(*self._ours()).values(locked_until=clock.now() + LEASE_SECONDS))
+        held = conn.execute(jobs.update().where(*self._held()).values(locked_until=clock.now() + LEASE_SECONDS))
         if not held.rowcount:
             raise LeaseLost(f"job {self.job_id} was taken by another worker after this one's lease lapsed")
 
     def _ours(self) -> tuple[sa.ColumnElement[bool], ...]:
         return jobs.c.id == self.job_id, jobs.c.attempts == self.attempt
+
+    def _held(self) -> tuple[sa.ColumnElement[bool], ...]:
+        """Ours and not released: a renewal queued behind `release` (it checked `released` just
+        before it was set) must not lease the job again, or the next start waits LEASE_SECONDS."""
+        return *self._ours(), jobs.c.locked_until.is_not(None)
 
 
 # (user_id, payload, lease), run in a worker thread; a handler whose writes must not land after
@@ -142,7 +147,7 @@ def renew_all(engine: Engine, leases: list[Lease]) -> None:
     until = clock.now() + LEASE_SECONDS
     with engine.begin() as conn:
         for lease in leases:
-            conn.execute(jobs.update().where(*lease._ours()).values(locked_until=until))
+            conn.execute(jobs.update().where(*lease._held()).values(locked_until=until))
 
 
 def release(engine: Engine, leases: list[Lease]) -> None:
@@ -174,10 +179,20 @@ def retry_later(engine: Engine, job: sa.Row) -> None:
 
 
 def run_claimed(engine: Engine, handler: Handler, job: sa.Row) -> None:
-    """Run a claimed job in this thread and finish it, or schedule its retry."""
+    """Run a claimed job in this thread and finish it, or schedule its retry. The lease is
+    renewed every HEARTBEAT_SECONDS while it runs, as the worker's heartbeat does for its own
+    jobs: a request running a save (back-pressure) past LEASE_SECONDS must not see a worker
+    take the same job and run it beside it."""
     lease = lease_of(job)
+    done = threading.Event()
+    beat = threading.Thread(target=_beat, args=(engine, lease, done), name=f"job-heartbeat-{job.id}", daemon=True)
+    beat.start()
     try:
-        as_job(handler, job.user_id, dict(job.payload), lease)
+        try:
+            as_job(handler, job.user_id, dict(job.payload), lease)
+        finally:  # stopped before the retry's backoff is written: a late beat would lengthen it
+            done.set()
+            beat.join()
     except LeaseLost:
         logger.warning("job %s (%s) was taken over or released; left to the next run", job.id, job.kind)
     except Exception:
@@ -185,6 +200,14 @@ def run_claimed(engine: Engine, handler: Handler, job: sa.Row) -> None:
         retry_later(engine, job)
     else:
         finish(engine, lease)
+
+
+def _beat(engine: Engine, lease: Lease, done: threading.Event) -> None:
+    while not done.wait(HEARTBEAT_SECONDS):
+        try:
+            renew_all(engine, [lease])
+        except Exception:
+            logger.exception("renewing the lease of job %s failed; will retry", lease.job_id)
 
 
 def as_job(handler: Handler, user_id: str, payload: dict[str, Any], lease: Lease) -> None:

@@ -26,6 +26,13 @@ CLIENT_ID_PREFIX = "jmc_"
 # How long after its last successful fetch a client metadata document may still be used when a
 # re-fetch fails for a network reason (oauth/cimd.py).
 CIMD_STALE_SECONDS = 86400
+# A metadata document no token was issued for is kept this long after its first fetch: longer
+# than any authorization started with it can last (10 minutes to the code, a minute to redeem).
+CIMD_NEVER_USED_SECONDS = 3600
+# A dynamically registered client no token was ever issued to is kept this long: registering is
+# open to anyone (120 per 10 minutes per address, ~21 KB each), and an app registers just before
+# the person signs in, so a day without one token means the connection did not happen.
+DCR_NEVER_USED_SECONDS = 86400
 SECRET_PREFIX = "jms_"
 
 
@@ -187,19 +194,35 @@ def touch_client(engine: Engine, client_id: str) -> None:
 
 
 def sweep_unused_clients(engine: Engine, unused_days: int) -> int:
-    """Delete dynamic clients unused for `unused_days`; static clients stay until removed.
+    """Delete dynamic clients unused for `unused_days`, and those never used (no token issued)
+    DCR_NEVER_USED_SECONDS after registering; static clients stay until removed.
 
     Cached client metadata documents (source `cimd`) go once they expired more than
     CIMD_STALE_SECONDS ago: no rule may serve them any more, and the next use fetches again.
+    One no token was ever issued for goes CIMD_NEVER_USED_SECONDS after it was first fetched:
+    anyone may make us fetch and store documents by naming them in `/oauth/authorize`, and
+    only a client people connected needs its copy kept through an outage of its site.
     """
     now = clock.now()
     cutoff = now - unused_days * 86400
     last_use = sa.func.coalesce(oauth_clients.c.last_used_at, oauth_clients.c.created_at)
     with engine.begin() as conn:
-        result = conn.execute(oauth_clients.delete().where(oauth_clients.c.source == "dcr", last_use < cutoff))
+        never_used = sa.and_(
+            oauth_clients.c.last_used_at.is_(None), oauth_clients.c.created_at < now - DCR_NEVER_USED_SECONDS
+        )
+        result = conn.execute(
+            oauth_clients.delete().where(oauth_clients.c.source == "dcr", sa.or_(last_use < cutoff, never_used))
+        )
         cimd = conn.execute(
             oauth_clients.delete().where(
-                oauth_clients.c.source == "cimd", oauth_clients.c.expires_at < now - CIMD_STALE_SECONDS
+                oauth_clients.c.source == "cimd",
+                sa.or_(
+                    oauth_clients.c.expires_at < now - CIMD_STALE_SECONDS,
+                    sa.and_(
+                        oauth_clients.c.last_used_at.is_(None),
+                        oauth_clients.c.created_at < now - CIMD_NEVER_USED_SECONDS,
+                    ),
+                ),
             )
         )
     return (result.rowcount or 0) + (cimd.rowcount or 0)

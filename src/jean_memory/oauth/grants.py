@@ -24,6 +24,7 @@ from jean_memory.db.tables import (
     consents,
     grants,
     refresh_tokens,
+    users,
 )
 
 CODE_PREFIX = "jmac_"
@@ -173,11 +174,21 @@ def remember_consent(conn: Connection, user_id: str, client_id: str, scope: str,
 def issue_code(
     engine: Engine, pending: PendingAuthorization, user_id: str, lifetime_seconds: int, remember: bool
 ) -> str:
-    """Create the grant and its single-use code (and remember the consent) in one transaction."""
+    """Create the grant and its single-use code (and remember the consent) in one transaction.
+
+    The person's account is read first, locked against a concurrent `user disable` (FOR SHARE on
+    PostgreSQL; SQLite serialises writers): an approval whose session check passed just before
+    the account was disabled would otherwise write a live grant the disable never saw, whose
+    tokens would work for good. For a disabled (or deleted) account the grant is born revoked,
+    so its code is refused at the token endpoint."""
     code = clock.new_token(CODE_PREFIX)
     now = clock.now()
     grant_id = clock.new_id()
     with engine.begin() as conn:
+        account = conn.execute(
+            sa.select(users.c.disabled_at).where(users.c.id == user_id).with_for_update(read=True)
+        ).first()
+        usable = account is not None and account.disabled_at is None
         conn.execute(
             grants.insert().values(
                 id=grant_id,
@@ -186,6 +197,8 @@ def issue_code(
                 scope=pending.scope,
                 resource=pending.resource,
                 created_at=now,
+                revoked_at=None if usable else now,
+                revoked_reason=None if usable else "account_disabled",
             )
         )
         conn.execute(

@@ -92,8 +92,11 @@ def check_registrable(uri: str) -> str:
     elif "." not in scheme and scheme not in {"cursor", "vscode", "vscode-insiders", "claude", "windsurf"}:
         # RFC 8252 §7.1: private-use schemes are reverse domain names (com.example.app:/cb);
         # a few well-known MCP clients use short registered names.
+        # The URI goes in str() (the registering client's answer), not in `reason`: a page
+        # showing the reason must not show a scheme a document's author chose (issue 12 finding 10).
         raise RedirectUriError(
-            f"scheme {scheme!r} is not a private-use scheme (expected a reverse domain name such as com.example.app)"
+            "has a scheme that is not a private-use scheme (expected a reverse domain name such as com.example.app)",
+            uri,
         )
     return uri
 

@@ -7,6 +7,7 @@ import ipaddress
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from jean_memory import clock
 from jean_memory.db import rate_limits
 from jean_memory.oauth.errors import ErrorCode
 from jean_memory.oauth.service import OAuthService
@@ -20,7 +21,9 @@ def client_address(request: Request) -> str:
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        return host
+        # Not an address (a proxy passed the client's own X-Forwarded-For on): any text of any
+        # length, which must still fit the bucket column (200 characters on PostgreSQL).
+        return host if len(host) <= 64 else "digest:" + clock.sha256_hex(host)[:32]
     if not isinstance(address, ipaddress.IPv6Address):
         return host
     if address.ipv4_mapped is not None:

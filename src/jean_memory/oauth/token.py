@@ -113,6 +113,13 @@ class TokenEndpoint:
         token = form.get("refresh_token")
         if not token:
             raise OAuthError("invalid_request", "refresh_token is required")
+        # Scope and resource are checked before the token is rotated: a refused refresh must
+        # leave it as it was (RFC 6749 §6), or the client's one retry after the grace window
+        # would count as reuse and revoke the grant. A grant's scope and resource never change.
+        scope = form.get("scope")
+        known = await run_db(grant_store.find_refresh_grant, self._service.engine, token)
+        if known is not None and known.client_id == client.client_id:
+            self._check_scope_and_resource(form, scope, known)
         try:
             settings = self._service.settings
             grant, successor = await run_db(
@@ -129,11 +136,12 @@ class TokenEndpoint:
                 await run_db(self._service.revoke, exc.revoke_grant_id, "refresh_reuse")
                 logger.warning("refresh token reused after rotation; grant revoked (client %s)", client.client_id)
             raise OAuthError("invalid_grant", exc.description) from exc
-        scope = form.get("scope")
+        return await run_db(self._service.token_response, grant, client, scope or None, successor)
+
+    def _check_scope_and_resource(self, form, scope: str | None, grant: grant_store.Grant) -> None:  # type: ignore[no-untyped-def]
         if scope and not is_subset(scope, grant.scope):
             raise OAuthError("invalid_scope", f"scope may only narrow the granted {grant.scope!r}")
         self._check_resource(form, grant)
-        return await run_db(self._service.token_response, grant, client, scope or None, successor)
 
     def _check_resource(self, form, grant: grant_store.Grant) -> None:  # type: ignore[no-untyped-def]
         resources = form.getlist("resource")
