@@ -70,11 +70,6 @@ def test_a_refused_refresh_leaves_the_token_usable_after_the_grace_window(server
 # --- finding 2: a revocation on this instance is never undone by a check that was under way ----
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review finding 2: RevocationCache.is_revoked stores the owner it read after mark_revoked, "
-    "un-revoking the grant in the cache for up to its lifetime (fix in oauth/revocation.py)",
-)
 def test_a_grant_revoked_while_its_status_is_being_read_stays_revoked_on_this_instance(server, alice):
     """CONTRACT: revoking a grant stops its access tokens "at once on the instance that did it".
     A token check that read the grant as live just before the revocation wrote that answer into

@@ -12,6 +12,8 @@ the key (or forged through a signing oracle) could read anybody's memories with 
 
 from __future__ import annotations
 
+import threading
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -29,6 +31,9 @@ class RevocationCache:
         self._ttl = ttl_seconds
         # grant id -> (when read, the live grant's owner or None when revoked or unknown)
         self._checked: dict[str, tuple[float, Owner | None]] = {}
+        # A revoked entry is final: a read that saw the grant live just before `mark_revoked`
+        # must not write "live" over it when it finishes (review finding 2).
+        self._lock = threading.Lock()
 
     def known_status(self, grant_id: str, user_id: str, client_id: str) -> bool | None:
         """Whether the token must be refused, while the cached answer is fresh; else None.
@@ -48,10 +53,15 @@ class RevocationCache:
                 sa.select(grants.c.user_id, grants.c.client_id, grants.c.revoked_at).where(grants.c.id == grant_id)
             ).first()
         owner = None if row is None or row.revoked_at is not None else (row.user_id, row.client_id)
-        if len(self._checked) >= MAX_ENTRIES:
-            self._checked.clear()
-        self._checked[grant_id] = (clock.now(), owner)
+        with self._lock:
+            current = self._checked.get(grant_id)
+            if current is not None and current[1] is None:
+                owner = None  # revoked while we read: stays revoked
+            if len(self._checked) >= MAX_ENTRIES:
+                self._checked.clear()
+            self._checked[grant_id] = (clock.now(), owner)
         return owner != (user_id, client_id)
 
     def mark_revoked(self, grant_id: str) -> None:
-        self._checked[grant_id] = (clock.now(), None)
+        with self._lock:
+            self._checked[grant_id] = (clock.now(), None)
