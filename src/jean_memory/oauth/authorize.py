@@ -103,7 +103,7 @@ class AuthorizationEndpoints:
             )
         client_id = params.get("client_id")
         try:
-            client = await self._service.resolve_client_async(client_id)
+            client = await self._service.resolve_client_async(client_id, client_address(request))
         except CimdError as exc:
             # A metadata document URL whose document cannot be used: its redirect URIs are unknown,
             # so this is a page, never a redirect.

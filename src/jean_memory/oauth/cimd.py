@@ -146,12 +146,14 @@ class CimdClients:
             return self._after_failure(url, cached, exc)
         return self._accept(url, cached, fetched)
 
-    async def get_async(self, url: str) -> Client:
+    async def get_async(self, url: str, requester: str | None = None) -> Client:
+        """`get` with the fetch in the fetch pool, its share per host and per `requester` (the
+        client address) bounded."""
         client, cached = await run_db(self._from_cache, url)
         if client is not None:
             return client
         try:
-            fetched = await self._pool.run(self._fetch_unless_failed, url)
+            fetched = await self._pool.run(self._fetch_unless_failed, url, requester)
         except CimdError as exc:
             return await run_db(self._after_failure, url, cached, exc)
         return await run_db(self._accept, url, cached, fetched)

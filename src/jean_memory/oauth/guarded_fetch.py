@@ -26,6 +26,7 @@ import json
 import socket
 import ssl
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -47,6 +48,8 @@ MIN_CACHE_SECONDS = 5 * 60
 MAX_CACHE_SECONDS = 24 * 3600
 DEFAULT_CACHE_SECONDS = 3600
 FETCH_THREADS = 6  # concurrent fetches per instance, in threads of their own
+FETCHES_PER_HOST = 2  # running or waiting, per host: one slow host never holds the pool
+FETCHES_PER_REQUESTER = 4  # likewise per requesting address (a host may have many names)
 MAX_URL_LENGTH = 2048
 USER_AGENT = "jean-memory (OAuth client metadata fetch)"
 NOT_PUBLIC = (
@@ -452,14 +455,49 @@ T = TypeVar("T")
 class FetchPool:
     """At most FETCH_THREADS fetches at once per instance, in threads of their own (never the
     pool the database calls share): a host that answers slowly ties up at most those, while
-    sign-in and `/mcp` go on."""
+    sign-in and `/mcp` go on.
+
+    The threads are shared fairly: one host, and one requesting address, may have at most
+    FETCHES_PER_HOST / FETCHES_PER_REQUESTER fetches running or waiting. Without that, one
+    address naming many valid documents that arrive just inside the time limit (never cached
+    as failures) held every thread, and another app's sign-in page waited behind them (review
+    finding 9); the cap per requester covers a host with many names. A request over a cap is
+    told to try again (a transient error: not remembered as the document's failure)."""
 
     def __init__(self, threads: int = FETCH_THREADS) -> None:
         self._threads = threads
         self._limiter: anyio.CapacityLimiter | None = None
+        self._per_host: Counter[str] = Counter()
+        self._per_requester: Counter[str] = Counter()
 
-    async def run(self, fetch: Callable[[str], T], url: str) -> T:
-        """`fetch(url)` in one of the pool's threads (blocking calls only)."""
+    async def run(self, fetch: Callable[[str], T], url: str, requester: str | None = None) -> T:
+        """`fetch(url)` in one of the pool's threads (blocking calls only). Runs on the event
+        loop's thread, so the counts need no lock."""
         if self._limiter is None:  # made on first use, inside the event loop
             self._limiter = anyio.CapacityLimiter(self._threads)
-        return await anyio.to_thread.run_sync(fetch, url, limiter=self._limiter)
+        try:
+            host = urlsplit(url).hostname or ""
+        except ValueError:  # checked before it got here; a malformed one shares the "" bucket
+            host = ""
+        if self._per_host[host] >= FETCHES_PER_HOST or (
+            requester is not None and self._per_requester[requester] >= FETCHES_PER_REQUESTER
+        ):
+            raise CimdError(
+                "The app's client metadata document could not be fetched just now: too many fetches are under "
+                "way. Try again in a minute.",
+                transient=True,
+                detail=f"fetch not started: {self._per_host[host]} fetches from host {host!r} under way",
+            )
+        self._per_host[host] += 1
+        if requester is not None:
+            self._per_requester[requester] += 1
+        try:
+            return await anyio.to_thread.run_sync(fetch, url, limiter=self._limiter)
+        finally:
+            self._per_host[host] -= 1
+            if self._per_host[host] <= 0:
+                del self._per_host[host]
+            if requester is not None:
+                self._per_requester[requester] -= 1
+                if self._per_requester[requester] <= 0:
+                    del self._per_requester[requester]

@@ -110,10 +110,11 @@ class OAuthService:
         except CimdError:
             return None
 
-    async def resolve_client_async(self, client_id: str | None) -> Client | None:
-        """`resolve_client` for handlers (see `client_async`)."""
+    async def resolve_client_async(self, client_id: str | None, requester: str | None = None) -> Client | None:
+        """`resolve_client` for handlers (see `client_async`); `requester`, the client address,
+        bounds that address's share of the fetch pool."""
         if client_id and is_metadata_url(client_id):
-            return await self.cimd.get_async(client_id)
+            return await self.cimd.get_async(client_id, requester)
         return await run_db(get_client, self.engine, client_id)
 
     def resolve_client(self, client_id: str | None) -> Client | None:
