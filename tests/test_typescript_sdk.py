@@ -28,7 +28,15 @@ from tests.support.servers import RunningServer
 SCRIPT = Path(__file__).resolve().parent / "ts_sdk" / "client.mjs"
 PACKAGE = "@modelcontextprotocol/sdk"
 PACKAGE_JSON = REPO / "node_modules" / "@modelcontextprotocol" / "sdk" / "package.json"
-MEMORY_TOOLS = {"jean_memory", "add_memories", "search_memory", "list_memories", "delete_memory", "store_document"}
+MEMORY_TOOLS = {
+    "jean_memory",
+    "add_memories",
+    "search_memory",
+    "list_memories",
+    "update_memory",
+    "delete_memory",
+    "store_document",
+}
 
 
 def pinned_version() -> str:
