@@ -286,6 +286,7 @@ def current_first(
     and the old is absent or below it, once `mark_superseded` has moved every superseded
     memory below its replacement. That hook stands in for the service's own supersession
     (the other half of issue 15, item 4); until it lands this is an estimate, not the metric."""
+    from bench.people import ensure_people
     from jean_memory import clock
     from jean_memory.db.engine import create_engine
     from jean_memory.db.migrate import upgrade
@@ -299,6 +300,7 @@ def current_first(
         half = len(pool) // 2
         for n, update in enumerate(data["updates"]):
             user = f"person-{n}"
+            ensure_people(engine, user)  # a save checks that its owner has an account
             replaced: dict[str, str] = {}  # old id -> new id
 
             def mark_superseded(old_id: str, new_id: str, replaced: dict[str, str] = replaced) -> None:

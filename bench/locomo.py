@@ -63,6 +63,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from bench.corpus import make_memories
+from bench.people import ensure_people
 from bench.provenance import REPO_ROOT, code_label
 from jean_memory import clock
 from jean_memory.db.engine import create_engine
@@ -399,6 +400,7 @@ def build_and_ask(
     service = MemoryService(engine, embedder, search)
     retriever = Retriever(engine, embedder, search, vectors=service.vectors)  # what service.search ranks with
     user_id = f"locomo-{conversation.name}"
+    ensure_people(engine, user_id)  # a save checks that its owner has an account
 
     memory_of: dict[str, str] = {}
     add_timer = Timer()

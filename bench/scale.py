@@ -74,6 +74,7 @@ from sqlalchemy.engine import Engine
 
 from bench.corpus import PEOPLE, TAGS, THINGS, VERBS, WHEN
 from bench.corpus import vocabulary as template_vocabulary
+from bench.people import ensure_people
 from bench.provenance import code_version
 from jean_memory.db.engine import create_engine, normalise_url
 from jean_memory.db.migrate import upgrade
@@ -634,6 +635,7 @@ def search_matrix(
     )
     # Saved for the next user, so the one searched keeps exactly its rows across --reuse runs.
     add_uid = dataset.user_ids[(dataset.users // 2 + 1) % dataset.users]
+    ensure_people(engine, add_uid)  # a save checks that its owner has an account
     synthetic.search(add_uid, queries[0], limit=10)  # warm, as a user who searches and saves
     result["add"] = measure_adds(synthetic, add_uid, dataset.corpus, args.adds, args.seed)
     log(

@@ -11,6 +11,7 @@ from jean_memory.db.migrate import upgrade
 from jean_memory.memory.extraction import LlmExtractor
 from jean_memory.memory.indexing import Indexer
 from jean_memory.memory.service import MemoryService
+from tests.support.people import ensure_people
 
 
 class ChatModel(BaseHTTPRequestHandler):
@@ -45,6 +46,7 @@ def chat_model():
 def service(database_url, chat_model):
     engine = create_engine(database_url)
     upgrade(engine)
+    ensure_people(engine, "u")
     extractor = LlmExtractor(f"http://127.0.0.1:{chat_model.server_port}/v1", "test-model", "sk-test")
     yield MemoryService(engine, None, extractor=extractor)
     engine.dispose()

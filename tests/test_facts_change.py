@@ -18,6 +18,7 @@ from jean_memory.memory.service import MemoryService
 from jean_memory.memory.transfer import export_user, import_user
 from jean_memory.memory.trash import DAY_SECONDS, purge
 from tests.support.oauth import McpHttp, new_flow
+from tests.support.people import ensure_people
 from tests.support.servers import threaded_server
 
 ALICE, BOB = "alice-id", "bob-id"
@@ -27,6 +28,13 @@ OTHERS = [
     "I am learning to play the cello",
     "We bought a new sofa last weekend",
 ]
+
+
+@pytest.fixture
+def engine(engine):
+    """The shared fixture's database, with accounts for the people these tests save for."""
+    ensure_people(engine, ALICE, BOB, "carol-id")
+    return engine
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import time
 
 import anyio
 import numpy as np
+import pytest
 import sqlalchemy as sa
 
 from jean_memory import clock
@@ -25,6 +26,14 @@ from jean_memory.memory.jobs import (
     pending_count,
 )
 from jean_memory.memory.service import MemoryService
+from tests.support.people import ensure_people
+
+
+@pytest.fixture
+def engine(engine):
+    """The shared fixture's database, with accounts for the people these tests save for."""
+    ensure_people(engine, "u1")
+    return engine
 
 
 def test_a_job_running_when_the_worker_is_cancelled_still_finishes(engine):

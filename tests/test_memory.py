@@ -22,6 +22,7 @@ from jean_memory.memory.records import AddResult, MemoryInputError
 from jean_memory.memory.retrieval import Retriever, SearchConfig
 from jean_memory.memory.service import MemoryService, rows_by_pk
 from jean_memory.memory.triage import facts_worth_keeping
+from tests.support.people import ensure_people
 
 USER = "u1"
 DISTRACTORS = [
@@ -31,6 +32,13 @@ DISTRACTORS = [
     "I am learning to play the cello",
     "We bought a new sofa last weekend",
 ]
+
+
+@pytest.fixture
+def engine(engine):
+    """The shared fixture's database, with accounts for the people these tests save for."""
+    ensure_people(engine, USER, "alice", "bob")
+    return engine
 
 
 @pytest.fixture

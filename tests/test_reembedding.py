@@ -21,11 +21,19 @@ from jean_memory.memory.jobs import Worker, pending_count
 from jean_memory.memory.retrieval import Retriever
 from jean_memory.memory.service import MemoryService, write_vectors
 from tests.support.locks import signal_statements, wait_until_blocked
+from tests.support.people import ensure_people
 from tests.support.servers import threaded_server
 
 OLD_MODEL = "local:all-MiniLM-L6-v2-int8"  # the name vectors had before the int8 model was derived
 ALICE = ["I live in Porto", "My dog is called Biscuit", "I work as a nurse at Santo António"]
 BOB = ["I play the cello", "I am allergic to peanuts"]
+
+
+@pytest.fixture
+def engine(engine):
+    """The shared fixture's database, with accounts for the people these tests save for."""
+    ensure_people(engine, "alice", "bob")
+    return engine
 
 
 def saved_under_old_model(engine: sa.Engine) -> None:

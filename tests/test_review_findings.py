@@ -256,11 +256,6 @@ def test_a_job_run_by_a_request_is_not_taken_by_a_worker_while_it_runs(engine):
 # --- finding 7: `user delete` while an app is connected leaves what the app writes next -------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review finding 7: memories written for a deleted person (token cached live for up to 30 s, "
-    "or a save job already running) are stored without an owner; fix in memory/service.py + accounts/lifecycle.py",
-)
 def test_nothing_is_stored_for_a_person_after_their_account_is_deleted(server, alice):
     """`user delete` runs in another process, so the server's revocation cache may hold the
     person's grant as live for up to 30 s (CONTRACT allows 60 s for tokens to stop): within that

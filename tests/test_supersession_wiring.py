@@ -12,6 +12,7 @@ from jean_memory.memory.embeddings import LocalOnnxEmbedder
 from jean_memory.memory.service import MemoryService
 from jean_memory.memory.trash import DAY_SECONDS
 from tests.support.oauth import McpHttp, new_flow
+from tests.support.people import ensure_people
 
 ALICE = "alice-id"
 OTHERS = [
@@ -25,6 +26,13 @@ OLD = "I live in Berlin"
 # alone is at cosine 0.42 to OLD with the local model, under the 0.50 a change word needs, so it
 # is (rightly, by the bench's choice) not taken as a replacement: see the report of this change.
 NEW = "I moved from Berlin to Lisbon last month"
+
+
+@pytest.fixture
+def engine(engine):
+    """The shared fixture's database, with accounts for the people these tests save for."""
+    ensure_people(engine, ALICE)
+    return engine
 
 
 @pytest.fixture(scope="module")

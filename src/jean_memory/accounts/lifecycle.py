@@ -110,9 +110,14 @@ def delete_user(engine: Engine, user_id: str) -> dict[str, int]:
     foreign key points at such a table (codes and refresh tokens hang off grants, vectors off
     memories) of the rows hanging off them, children first, then the user row itself. Walking
     the schema rather than listing tables means a table added later is erased too. SQLite's
-    full-text index follows the memories through its triggers; PostgreSQL's is a column."""
+    full-text index follows the memories through its triggers; PostgreSQL's is a column.
+
+    The user row is locked first: a write of a memory or document holds a shared lock on it
+    (memory.owner.require_owner), so this waits for writes under way and later ones find the
+    account gone."""
     deleted: dict[str, int] = {}
     with engine.begin() as conn:
+        conn.execute(sa.select(users.c.id).where(users.c.id == user_id).with_for_update())
         for table in reversed(metadata.sorted_tables):
             condition = _owned_by(table, user_id)
             if condition is not None:

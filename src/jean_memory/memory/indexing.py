@@ -89,18 +89,21 @@ class Indexer:
             conn.execute(
                 memories.delete().where(memories.c.document_id == document_id, owned_by(memories.c.user_id, user_id))
             )
-        for start in range(0, len(chunks), EMBED_BATCH):
-            batch = chunks[start : start + EMBED_BATCH]
-            vectors = self._embedder.embed(batch) if self._embedder else [None] * len(batch)
-            with self._engine.begin() as conn:
-                hold(conn)
-                pairs = []
-                for text, vector in zip(batch, vectors, strict=True):
-                    pk, _ = insert_memory(conn, user_id, text, [], document.client, "chunk", document_id)
-                    if vector is not None:
-                        pairs.append((pk, vector))
-                self._write_vectors(conn, user_id, pairs)
-                bump_version(conn, user_id)
+        try:
+            for start in range(0, len(chunks), EMBED_BATCH):
+                batch = chunks[start : start + EMBED_BATCH]
+                vectors = self._embedder.embed(batch) if self._embedder else [None] * len(batch)
+                with self._engine.begin() as conn:
+                    hold(conn)
+                    pairs = []
+                    for text, vector in zip(batch, vectors, strict=True):
+                        pk, _ = insert_memory(conn, user_id, text, [], document.client, "chunk", document_id)
+                        if vector is not None:
+                            pairs.append((pk, vector))
+                    self._write_vectors(conn, user_id, pairs)
+                    bump_version(conn, user_id)
+        except MemoryInputError:
+            return  # the account was deleted meanwhile, and the document with it: nothing to index
         with self._engine.begin() as conn:
             hold(conn)
             conn.execute(

@@ -26,7 +26,7 @@ from jean_memory.memory import history, jobs
 from jean_memory.memory.embedder import Embedder
 from jean_memory.memory.extraction import LlmExtractor
 from jean_memory.memory.history import HistoryEvent
-from jean_memory.memory.owner import owned_by
+from jean_memory.memory.owner import owned_by, require_owner
 from jean_memory.memory.pg_vectors import PgVectorIndex
 from jean_memory.memory.records import (
     AddResult,
@@ -93,6 +93,7 @@ def insert_memory(
     kind: str = "memory",
     document_id: str | None = None,
 ) -> tuple[int, Memory]:
+    require_owner(conn, user_id)
     now = clock.now()
     memory_id = clock.new_id()
     pk = conn.execute(
@@ -557,6 +558,7 @@ class MemoryService:
         """Write a document that passed `check_document`, and its indexing job, in the caller's
         transaction: import writes a whole file in one, so a failure leaves nothing behind. Any
         instance's worker finds the job on its next poll."""
+        require_owner(conn, user_id)
         document_id = clock.new_id()
         conn.execute(
             documents.insert().values(

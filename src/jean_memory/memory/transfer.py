@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 from jean_memory import clock
 from jean_memory.db.tables import documents, memories
 from jean_memory.memory import history
+from jean_memory.memory.owner import require_owner
 from jean_memory.memory.records import (
     MAX_TEXT_CHARS,
     MemoryInputError,
@@ -250,6 +251,7 @@ def import_user(
     docs = _checked_documents(data.get("documents", []))
     added = documents_added = 0
     with engine.begin() as conn:
+        require_owner(conn, user_id)
         known_ids = {r.id for r in conn.execute(sa.select(memories.c.id).where(memories.c.user_id == user_id))}
         known_hashes = {
             r.content_hash
