@@ -83,7 +83,7 @@ def test_an_ambiguous_prefix_revokes_nothing(server, env, alice):
             break
         keys[key[:7]] = key
     result = run_cli(["apikey", "revoke", key[:7]], env)
-    assert result.returncode == 1 and "2 API keys start with" in result.stderr
+    assert result.returncode == 1 and "API keys start with" in result.stderr  # 2, or more from earlier tests
     assert legacy(server, alice.id, key).initialize().status_code == 200
     assert legacy(server, alice.id, keys[key[:7]]).initialize().status_code == 200
 
