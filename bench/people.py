@@ -1,4 +1,4 @@
-"""Accounts for the made-up people benchmarks hand straight to MemoryService.
+"""Accounts for the made-up people benchmarks and tests hand straight to MemoryService.
 
 Every write of a memory or document checks that its owner still has an account (review finding
 7), so a benchmark that saves for "person-1" needs a users row with that id first.

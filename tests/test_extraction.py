@@ -5,13 +5,13 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from bench.people import ensure_people
 
 from jean_memory.db.engine import create_engine
 from jean_memory.db.migrate import upgrade
 from jean_memory.memory.extraction import LlmExtractor
 from jean_memory.memory.indexing import Indexer
 from jean_memory.memory.service import MemoryService
-from tests.support.people import ensure_people
 
 
 class ChatModel(BaseHTTPRequestHandler):

@@ -5,6 +5,7 @@ On both databases with the real local model; the tools through a real server."""
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from bench.people import ensure_people
 
 from jean_memory import clock
 from jean_memory.config import Settings
@@ -18,7 +19,6 @@ from jean_memory.memory.service import MemoryService
 from jean_memory.memory.transfer import export_user, import_user
 from jean_memory.memory.trash import DAY_SECONDS, purge
 from tests.support.oauth import McpHttp, new_flow
-from tests.support.people import ensure_people
 from tests.support.servers import threaded_server
 
 ALICE, BOB = "alice-id", "bob-id"

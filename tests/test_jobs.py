@@ -9,6 +9,7 @@ import anyio
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from bench.people import ensure_people
 
 from jean_memory import clock
 from jean_memory.db.tables import documents, jobs, memories
@@ -26,7 +27,6 @@ from jean_memory.memory.jobs import (
     pending_count,
 )
 from jean_memory.memory.service import MemoryService
-from tests.support.people import ensure_people
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import anyio
 import pytest
 import sqlalchemy as sa
+from bench.people import ensure_people
 
 from jean_memory import clock
 from jean_memory.db.tables import memories
@@ -22,7 +23,6 @@ from jean_memory.memory.records import AddResult, MemoryInputError
 from jean_memory.memory.retrieval import Retriever, SearchConfig
 from jean_memory.memory.service import MemoryService, rows_by_pk
 from jean_memory.memory.triage import facts_worth_keeping
-from tests.support.people import ensure_people
 
 USER = "u1"
 DISTRACTORS = [

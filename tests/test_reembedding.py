@@ -12,6 +12,7 @@ import anyio
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from bench.people import ensure_people
 
 from jean_memory.db.tables import memories, memory_vectors
 from jean_memory.memory import indexing
@@ -21,7 +22,6 @@ from jean_memory.memory.jobs import Worker, pending_count
 from jean_memory.memory.retrieval import Retriever
 from jean_memory.memory.service import MemoryService, write_vectors
 from tests.support.locks import signal_statements, wait_until_blocked
-from tests.support.people import ensure_people
 from tests.support.servers import threaded_server
 
 OLD_MODEL = "local:all-MiniLM-L6-v2-int8"  # the name vectors had before the int8 model was derived

@@ -5,6 +5,7 @@ after current facts in search, and named (dated, marked) in add_memories' `simil
 databases with the real local model; the tools through a real server and MCP client."""
 
 import pytest
+from bench.people import ensure_people
 
 from jean_memory import clock
 from jean_memory.memory.context import context_for
@@ -12,7 +13,6 @@ from jean_memory.memory.embeddings import LocalOnnxEmbedder
 from jean_memory.memory.service import MemoryService
 from jean_memory.memory.trash import DAY_SECONDS
 from tests.support.oauth import McpHttp, new_flow
-from tests.support.people import ensure_people
 
 ALICE = "alice-id"
 OTHERS = [

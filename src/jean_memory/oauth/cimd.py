@@ -134,21 +134,10 @@ class CimdClients:
         self._failures = FailureCache()
         self._pool = FetchPool()
 
-    def get(self, url: str) -> Client:
-        """The client the document at `url` describes, or CimdError saying why it cannot be used.
-        Blocking (for callers already in a thread); `get_async` keeps the fetch in its own pool."""
-        client, cached = self._from_cache(url)
-        if client is not None:
-            return client
-        try:
-            fetched = self._fetch_unless_failed(url)
-        except CimdError as exc:
-            return self._after_failure(url, cached, exc)
-        return self._accept(url, cached, fetched)
-
     async def get_async(self, url: str, requester: str | None = None) -> Client:
-        """`get` with the fetch in the fetch pool, its share per host and per `requester` (the
-        client address) bounded."""
+        """The client the document at `url` describes, or CimdError saying why it cannot be used.
+        The fetch runs in the fetch pool, its share per host and per `requester` (the client
+        address) bounded."""
         client, cached = await run_db(self._from_cache, url)
         if client is not None:
             return client

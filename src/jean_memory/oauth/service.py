@@ -96,30 +96,18 @@ class OAuthService:
         grant_store.revoke_grant(self.engine, grant_id, reason)
         self.revocations.mark_revoked(grant_id)
 
-    def client(self, client_id: str | None) -> Client | None:
-        """The client, or None when it is unknown or unusable (blocking: may fetch a metadata document)."""
-        try:
-            return self.resolve_client(client_id)
-        except CimdError:
-            return None
-
     async def client_async(self, client_id: str | None) -> Client | None:
-        """`client` for handlers: a metadata document is fetched in the fetch pool, not a database thread."""
+        """The client, or None when it is unknown or unusable; a metadata document is fetched in
+        the fetch pool, never a database thread."""
         try:
             return await self.resolve_client_async(client_id)
         except CimdError:
             return None
 
     async def resolve_client_async(self, client_id: str | None, requester: str | None = None) -> Client | None:
-        """`resolve_client` for handlers (see `client_async`); `requester`, the client address,
-        bounds that address's share of the fetch pool."""
+        """Like `client_async`, but a client_id that is a metadata document URL which cannot be
+        used raises CimdError saying why (for the authorization page to show); `requester`, the
+        client address, bounds that address's share of the fetch pool."""
         if client_id and is_metadata_url(client_id):
             return await self.cimd.get_async(client_id, requester)
         return await run_db(get_client, self.engine, client_id)
-
-    def resolve_client(self, client_id: str | None) -> Client | None:
-        """Like `client`, but a client_id that is a metadata document URL which cannot be used
-        raises CimdError saying why (for the authorization page to show)."""
-        if client_id and is_metadata_url(client_id):
-            return self.cimd.get(client_id)
-        return get_client(self.engine, client_id)
