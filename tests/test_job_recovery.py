@@ -171,8 +171,10 @@ def test_saves_promised_before_a_kill_9_are_made_within_a_minute_of_the_restart(
             # The document is taken up again within the minute (a new attempt, or already done);
             # indexing its 3,000 chunks takes as long as the machine needs, so that gets more room.
             wait_for(
-                lambda: chunks(database_url, document_id)[0] == "ready"
-                or any(kind == INDEX_JOB and attempts >= 2 for kind, attempts, _ in job_states(database_url)),
+                lambda: (
+                    chunks(database_url, document_id)[0] == "ready"
+                    or any(kind == INDEX_JOB and attempts >= 2 for kind, attempts, _ in job_states(database_url))
+                ),
                 RECOVERY_SECONDS,
                 "the document taken up again",
             )

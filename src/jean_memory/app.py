@@ -38,6 +38,8 @@ from jean_memory.oauth.token import TokenEndpoint
 from jean_memory.observability.metrics import Metrics
 from jean_memory.observability.request_log import RequestLogMiddleware
 from jean_memory.off_loop import run_db
+from jean_memory.pages.context import PageDeps
+from jean_memory.pages.routes import page_routes
 from jean_memory.web.templating import STATIC_DIR
 
 logger = logging.getLogger("jean_memory.http")
@@ -152,13 +154,10 @@ def build_app(settings: Settings, engine: Engine, migrate: bool = True, embedder
         body = {"ready": ready, "checks": {name: detail for name, (_, detail) in checks.items()}}
         return JSONResponse(body, status_code=200 if ready else 503, headers={"Cache-Control": "no-store"})
 
-    async def home(request: Request) -> JSONResponse:
-        return JSONResponse({"name": "Jean Memory", "connector_url": settings.resource})
-
     # The CORS-wrapped endpoints are plain ASGI apps, which Starlette routes for any method
     # unless told: PUT /register registered a client and GET /token issued tokens.
     routes: list[BaseRoute] = [
-        Route("/", home),
+        *page_routes(PageDeps(engine, settings, memory, oauth)),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/.well-known/oauth-authorization-server", as_metadata, methods=["GET", "OPTIONS"]),

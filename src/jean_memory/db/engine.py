@@ -76,4 +76,3 @@ def _narrow(database_file: Path) -> None:
             continue
         if status.st_mode & 0o777 != PRIVATE_FILE_MODE and status.st_uid == os.geteuid():
             os.chmod(path, PRIVATE_FILE_MODE)
-

@@ -108,6 +108,21 @@ grants = sa.Table(
     sa.Column("created_at", Time, nullable=False),
     sa.Column("revoked_at", Time),
     sa.Column("revoked_reason", sa.String(40)),
+    sa.Column("last_used_at", Time),  # at most once a minute per grant (migration 0009)
+)
+
+invites = sa.Table(
+    # One-time sign-up links: kind "setup" (first run, makes an administrator) or "invite".
+    "invites",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(10), nullable=False),
+    sa.Column("email", sa.String(320)),  # an invite for one address only, when given
+    sa.Column("created_by", sa.String(32)),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("expires_at", Time, nullable=False),
+    sa.Column("used_at", Time),
+    sa.Column("used_by", sa.String(32)),
 )
 
 authorization_codes = sa.Table(

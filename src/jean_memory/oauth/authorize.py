@@ -18,7 +18,7 @@ from starlette.responses import RedirectResponse, Response
 from jean_memory.accounts.browser_sessions import session_user_id, start_session
 from jean_memory.accounts.users import authenticate, get_user
 from jean_memory.db import rate_limits
-from jean_memory.db.rate_limits import AUTHORIZE_REQUESTS, SIGN_IN_FAILURES
+from jean_memory.db.rate_limits import AUTHORIZE_REQUESTS
 from jean_memory.oauth import grants as grant_store
 from jean_memory.oauth.browser import (
     csrf_cookie,
@@ -37,7 +37,7 @@ from jean_memory.oauth.redirects import matches_registered
 from jean_memory.oauth.resource import resolve_resource
 from jean_memory.oauth.scopes import SCOPE_DESCRIPTIONS, grantable_scope
 from jean_memory.oauth.service import OAuthService
-from jean_memory.oauth.throttle import client_address, over_limit
+from jean_memory.oauth.throttle import client_address, over_limit, sign_in_refused, sign_in_succeeded
 from jean_memory.off_loop import run_db
 from jean_memory.web.templating import render_page
 
@@ -325,24 +325,14 @@ class AuthorizationEndpoints:
             )
         email = form.get("email") or ""
         password = form.get("password") or ""
-        address = client_address(request)
-        # Counted as a failure before the password is checked: a count read first and raised
-        # only after the (slow) check let any number of parallel guesses through.
-        if await run_db(rate_limits.hit, engine, SIGN_IN_FAILURES, address) > SIGN_IN_FAILURES.max_count:
-            minutes = -(-rate_limits.retry_after(SIGN_IN_FAILURES) // 60)
-            return self._login_page(
-                request,
-                client,
-                session_id,
-                error=f"Too many failed sign-ins. Try again in {minutes} minutes.",
-                email=email[:320],
-                status=429,
-            )
+        refused = await sign_in_refused(engine, request)
+        if refused:
+            return self._login_page(request, client, session_id, error=refused, email=email[:320], status=429)
         user = await run_db(authenticate, engine, email, password)
         if user is None:
             self._service.metrics.sign_in_failures.inc()
             return self._login_page(request, client, session_id, error=SIGN_IN_FAILED, email=email[:320])
-        await run_db(rate_limits.take_back, engine, SIGN_IN_FAILURES, address)
+        await sign_in_succeeded(engine, request)
         await run_db(grant_store.attach_user, engine, session_id, user.id)
         token = await run_db(start_session, engine, user.id, self._settings.browser_session_days * 86400)
         pending = replace(pending, user_id=user.id)

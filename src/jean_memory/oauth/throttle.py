@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from sqlalchemy.engine import Engine
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -44,3 +45,23 @@ def too_many_requests(limit: rate_limits.Limit) -> JSONResponse:
         status_code=429,
         headers={"Retry-After": str(wait), "Cache-Control": "no-store"},
     )
+
+
+async def sign_in_refused(engine: Engine, request: Request) -> str | None:
+    """Count this sign-in attempt as a failure before the password is checked, and say why it
+    is refused when the address is over the limit (else None). Counted first: a count read first
+    and raised only after the slow password check let any number of parallel guesses through.
+    The OAuth sign-in form and the pages' /signin share the one limit."""
+    address = client_address(request)
+    if (
+        await run_db(rate_limits.hit, engine, rate_limits.SIGN_IN_FAILURES, address)
+        > rate_limits.SIGN_IN_FAILURES.max_count
+    ):
+        minutes = -(-rate_limits.retry_after(rate_limits.SIGN_IN_FAILURES) // 60)
+        return f"Too many failed sign-ins. Try again in {minutes} minutes."
+    return None
+
+
+async def sign_in_succeeded(engine: Engine, request: Request) -> None:
+    """A correct password: the attempt counted by `sign_in_refused` was not a failure."""
+    await run_db(rate_limits.take_back, engine, rate_limits.SIGN_IN_FAILURES, client_address(request))

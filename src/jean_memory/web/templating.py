@@ -16,7 +16,7 @@ PAGE_HEADERS = {
     "X-Frame-Options": "DENY",
     "Content-Security-Policy": (
         # No form-action: browsers apply it to the redirect after consent, which goes to the client.
-        "default-src 'none'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'"
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'"
     ),
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",

@@ -1,0 +1,16 @@
+"""All the person's pages, in one list for the app to mount."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute
+
+from jean_memory.pages.context import PageDeps
+from jean_memory.pages.home import HomePage
+from jean_memory.pages.signin import SignInPages
+
+
+def page_routes(deps: PageDeps) -> list[BaseRoute]:
+    routes: list[BaseRoute] = []
+    for area in (HomePage(deps), SignInPages(deps)):
+        routes.extend(area.routes())
+    return routes
