@@ -17,8 +17,6 @@ Without them the tests skip locally and fail under CI=true.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,47 +28,27 @@ import httpx
 import pytest
 
 from jean_memory.accounts.users import User
+from tests.support.chromium import (
+    DESKTOP,
+    PHONE,
+    assert_no_horizontal_overflow,
+    chromium_page,
+    require_chromium,
+    submit,
+)
 from tests.support.oauth import PASSWORD, new_flow, pkce_pair
 from tests.support.servers import RunningServer
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = os.environ.get("JEAN_MEMORY_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "browser"
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
-STEP_TIMEOUT_MS = 15_000
 # Long enough, without a break, to push a careless layout past a phone's width.
 LONG_CLIENT_NAME = "Claude-Desktop-Workspace-Integration-For-Acme-Corporation-Research"
 
 
-def _missing() -> str | None:
-    try:
-        import playwright.async_api  # noqa: F401
-    except ImportError:
-        return "Python Playwright is not installed (pip install playwright; see scripts/install-ci-deps.sh)"
-    if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
-        return f"{CHROMIUM} is missing (apt-get install chromium; see scripts/install-ci-deps.sh)"
-    return None
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _browser_available() -> None:
-    reason = _missing()
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but the browser tests cannot run: {reason}", pytrace=False)
-    pytest.skip(reason)
+    require_chromium()
 
 
 @pytest.fixture
@@ -78,19 +56,9 @@ def anyio_backend() -> str:
     return "asyncio"  # Playwright's async API needs asyncio
 
 
-@asynccontextmanager
-async def chromium(**context_options: Any) -> AsyncIterator[Any]:
+def chromium(**context_options: Any) -> Any:
     """A fresh headless Chromium and one page in a new context (its own cookie jar)."""
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            context = await browser.new_context(**context_options)
-            context.set_default_timeout(STEP_TIMEOUT_MS)
-            yield await context.new_page()
-        finally:
-            await browser.close()
+    return chromium_page(**context_options)
 
 
 # --- the client's loopback listener ------------------------------------------------------------
@@ -158,24 +126,12 @@ async def screenshot(page: Any, name: str) -> Path:
     return path
 
 
-async def assert_no_horizontal_overflow(page: Any, what: str) -> None:
-    widths = await page.evaluate("() => ({scroll: document.scrollingElement.scrollWidth, inner: window.innerWidth})")
-    assert widths["scroll"] <= widths["inner"], f"{what} overflows horizontally: {widths}"
-
-
 async def visible_messages(page: Any) -> list[str]:
     """The texts of the visible error/alert boxes on the page."""
     boxes = page.locator(".error, [role=alert]")
     return [
         (await boxes.nth(i).inner_text()).strip() for i in range(await boxes.count()) if await boxes.nth(i).is_visible()
     ]
-
-
-async def submit(page: Any, button: Any) -> Any:
-    """Click a submit button and return the response of the navigation it causes."""
-    async with page.expect_navigation() as navigation:
-        await button.click()
-    return await navigation.value
 
 
 def authorize_url(server: RunningServer, client_id: str, redirect_uri: str, state: str) -> str:

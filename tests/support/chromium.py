@@ -64,7 +64,7 @@ async def chromium_page(**context_options: Any) -> AsyncIterator[Any]:
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
-            context = await browser.new_context(viewport=DESKTOP, **context_options)
+            context = await browser.new_context(**{"viewport": DESKTOP, **context_options})
             context.set_default_timeout(STEP_TIMEOUT_MS)
             yield await context.new_page()
         finally:

@@ -71,20 +71,9 @@ def end_other_sessions(engine: Engine, user_id: str, keep_token: str | None) -> 
 
 
 def session_user_id(engine: Engine, token: str | None) -> str | None:
-    """The signed-in user, or None (no cookie, expired, ended, or the account is disabled)."""
-    if not token:
-        return None
-    with engine.connect() as conn:
-        row = conn.execute(
-            sa.select(browser_sessions.c.user_id)
-            .join(users, users.c.id == browser_sessions.c.user_id)
-            .where(
-                browser_sessions.c.token_hash == clock.sha256_hex(token),
-                browser_sessions.c.expires_at > clock.now(),
-                users.c.disabled_at.is_(None),
-            )
-        ).first()
-    return row.user_id if row else None
+    """The signed-in user's id, or None (no cookie, expired, ended, or the account is disabled)."""
+    person = signed_in(engine, token)
+    return person.user_id if person else None
 
 
 def end_sessions(conn: Connection, user_id: str) -> int:
