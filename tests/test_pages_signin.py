@@ -10,7 +10,7 @@ import pytest
 
 from jean_memory.accounts.users import User
 from tests.support.chromium import check_page, chromium_page, require_chromium, sign_in, submit
-from tests.support.oauth import PASSWORD
+from tests.support.oauth import PASSWORD, Flow
 from tests.support.pages import csrf_of, signed_in_client
 from tests.support.servers import RunningServer
 
@@ -101,3 +101,22 @@ async def test_home_and_sign_in_in_chromium(server: RunningServer, alice: User) 
         await check_page(page, "home")
         await submit(page, page.get_by_role("button", name="Sign out"))
         assert await page.get_by_role("link", name="Sign in").count() == 1
+
+
+def test_one_browser_session_serves_the_pages_and_the_oauth_sign_in(server: RunningServer, alice: User) -> None:
+    """Signed in on /signin, an OAuth flow started in the same browser goes straight to consent;
+    signed in through the OAuth form, the pages know the person."""
+    with signed_in_client(server, alice.email) as browser:
+        flow = Flow(base_url=server.base_url, http=browser)
+        flow.register()
+        page = flow.authorize()
+        assert page.status_code == 200
+        assert 'value="approve"' in page.text and 'name="password"' not in page.text
+        assert alice.email in page.text
+    with httpx.Client(timeout=15, headers={"Accept": "text/html"}) as browser:
+        flow = Flow(base_url=server.base_url, http=browser)
+        flow.register()
+        consent = flow.sign_in(flow.authorize(), alice.email)
+        assert 'value="approve"' in consent.text
+        home = browser.get(server.base_url + "/")
+        assert "Sign out" in home.text and alice.email in home.text
