@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import secrets
 import sys
 import tempfile
@@ -252,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool-conversation", default="26")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    for name in ("httpx", "jean_memory", "mcp", "uvicorn"):  # one line per request otherwise
+        logging.getLogger(name).setLevel(logging.WARNING)
     report = measure(args.data, args.pool, args.pool_conversation)
     if args.json:
         print(json.dumps(report, indent=2))
