@@ -168,3 +168,62 @@ def test_a_fact_the_answer_leaves_out_is_still_saved(service, model):
     ]
     save(service, "Night shifts again as a nurse; padel on Friday keeps me sane")
     assert {"The user works night shifts", "The user plays padel on Fridays"} <= set(rows(service))
+
+
+def test_through_a_server_with_the_llm_settings(database_url, tmp_path, model):
+    """JEAN_MEMORY_LLM_BASE_URL set on a real server: jean_memory's queued save asks the model,
+    which supersedes the old home; a read-only connection's jean_memory never asks it."""
+    from jean_memory.accounts.users import create_user
+    from jean_memory.memory.jobs import pending_count
+    from tests.support.oauth import PASSWORD, McpHttp, new_flow, parse_form, redirect_params
+    from tests.support.servers import threaded_server
+
+    base_url = f"http://127.0.0.1:{model.server_port}/v1"
+    with threaded_server(database_url, tmp_path / "data", llm_base_url=base_url, llm_model="m") as server:
+        alice = create_user(server.engine, "alice@example.com", PASSWORD)
+        flow = new_flow(server.base_url)
+        flow.register()
+        mcp = McpHttp(server.mcp_url, flow.tokens(alice.email)["access_token"])
+        berlin = mcp.call_tool("add_memories", {"text": "I live in Berlin"})["structuredContent"]["saved"][0]["id"]
+        clock.advance(86400)
+        mcp = McpHttp(server.mcp_url, flow.tokens(alice.email)["access_token"])  # a day on: a fresh token
+        model.script = [
+            facts("The user moved to Lisbon last month"),
+            decisions({"fact": 0, "event": "SUPERSEDE", "id": "0"}),
+        ]
+        mcp.call_tool(
+            "jean_memory", {"user_message": "By the way, I moved to Lisbon last month", "is_new_conversation": False}
+        )
+        wait_until(lambda: pending_count(server.engine) == 0 and len(model.requests) == 2)
+        listed = mcp.call_tool("list_memories", {"limit": 10})["structuredContent"]["results"]
+        by_text = {m["text"]: m for m in listed}
+        assert by_text["I live in Berlin"]["superseded_by"] == by_text["The user moved to Lisbon last month"]["id"]
+        context = mcp.call_tool("jean_memory", {"user_message": "Where do I live?", "is_new_conversation": True})
+        assert "- earlier: I live in Berlin" in context["content"][0]["text"]
+        assert berlin == by_text["I live in Berlin"]["id"]
+
+        # A read-only grant (allow_write unchecked): context, and nothing queued or asked.
+        asked = len(model.requests)
+        page = flow.authorize(prompt="consent")
+        form = parse_form(page.text)
+        fields = {k: v for k, v in form["fields"].items() if k != "allow_write"}
+        response = flow.http.post(server.base_url + form["action"], data={**fields, "decision": "approve"})
+        reader = McpHttp(server.mcp_url, flow.exchange(redirect_params(response)["code"]).json()["access_token"])
+        answer = reader.call_tool(
+            "jean_memory",
+            {
+                "user_message": "Remember that I started a new job at Stripe as an engineer",
+                "is_new_conversation": False,
+            },
+        )
+        assert "Saving" not in answer["content"][0]["text"] and "Checking" not in answer["content"][0]["text"]
+        assert pending_count(server.engine) == 0 and len(model.requests) == asked
+
+
+def wait_until(condition, deadline_seconds: float = 30) -> None:
+    import time
+
+    deadline = time.monotonic() + deadline_seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not hold in time"
+        time.sleep(0.05)
