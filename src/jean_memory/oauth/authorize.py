@@ -279,9 +279,9 @@ class AuthorizationEndpoints:
     async def _remembered(self, client: Client, pending: grant_store.PendingAuthorization, user_id: str) -> str | None:
         """The scope to grant without a page, or None to ask. Only when the person approved this
         client for this scope (or read-only: `within_consent`) and this exact redirect URI, and
-        never for a public client sending codes to a loopback or private-scheme URI: any program on the machine can listen there, and with
-        no secret to hold it back it would get the person's tokens unseen (RFC 8252 §8.6,
-        RFC 9700 §4.1)."""
+        never for a public client sending codes to a loopback or private-scheme URI: any program
+        on the machine can listen there, and with no secret to hold it back it would get the
+        person's tokens unseen (RFC 8252 §8.6, RFC 9700 §4.1)."""
         if client.is_public and urlsplit(pending.redirect_uri).scheme.lower() != "https":
             return None  # registration allows http for loopback only; any other scheme is private-use
         return await run_db(
