@@ -6,11 +6,12 @@ from starlette.routing import BaseRoute
 
 from jean_memory.pages.context import PageDeps
 from jean_memory.pages.home import HomePage
+from jean_memory.pages.memories import MemoryPages
 from jean_memory.pages.signin import SignInPages
 
 
 def page_routes(deps: PageDeps) -> list[BaseRoute]:
     routes: list[BaseRoute] = []
-    for area in (HomePage(deps), SignInPages(deps)):
+    for area in (HomePage(deps), SignInPages(deps), MemoryPages(deps)):
         routes.extend(area.routes())
     return routes
