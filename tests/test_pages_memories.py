@@ -47,7 +47,9 @@ def live_ids(server: RunningServer, user: User) -> set[str]:
     with server.engine.connect() as conn:
         return set(
             conn.execute(
-                sa.select(memories.c.id).where(memories.c.user_id == user.id, memories.c.deleted_at.is_(None))
+                sa.select(memories.c.id).where(
+                    memories.c.user_id == user.id, memories.c.kind == "memory", memories.c.deleted_at.is_(None)
+                )
             ).scalars()
         )
 
