@@ -9,6 +9,7 @@ import re
 import time
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from jean_memory import clock
@@ -312,3 +313,97 @@ def test_a_superseded_memory_is_marked_in_the_list_and_on_its_page(server: Runni
         assert listing.count('class="badge">Superseded') == 1
         page = client.get(f"/memories/{old}").text
         assert "Superseded on" in page and f'href="/memories/{new}"' in page
+
+
+HOSTILE = [
+    "<script>window.__pwned = 'script'; alert('script')</script> my favourite tag",
+    "<img src=x onerror=\"window.__pwned = 'img'; alert('img')\"> is how I sign my emails",
+    "My site: javascript:window.__pwned='link';alert('link') and [click](javascript:alert('md'))",
+]
+LONG = [
+    "Bookmark https://example.com/" + "a-very-long-path-segment/" * 12 + "?with=query&and=more",
+    "The word " + "supercalifragilisticexpialidocious" * 4 + " is hard to spell",
+]
+
+
+async def assert_nothing_ran(page, dialogs: list[str]) -> None:
+    """No payload ran (no dialog, no flag), none became markup, and each shows as plain text."""
+    assert dialogs == []
+    assert await page.evaluate("() => window.__pwned === undefined")
+    assert await page.locator("main script, main img, main [onerror], main a[href^='javascript']").count() == 0
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_memories_in_chromium_list_edit_delete_restore_bulk_and_all(server, alice, browser) -> None:
+    """One walk through the memory pages as a person makes it, with hostile texts saved through
+    the official MCP SDK client, long words and URLs for the phone layout, and a page of 50 with
+    "Next"; each page screenshotted and checked by axe-core (check_page)."""
+    from tests.support.chromium import check_page, chromium_page, require_chromium, sign_in, submit
+    from tests.support.oauth import PASSWORD
+    from tests.support.sdk_client import MemoryTokenStorage, WireLog, sdk_client, sdk_provider
+
+    require_chromium()
+    seed(server, alice, 52, ["everyday"])
+    provider = sdk_provider(server.mcp_url, MemoryTokenStorage(), browser, None)
+    async with sdk_client(server.mcp_url, provider, WireLog()) as client:
+        for text in LONG + HOSTILE:
+            tags = ["<b onmouseover=alert(1)>x</b>"] if text.startswith("<script>") else ["links"]
+            saved = await client.call_tool("add_memories", {"text": text, "tags": tags})
+            assert not saved.is_error, saved.content
+        hostile_id = saved.structured_content["saved"][0]["id"]  # the last one: the javascript: link
+    trashed_first = seed(server, alice, 1, start=900)[0]
+    MemoryService(server.engine, None).delete(alice.id, trashed_first)
+
+    async with chromium_page() as page:
+        dialogs: list[str] = []
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        await sign_in(page, server.base_url, alice.email, PASSWORD, next_path="/memories")
+        assert page.url.endswith("/memories")
+        await assert_nothing_ran(page, dialogs)
+        for text in HOSTILE:
+            assert await page.get_by_text(text[:40]).count() >= 1
+        assert await page.get_by_text("Select all").is_visible()  # pages.js shows it
+        assert await page.locator("a[rel=next]").get_attribute("href")
+        await check_page(page, "memories")
+
+        # One memory: its page, edited and saved.
+        await submit(page, page.get_by_role("link", name=re.compile("My site: javascript:")))
+        await assert_nothing_ran(page, dialogs)
+        assert page.url.endswith(f"/memories/{hostile_id}")
+        await page.get_by_label("Text").fill("My site is https://example.org/" + "long-segment/" * 10)
+        await page.get_by_label("Tags").fill("links, site")
+        await submit(page, page.get_by_role("button", name="Save", exact=True))
+        assert await page.get_by_role("status").inner_text() == "Saved."
+        assert await page.get_by_text("Before:").count() == 1
+        await assert_nothing_ran(page, dialogs)
+        await check_page(page, "memory")
+
+        # Delete it; it waits in the trash, from where it comes back.
+        await submit(page, page.get_by_role("button", name="Delete", exact=True))
+        assert "Moved to the trash" in await page.get_by_role("status").inner_text()
+        await submit(page, page.get_by_role("link", name="Trash"))
+        assert await page.get_by_role("button", name="Restore").count() == 2
+        await check_page(page, "memories-deleted")
+        row = page.locator("li", has_text="My site is https://example.org/")
+        await submit(page, row.get_by_role("button", name="Restore"))
+        assert await page.get_by_role("status").inner_text() == "Restored."
+        assert await page.get_by_role("button", name="Restore").count() == 1
+
+        # Select two and delete them.
+        await page.goto(server.base_url + "/memories")
+        await page.get_by_role("checkbox", name=re.compile("^Select: Fact 51:")).check()
+        await page.get_by_role("checkbox", name=re.compile("^Select: Fact 50:")).check()
+        await submit(page, page.get_by_role("button", name="Delete selected"))
+        assert "Moved 2 memories to the trash" in await page.get_by_role("status").inner_text()
+        assert await page.get_by_text("Fact 51:").count() == 0
+
+        # Delete all: refused without the words, done with them.
+        await submit(page, page.get_by_role("button", name="Delete all memories"))
+        assert "Nothing was deleted" in await page.get_by_role("alert").inner_text()
+        await page.get_by_label("Type delete all to confirm").fill("delete all")
+        await submit(page, page.get_by_role("button", name="Delete all memories"))
+        assert "Every memory and document was deleted" in await page.get_by_role("status").inner_text()
+        assert await page.get_by_text("No memories yet").count() == 1
+        assert dialogs == []
+    assert live_ids(server, alice) == set()
