@@ -53,11 +53,12 @@ def memory_page(
     statement = sa.select(memories).where(memories.c.user_id == user_id, memories.c.kind == "memory", LIVE)
     if cursor:
         created_at, pk = decode_cursor(cursor)
+        # `created_at <= c` first: a range both databases answer from the (user_id, created_at)
+        # index; the OR alone made PostgreSQL filter every newer row (7.5 ms against 1.8 ms for
+        # the first page, at 10,000).
         statement = statement.where(
-            sa.or_(
-                memories.c.created_at < created_at,
-                sa.and_(memories.c.created_at == created_at, memories.c.pk < pk),
-            )
+            memories.c.created_at <= created_at,
+            sa.or_(memories.c.created_at < created_at, memories.c.pk < pk),
         )
     with engine.connect() as conn:
         if tag:
