@@ -44,11 +44,19 @@ def _has_tag(conn: Connection, tag: str) -> sa.ColumnElement[bool]:
     return sa.exists(sa.select(sa.literal(1)).select_from(each).where(each.c.value == tag))
 
 
-def memory_page(
-    engine: Engine, user_id: str, limit: int = 50, cursor: str | None = None, tag: str | None = None
+@dataclass(frozen=True)
+class Listing:
+    """What the list page shows, read on one connection (one pool checkout, one thread hop)."""
+
+    memories: list[Memory]
+    next_cursor: str | None
+    documents: list[DocumentInfo]
+    total: int  # live facts, not document passages, not the trash
+
+
+def _page(
+    conn: Connection, user_id: str, limit: int, cursor: str | None, tag: str | None
 ) -> tuple[list[Memory], str | None]:
-    """The person's live facts, newest first, `limit` at a time after `cursor` (from the page
-    before), only those tagged `tag` when given; and the cursor of the next page, if any."""
     check_limit(limit)
     statement = sa.select(memories).where(memories.c.user_id == user_id, memories.c.kind == "memory", LIVE)
     if cursor:
@@ -60,14 +68,58 @@ def memory_page(
             memories.c.created_at <= created_at,
             sa.or_(memories.c.created_at < created_at, memories.c.pk < pk),
         )
-    with engine.connect() as conn:
-        if tag:
-            statement = statement.where(_has_tag(conn, tag))
-        rows = conn.execute(
-            statement.order_by(memories.c.created_at.desc(), memories.c.pk.desc()).limit(limit + 1)
-        ).all()
+    if tag:
+        statement = statement.where(_has_tag(conn, tag))
+    rows = conn.execute(statement.order_by(memories.c.created_at.desc(), memories.c.pk.desc()).limit(limit + 1)).all()
     next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].pk) if len(rows) > limit else None
     return [row_memory(row) for row in rows[:limit]], next_cursor
+
+
+def _documents(conn: Connection, user_id: str, limit: int) -> list[DocumentInfo]:
+    rows = conn.execute(
+        sa.select(documents)
+        .where(documents.c.user_id == user_id)
+        .order_by(documents.c.created_at.desc(), documents.c.id)
+        .limit(limit)
+    ).all()
+    return [
+        DocumentInfo(r.id, r.title, r.document_type, r.source_url, r.status, r.chunk_count, r.created_at, r.client)
+        for r in rows
+    ]
+
+
+def _total(conn: Connection, user_id: str) -> int:
+    return conn.execute(
+        sa.select(sa.func.count())
+        .select_from(memories)
+        .where(memories.c.user_id == user_id, memories.c.kind == "memory", LIVE)
+    ).scalar_one()
+
+
+def memory_page(
+    engine: Engine, user_id: str, limit: int = 50, cursor: str | None = None, tag: str | None = None
+) -> tuple[list[Memory], str | None]:
+    """The person's live facts, newest first, `limit` at a time after `cursor` (from the page
+    before), only those tagged `tag` when given; and the cursor of the next page, if any."""
+    with engine.connect() as conn:
+        return _page(conn, user_id, limit, cursor, tag)
+
+
+def listing(
+    engine: Engine,
+    user_id: str,
+    limit: int = 50,
+    cursor: str | None = None,
+    tag: str | None = None,
+    with_page: bool = True,
+    with_documents: bool = False,
+) -> Listing:
+    """The list page's reads at once: a page of facts (`memory_page`) unless `with_page` is
+    off (a search brings its own), the documents when asked, and the count of live facts."""
+    with engine.connect() as conn:
+        found, next_cursor = _page(conn, user_id, limit, cursor, tag) if with_page else ([], None)
+        docs = _documents(conn, user_id, MAX_DOCUMENTS) if with_documents else []
+        return Listing(found, next_cursor, docs, _total(conn, user_id))
 
 
 def find(engine: Engine, user_id: str, memory_id: str) -> Memory | None:
@@ -88,16 +140,7 @@ def find(engine: Engine, user_id: str, memory_id: str) -> Memory | None:
 def document_list(engine: Engine, user_id: str, limit: int = MAX_DOCUMENTS) -> list[DocumentInfo]:
     """The person's stored documents, newest first."""
     with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(documents)
-            .where(documents.c.user_id == user_id)
-            .order_by(documents.c.created_at.desc(), documents.c.id)
-            .limit(limit)
-        ).all()
-    return [
-        DocumentInfo(r.id, r.title, r.document_type, r.source_url, r.status, r.chunk_count, r.created_at, r.client)
-        for r in rows
-    ]
+        return _documents(conn, user_id, limit)
 
 
 def delete_document(engine: Engine, user_id: str, document_id: str) -> bool:

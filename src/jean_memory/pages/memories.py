@@ -103,20 +103,20 @@ class MemoryPages:
         tag = request.query_params.get("tag", "").strip().lower()[:64]
         after = request.query_params.get("after") or None
         next_url = None
+        first_page = not (q or tag or after)
         try:
+            view = await run_db(
+                browse.listing, deps.engine, person.user_id, PAGE_SIZE, after, tag or None, not q, first_page
+            )
+            found = view.memories
             if q:
                 found = await run_db(deps.memory.search, person.user_id, q, PAGE_SIZE, [tag] if tag else None)
-            else:
-                found, cursor = await run_db(
-                    browse.memory_page, deps.engine, person.user_id, PAGE_SIZE, after, tag or None
-                )
-                if cursor:
-                    next_url = "/memories?" + urlencode({k: v for k, v in (("tag", tag), ("after", cursor)) if v})
+            elif view.next_cursor:
+                next_url = "/memories?" + urlencode({k: v for k, v in (("tag", tag), ("after", view.next_cursor)) if v})
+            documents, total = view.documents, view.total
         except MemoryInputError as exc:
             found, status, error = [], 400, error or str(exc).replace("cursor", "this page link")
-        first_page = not (q or tag or after)
-        documents = await run_db(browse.document_list, deps.engine, person.user_id) if first_page else []
-        total = await run_db(deps.memory.count, person.user_id)
+            documents, total = [], await run_db(deps.memory.count, person.user_id)
         return self._render(
             request,
             "pages/memories.html",
