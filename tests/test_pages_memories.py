@@ -407,3 +407,19 @@ async def test_memories_in_chromium_list_edit_delete_restore_bulk_and_all(server
         assert await page.get_by_text("No memories yet").count() == 1
         assert dialogs == []
     assert live_ids(server, alice) == set()
+
+
+def test_the_url_chatgpts_fetch_cites_opens_the_memory(server: RunningServer, alice: User) -> None:
+    """Issue 14's visible bug: `fetch` results cite {issuer}/memories/{id}, which answered 404."""
+    claude = McpHttp(server.mcp_url, new_flow(server.base_url).tokens(alice.email)["access_token"])
+    saved = claude.call_tool("add_memories", {"text": "Favourite band is Radiohead"})["structuredContent"]["saved"]
+    registration = {"client_name": "ChatGPT", "redirect_uris": ["https://chatgpt.com/cb"]}
+    chatgpt = McpHttp(server.mcp_url, new_flow(server.base_url, registration).tokens(alice.email)["access_token"])
+    document = chatgpt.call_tool("fetch", {"id": saved[0]["id"]})["structuredContent"]
+    assert document["url"].startswith(server.settings.issuer + "/memories/")
+    with signed_in_client(server, alice.email) as client:
+        page = client.get(document["url"].removeprefix(server.settings.issuer))
+        assert page.status_code == 200 and "Favourite band is Radiohead" in page.text
+    with httpx.Client() as anonymous:  # signed out: sign in first, then back to it
+        answer = anonymous.get(document["url"])
+        assert answer.status_code == 303 and answer.headers["location"].startswith("/signin?next=%2Fmemories%2F")
