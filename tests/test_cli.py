@@ -100,6 +100,12 @@ def test_serve_refuses_an_issuer_with_a_path_or_trailing_slash(env, issuer):
     assert "no path and no trailing slash" in result.stderr
 
 
+def test_serve_refuses_an_unknown_sign_up_policy(env):
+    result = serve({**env, "JEAN_MEMORY_SIGNUP": "sometimes"})
+    assert result.returncode == 2
+    assert "JEAN_MEMORY_SIGNUP must be one of invite, open, closed, got 'sometimes'" in result.stderr
+
+
 def test_serve_warns_about_plain_http_and_makes_a_secret_key_once(env, tmp_path):
     from tests.support.servers import server_process
 
