@@ -281,6 +281,8 @@ def test_admin_invites_shows_the_link_once_and_it_works(server: RunningServer, a
         assert link.group(1) not in client.get("/admin").text  # shown once
         bad = post_form(client, "/admin", "/admin/invite", {"email": "not an email"})
         assert bad.status_code == 400 and "is not an email address" in bad.text
+        taken = post_form(client, "/admin", "/admin/invite", {"email": admin.email})
+        assert taken.status_code == 400 and "already exists" in taken.text
     with browser(server) as friend:
         path = link.group(1).removeprefix(server.settings.issuer)
         assert sign_up(friend, path, "friend@example.com").status_code == 303

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from jean_memory import clock
 from jean_memory.accounts.passwords import hash_password
 from jean_memory.accounts.users import AccountError, User, any_user, insert_user, normalise_email
-from jean_memory.db.tables import invites
+from jean_memory.db.tables import invites, users
 
 SETUP = "setup"
 INVITE = "invite"
@@ -51,9 +51,12 @@ def create_setup_link(engine: Engine) -> str | None:
 
 
 def create_invite(engine: Engine, created_by: str | None = None, email: str | None = None) -> str:
-    """A new invite token (raises AccountError for an email that is not one)."""
+    """A new invite token (raises AccountError for an email that is not one, or that already
+    has an account: that invite could never be used)."""
     bound = normalise_email(email) if email else None
     with engine.begin() as conn:
+        if bound and conn.execute(sa.select(users.c.id).where(users.c.email == bound)).first():
+            raise AccountError(f"an account for {bound} already exists")
         return _insert(conn, INVITE, bound, created_by)
 
 

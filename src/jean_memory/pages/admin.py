@@ -102,7 +102,13 @@ class AdminPages:
         try:
             token = await run_db(create_invite, self._deps.engine, admin.user_id, email or None)
         except AccountError as exc:
-            return await self._page(request, admin, 400, error=f"{exc}. Leave it empty for a link anyone can use.")
+            message = str(exc)
+            return await self._page(
+                request,
+                admin,
+                400,
+                error=f"{message[:1].upper()}{message[1:]}. Leave it empty for a link anyone can use.",
+            )
         return await self._page(request, admin, link=f"{self._deps.settings.issuer}/join?invite={token}")
 
     async def _target(self, request: Request) -> tuple[SignedIn | None, User | None]:
