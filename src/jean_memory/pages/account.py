@@ -33,7 +33,7 @@ from jean_memory.pages.context import PageDeps, checked_form, forbidden, render,
 from jean_memory.web.templating import PAGE_HEADERS
 
 WRONG_PASSWORD = "Your current password is not right. Type it again."
-EMAIL_MISMATCH = "That is not your account's email. Type it exactly to delete your account."
+EMAIL_MISMATCH = "That email does not match your account. Type your account's email to delete it."
 
 
 class AccountPages:
