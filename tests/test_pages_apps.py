@@ -7,12 +7,14 @@ from __future__ import annotations
 import re
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from jean_memory import clock
 from jean_memory.accounts.users import User
 from jean_memory.db.tables import grants
-from tests.support.oauth import CLAUDE_REGISTRATION, McpHttp, new_flow
+from tests.support.chromium import check_page, chromium_page, require_chromium, sign_in, submit
+from tests.support.oauth import CLAUDE_REGISTRATION, PASSWORD, McpHttp, new_flow
 from tests.support.pages import csrf_of, post_form, signed_in_client
 from tests.support.servers import RunningServer
 
@@ -131,3 +133,39 @@ def test_an_app_named_like_a_known_one_is_shown_with_its_real_host_and_escaped(
     assert "this app is from evil.example, not claude.ai" in page
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;ppa" in page
     assert "\u202e" not in page
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_apps_keys_and_account_in_chromium(server: RunningServer, alice: User) -> None:
+    """The person's own pages as a person uses them: an app connected through the real OAuth
+    flow is disconnected, a key created and revoked, the password changed."""
+    require_chromium()
+    flow = new_flow(server.base_url)
+    tokens = flow.tokens(alice.email)
+    async with chromium_page() as page:
+        assert (await sign_in(page, server.base_url, alice.email, PASSWORD, next_path="/apps")).ok
+        await page.get_by_role("cell", name="claudeai", exact=True).wait_for()
+        await check_page(page, "apps")
+        await submit(page, page.get_by_role("button", name="Disconnect"))
+        await page.get_by_role("status").filter(has_text="Disconnected").wait_for()
+        assert await page.get_by_role("button", name="Disconnect").count() == 0
+        assert McpHttp(server.mcp_url, tokens["access_token"]).initialize().status_code == 401
+
+        await page.goto(server.base_url + "/keys")
+        created = await submit(page, page.get_by_role("button", name="Create key"))
+        assert created.ok
+        key = await page.get_by_role("textbox", name="New key").input_value()
+        assert key.startswith("jm_sk_")
+        await page.get_by_role("button", name="Copy").wait_for()  # the copy button appears with JS
+        await check_page(page, "keys")
+        await submit(page, page.get_by_role("button", name="Revoke"))
+        await page.get_by_role("status").filter(has_text="Key revoked").wait_for()
+        assert await page.get_by_role("button", name="Revoke").count() == 0
+
+        await page.goto(server.base_url + "/account")
+        await check_page(page, "account")
+        await page.get_by_label("Current password").fill(PASSWORD)
+        await page.get_by_label("New password").fill("a much longer new passphrase")
+        await submit(page, page.get_by_role("button", name="Change password"))
+        await page.get_by_role("status").filter(has_text="Password changed").wait_for()
