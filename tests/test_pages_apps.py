@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from jean_memory import clock
 from jean_memory.accounts.users import User
-from jean_memory.db.tables import grants
+from jean_memory.db.tables import grants, oauth_clients
 from tests.support.chromium import check_page, chromium_page, require_chromium, sign_in, submit
 from tests.support.oauth import CLAUDE_REGISTRATION, PASSWORD, McpHttp, new_flow
 from tests.support.pages import csrf_of, post_form, signed_in_client
@@ -169,3 +169,46 @@ async def test_apps_keys_and_account_in_chromium(server: RunningServer, alice: U
         await page.get_by_label("New password").fill("a much longer new passphrase")
         await submit(page, page.get_by_role("button", name="Change password"))
         await page.get_by_role("status").filter(has_text="Password changed").wait_for()
+
+
+def test_a_metadata_document_app_shows_its_host_in_ascii_and_a_forgotten_client_still_lists(
+    server: RunningServer, alice: User
+) -> None:
+    """A client named by a metadata document URL shows that URL's host (punycode for a look-alike);
+    a grant whose client row was swept is listed as an unknown app and can still be disconnected."""
+    now = clock.now()
+    lookalike = "https://cl\u0430ude.ai/oauth/client.json"  # a Cyrillic a (U+0430)
+    swept = "https://gone.example/client.json"
+    with server.engine.begin() as conn:
+        conn.execute(
+            oauth_clients.insert().values(
+                client_id=lookalike,
+                client_name="Claude",
+                redirect_uris=["https://claude.ai/api/mcp/auth_callback"],
+                token_endpoint_auth_method="none",
+                grant_types=["authorization_code", "refresh_token"],
+                source="cimd",
+                metadata={},
+                created_at=now,
+            )
+        )
+        for client_id in (lookalike, swept):
+            conn.execute(
+                grants.insert().values(
+                    id=clock.new_id(),
+                    user_id=alice.id,
+                    client_id=client_id,
+                    scope="memory",
+                    resource=server.mcp_url,
+                    created_at=now,
+                )
+            )
+    with signed_in_client(server, alice.email) as browser:
+        page = browser.get("/apps")
+        assert "xn--" in page.text and "cl\u0430ude" not in page.text
+        assert "this app is from xn--" in page.text  # the name "Claude" is not theirs to use
+        assert "Unknown app" in page.text and "gone.example" in page.text
+        assert len(grant_ids_on(page)) == 2
+        for grant_id in grant_ids_on(page):
+            assert post_form(browser, "/apps", f"/apps/{grant_id}/disconnect").status_code == 303
+        assert grant_ids_on(browser.get("/apps")) == []
