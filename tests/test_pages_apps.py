@@ -37,6 +37,7 @@ def test_disconnect_stops_the_tokens_at_once_and_connecting_again_asks_again(
     tokens = flow.tokens(alice.email)
     mcp = McpHttp(server.mcp_url, tokens["access_token"])
     assert mcp.initialize().status_code == 200
+    assert not mcp.call_tool("list_memories", {"limit": 5}).get("isError")
     with signed_in_client(server, alice.email) as browser:
         page = browser.get("/apps")
         assert page.status_code == 200
@@ -49,6 +50,7 @@ def test_disconnect_stops_the_tokens_at_once_and_connecting_again_asks_again(
         assert grant_ids_on(after) == [] and "Disconnected" in after.text
     # The same access token is refused at once, and so is the refresh token.
     assert mcp.initialize().status_code == 401
+    assert mcp.rpc("tools/call", {"name": "list_memories", "arguments": {"limit": 5}}).status_code == 401
     refused = flow.refresh(tokens["refresh_token"])
     assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
     # The consent was forgotten: the next authorization (same browser, still signed in) asks.
