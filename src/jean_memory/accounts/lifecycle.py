@@ -133,7 +133,8 @@ def enable_user(engine: Engine, user_id: str) -> bool:
 def delete_user(engine: Engine, user_id: str) -> dict[str, int]:
     """Erase the account and everything of it, in one transaction; rows deleted per table.
 
-    Every table with a `user_id` column is cleared of the person's rows, and every table whose
+    Every table with a column naming a person (`USER_COLUMNS`: `user_id`, and the invites they
+    made or used) is cleared of the person's rows, and every table whose
     foreign key points at such a table (codes and refresh tokens hang off grants, vectors off
     memories) of the rows hanging off them, children first, then the user row itself. Walking
     the schema rather than listing tables means a table added later is erased too. SQLite's
@@ -154,11 +155,22 @@ def delete_user(engine: Engine, user_id: str) -> dict[str, int]:
     return deleted
 
 
+# Columns that name a person: `user_id` everywhere, and the invites a person made or used.
+USER_COLUMNS = ("user_id", "created_by", "used_by")
+
+
+def user_columns(table: sa.Table) -> list[sa.Column]:
+    """The columns of `table` that hold a user id (the schema walk of `delete_user`, and the
+    test that proves nothing of a deleted person is left)."""
+    return [table.c[name] for name in USER_COLUMNS if name in table.c]
+
+
 def _owned_by(table: sa.Table, user_id: str) -> sa.ColumnElement[bool] | None:
     if table is users:
         return users.c.id == user_id
-    if "user_id" in table.c:
-        return table.c.user_id == user_id
+    columns = user_columns(table)
+    if columns:
+        return sa.or_(*(column == user_id for column in columns))
     for fk in table.foreign_keys:
         parent = fk.column.table
         if parent is not users and "user_id" in parent.c:
