@@ -10,8 +10,6 @@ unknown person id answers the same 404. An administrator cannot disable or delet
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -30,6 +28,7 @@ from jean_memory.pages.context import (
     render,
     see_other,
 )
+from jean_memory.pages.when import shown
 
 DONE = {
     "disabled": "Disabled: they cannot sign in, and their apps and API keys stop working.",
@@ -38,13 +37,6 @@ DONE = {
 }
 CHANGES = {"disable": disable_user, "enable": enable_user, "delete": delete_user}
 NOT_YOURSELF = "You cannot {action} your own account here. Another administrator can, or use the jean-memory command."
-
-
-def when(seconds: float | None) -> str:
-    """A time as the admin table shows it (UTC, to the minute)."""
-    if seconds is None:
-        return "never"
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 class AdminPages:
@@ -63,9 +55,9 @@ class AdminPages:
             {
                 "id": p.id,
                 "email": p.email,
-                "created": when(p.created_at),
+                "created": shown(p.created_at),
                 "memories": p.memory_count,
-                "last_active": when(p.last_active_at),
+                "last_active": shown(p.last_active_at),
                 "is_admin": p.is_admin,
                 "disabled": p.disabled_at is not None,
                 "me": p.id == admin.user_id,
