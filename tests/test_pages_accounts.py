@@ -94,8 +94,7 @@ def test_a_used_an_expired_and_a_wrong_setup_link_answer_the_same_404(server: Ru
         assert "cannot be used" in wrong.text
         fresh = create_setup_link(server.engine)
         assert sign_up(client, f"/setup?token={fresh}", "me@example.com").status_code == 303
-        again = client.get("/setup", params={"token": fresh})
-        assert again.status_code == 404 and again.text.replace("Sign out", "") != ""
+        assert client.get("/setup", params={"token": fresh}).status_code == 404
 
 
 def test_a_setup_link_stops_working_once_any_account_exists(server: RunningServer) -> None:
