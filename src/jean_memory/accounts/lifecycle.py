@@ -20,7 +20,7 @@ from jean_memory import clock
 from jean_memory.accounts.browser_sessions import end_sessions
 from jean_memory.accounts.passwords import hash_password
 from jean_memory.accounts.users import AccountError, User, find_user_by_email
-from jean_memory.db.tables import grants, memories, metadata, refresh_tokens, users
+from jean_memory.db.tables import api_keys, browser_sessions, grants, memories, metadata, refresh_tokens, users
 
 DISABLED_REASON = "account_disabled"
 
@@ -33,6 +33,7 @@ class UserSummary:
     is_admin: bool
     disabled_at: float | None
     memory_count: int
+    last_active_at: float | None = None  # latest sign-in, app use or API key use; None: never
 
 
 def require_user(engine: Engine, email: str) -> User:
@@ -45,21 +46,47 @@ def require_user(engine: Engine, email: str) -> User:
 
 
 def list_users(engine: Engine) -> list[UserSummary]:
-    """Every account, oldest first, with how many memories (not document chunks, not the trash) it holds."""
+    """Every account, oldest first, with how many memories (not document chunks, not the trash)
+    it holds and when it was last active: the latest of a browser sign-in (a session's start),
+    an app's use of its connection (`grants.last_used_at`, kept to the minute) and an API key's use."""
     counts = (
         sa.select(memories.c.user_id, sa.func.count().label("n"))
         .where(memories.c.kind == "memory", memories.c.deleted_at.is_(None))
         .group_by(memories.c.user_id)
         .subquery()
     )
+    latest = [
+        sa.select(table.c.user_id, sa.func.max(column).label("at")).group_by(table.c.user_id).subquery()
+        for table, column in (
+            (browser_sessions, browser_sessions.c.created_at),
+            (grants, grants.c.last_used_at),
+            (api_keys, api_keys.c.last_used_at),
+        )
+    ]
+    query = sa.select(
+        users.c.id,
+        users.c.email,
+        users.c.created_at,
+        users.c.is_admin,
+        users.c.disabled_at,
+        counts.c.n,
+        *(sub.c.at.label(f"at{i}") for i, sub in enumerate(latest)),
+    ).outerjoin(counts, counts.c.user_id == users.c.id)
+    for sub in latest:
+        query = query.outerjoin(sub, sub.c.user_id == users.c.id)
     with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(users.c.id, users.c.email, users.c.created_at, users.c.is_admin, users.c.disabled_at, counts.c.n)
-            .outerjoin(counts, counts.c.user_id == users.c.id)
-            .order_by(users.c.created_at, users.c.email)
-        ).all()
+        rows = conn.execute(query.order_by(users.c.created_at, users.c.email)).all()
     return [
-        UserSummary(row.id, row.email, row.created_at, bool(row.is_admin), row.disabled_at, row.n or 0) for row in rows
+        UserSummary(
+            row.id,
+            row.email,
+            row.created_at,
+            bool(row.is_admin),
+            row.disabled_at,
+            row.n or 0,
+            max((at for at in (row.at0, row.at1, row.at2) if at is not None), default=None),
+        )
+        for row in rows
     ]
 
 

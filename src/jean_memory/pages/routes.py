@@ -5,11 +5,13 @@ from __future__ import annotations
 from starlette.routing import BaseRoute
 
 from jean_memory.pages.account import AccountPages
+from jean_memory.pages.admin import AdminPages
 from jean_memory.pages.apps import AppsPages
 from jean_memory.pages.context import PageDeps
 from jean_memory.pages.home import HomePage
 from jean_memory.pages.keys import KeysPages
 from jean_memory.pages.signin import SignInPages
+from jean_memory.pages.signup import SignUpPages
 
 
 def page_routes(deps: PageDeps) -> list[BaseRoute]:
@@ -20,6 +22,8 @@ def page_routes(deps: PageDeps) -> list[BaseRoute]:
         AppsPages(deps),
         KeysPages(deps),
         AccountPages(deps),
+        SignUpPages(deps),
+        AdminPages(deps),
     ):
         routes.extend(area.routes())
     return routes
