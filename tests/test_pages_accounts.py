@@ -192,6 +192,23 @@ def test_open_policy_needs_no_invite(signup_server: RunningServer) -> None:
     assert [u.is_admin for u in list_users(signup_server.engine)] == [False]
 
 
+@pytest.mark.parametrize("signup_server", ["open"], indirect=True)
+def test_sign_ups_from_one_address_are_limited(signup_server: RunningServer) -> None:
+    """Each attempt hashes a password: under `open`, 60 an hour per address, then 429 with a
+    message (the 61st), and no account made by the refused one."""
+    with browser(signup_server) as client:
+        csrf = csrf_of(client.get("/signin").text)
+        for n in range(60):
+            weak = client.post(
+                "/join",
+                data={"email": f"p{n}@example.com", "password": "short", "password_again": "short", "csrf_token": csrf},
+            )
+            assert weak.status_code == 400
+        refused = sign_up(client, "/join", "late@example.com")
+        assert refused.status_code == 429 and "Too many sign-ups" in refused.text
+    assert list_users(signup_server.engine) == []
+
+
 @pytest.mark.parametrize("signup_server", ["closed"], indirect=True)
 def test_closed_policy_refuses_every_sign_up_even_with_an_invite(signup_server: RunningServer) -> None:
     token = create_invite(signup_server.engine)

@@ -17,6 +17,7 @@ from jean_memory.accounts.invites import INVITE, SETUP, Link, LinkInvalid, find_
 from jean_memory.accounts.passwords import MIN_PASSWORD_LENGTH, WeakPasswordError
 from jean_memory.accounts.users import AccountError, User
 from jean_memory.oauth.browser import session_cookie, set_session_cookie
+from jean_memory.oauth.throttle import sign_up_refused
 from jean_memory.off_loop import run_db
 from jean_memory.pages.context import PageDeps, checked_form, current_person, forbidden, render, see_other
 
@@ -97,6 +98,9 @@ class SignUpPages:
         password = str(form.get("password") or "")
         if password != str(form.get("password_again") or ""):
             return self._form(request, person, kind, token, link, 400, email, PASSWORDS_DIFFER)
+        refused = await sign_up_refused(deps.engine, request)
+        if refused:
+            return self._form(request, person, kind, token, link, 429, email, refused)
         try:
             if policy == "invite":
                 user: User = await run_db(redeem, deps.engine, kind, token, email, password)
