@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from jean_memory import clock
 from jean_memory.accounts.api_keys import create_api_key
 from jean_memory.accounts.lifecycle import user_columns
-from jean_memory.accounts.users import User
+from jean_memory.accounts.users import User, create_user
 from jean_memory.db import rate_limits
 from jean_memory.db.tables import invites, jobs, metadata, users
 from tests.support.oauth import PASSWORD, McpHttp, new_flow
@@ -196,3 +196,18 @@ def test_delete_my_account_erases_every_row_of_the_person_and_nothing_of_anyone_
     assert rows_of(server.engine, bob.id, bob_parents) == bobs_before
     assert McpHttp(server.mcp_url, alices_token).initialize().status_code == 401  # at once, on this instance
     assert not signs_in(server, alice.email, PASSWORD) and signs_in(server, bob.email, PASSWORD)
+
+
+def test_the_only_administrator_cannot_delete_themselves_while_others_use_the_server(
+    server: RunningServer, alice: User
+) -> None:
+    admin = create_user(server.engine, "admin@example.com", PASSWORD, is_admin=True)
+    with signed_in_client(server, admin.email) as client:
+        refused = post_form(client, "/account", "/account/delete", {"confirm_email": admin.email})
+        assert refused.status_code == 400 and "only administrator" in refused.text
+        with server.engine.connect() as conn:
+            assert conn.execute(sa.select(users.c.id).where(users.c.id == admin.id)).first() is not None
+        # Alone on the server, they may: it goes back to its first run.
+        with server.engine.begin() as conn:
+            conn.execute(users.delete().where(users.c.id == alice.id))
+        assert post_form(client, "/account", "/account/delete", {"confirm_email": admin.email}).status_code == 303

@@ -130,6 +130,20 @@ def enable_user(engine: Engine, user_id: str) -> bool:
     return bool(changed)
 
 
+def is_last_administrator(engine: Engine, user_id: str) -> bool:
+    """True when this person is the only enabled administrator while other people use the
+    server: deleting them would leave nobody to invite, disable or delete anyone from /admin.
+    (The only person of all may delete themselves: the server goes back to its first run.)"""
+    with engine.connect() as conn:
+        admins = (
+            conn.execute(sa.select(users.c.id).where(users.c.is_admin.is_(True), users.c.disabled_at.is_(None)))
+            .scalars()
+            .all()
+        )
+        others = conn.execute(sa.select(sa.func.count()).select_from(users).where(users.c.id != user_id)).scalar_one()
+    return admins == [user_id] and others > 0
+
+
 def delete_user(engine: Engine, user_id: str) -> dict[str, int]:
     """Erase the account and everything of it, in one transaction; rows deleted per table.
 

@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Route
 
 from jean_memory import clock
 from jean_memory.accounts.browser_sessions import COOKIE_NAME, SignedIn
-from jean_memory.accounts.lifecycle import delete_user
+from jean_memory.accounts.lifecycle import delete_user, is_last_administrator
 from jean_memory.accounts.own_account import WrongPasswordError, change_password
 from jean_memory.accounts.passwords import WeakPasswordError
 from jean_memory.accounts.users import AccountError, normalise_email
@@ -33,6 +33,10 @@ from jean_memory.pages.context import PageDeps, checked_form, forbidden, render,
 from jean_memory.web.templating import PAGE_HEADERS
 
 WRONG_PASSWORD = "Your current password is not right. Type it again."
+LAST_ADMINISTRATOR = (
+    "You are the only administrator, and other people use this server. Make another administrator "
+    "first (jean-memory user add EMAIL --admin), or delete the others on the Admin page."
+)
 EMAIL_MISMATCH = "That email does not match your account. Type your account's email to delete it."
 
 
@@ -90,6 +94,8 @@ class AccountPages:
             typed = ""
         if typed != person.email:
             return self._page(request, person, 400, delete_error=EMAIL_MISMATCH)
+        if await run_db(is_last_administrator, deps.engine, person.user_id):
+            return self._page(request, person, 400, delete_error=LAST_ADMINISTRATOR)
         grant_ids = await run_db(grant_ids_of, deps.engine, person.user_id)
         await run_db(delete_user, deps.engine, person.user_id)
         for grant_id in grant_ids:
