@@ -39,6 +39,7 @@ from jean_memory.observability.metrics import Metrics
 from jean_memory.observability.request_log import RequestLogMiddleware
 from jean_memory.off_loop import run_db
 from jean_memory.pages.context import PageDeps
+from jean_memory.pages.errors import not_found_handler
 from jean_memory.pages.routes import page_routes
 from jean_memory.web.templating import STATIC_DIR
 
@@ -136,6 +137,7 @@ def build_app(settings: Settings, engine: Engine, migrate: bool = True, embedder
     memory.set_enqueue_hook(worker.enqueued)
     mcp = McpEndpoint(oauth.verifier, memory, settings, metrics)
     metadata = MetadataEndpoints(settings)
+    pages = PageDeps(engine, settings, memory, oauth)
     authorize = AuthorizationEndpoints(oauth)
     register = public_cors(request_response(RegistrationEndpoint(oauth)), ["POST"])
     token = public_cors(request_response(TokenEndpoint(oauth)), ["POST"])
@@ -157,7 +159,7 @@ def build_app(settings: Settings, engine: Engine, migrate: bool = True, embedder
     # The CORS-wrapped endpoints are plain ASGI apps, which Starlette routes for any method
     # unless told: PUT /register registered a client and GET /token issued tokens.
     routes: list[BaseRoute] = [
-        *page_routes(PageDeps(engine, settings, memory, oauth)),
+        *page_routes(pages),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/.well-known/oauth-authorization-server", as_metadata, methods=["GET", "OPTIONS"]),
@@ -210,7 +212,7 @@ def build_app(settings: Settings, engine: Engine, migrate: bool = True, embedder
             )
             tasks.cancel_scope.cancel()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found_handler(pages)})
     app.router.redirect_slashes = False  # a 307 from /mcp to /mcp/ breaks MCP clients
     app.add_middleware(RequestLogMiddleware, metrics=metrics)
     if settings.trusted_proxies:

@@ -47,6 +47,7 @@ class Settings:
     browser_session_days: int = 14
     unused_client_days: int = 30
     trash_days: int = 30  # a deleted memory is restorable this long, then purged
+    signup: str = "invite"  # who may make an account at /join: invite | open | closed
     revocation_cache_seconds: int = 30
     max_mcp_body_bytes: int = 10 * 1024 * 1024
     log_level: str = "INFO"
@@ -225,6 +226,7 @@ def load_settings(
         code_seconds=_env_int(env, "JEAN_MEMORY_CODE_SECONDS", 60),
         unused_client_days=_env_int(env, "JEAN_MEMORY_UNUSED_CLIENT_DAYS", 30),
         trash_days=_env_int(env, "JEAN_MEMORY_TRASH_DAYS", 30),
+        signup=_choice(env, "JEAN_MEMORY_SIGNUP", SIGNUP_POLICIES, "invite"),
         revocation_cache_seconds=min(_env_int(env, "JEAN_MEMORY_REVOCATION_CACHE_SECONDS", 30), 60),
         log_level=_choice(env, "JEAN_MEMORY_LOG_LEVEL", LOG_LEVELS, "info").upper(),
         embeddings=_choice(env, "JEAN_MEMORY_EMBEDDINGS", ("local", "openai", "none"), "local"),
@@ -239,6 +241,7 @@ def load_settings(
     )
 
 
+SIGNUP_POLICIES = ("invite", "open", "closed")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 

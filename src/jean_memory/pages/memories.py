@@ -11,7 +11,6 @@ person's id answers exactly as an unknown one does (`not_found`).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from starlette.datastructures import FormData
@@ -21,9 +20,10 @@ from starlette.routing import BaseRoute, Route
 
 from jean_memory.accounts.browser_sessions import SignedIn
 from jean_memory.memory import browse
-from jean_memory.memory.records import MemoryInputError, iso_time
+from jean_memory.memory.records import MemoryInputError
 from jean_memory.off_loop import run_db
 from jean_memory.pages.context import PageDeps, checked_form, forbidden, not_found, render, see_other, signed_in_page
+from jean_memory.pages.when import iso, shown
 
 PAGE_SIZE = 50
 WEB_CLIENT = "web"  # how the pages' own changes appear in a memory's history
@@ -46,13 +46,6 @@ HISTORY_LABELS = {
     "deleted": "Moved to the trash",
     "restored": "Restored from the trash",
 }
-
-
-def when(epoch: float | None) -> str:
-    """A time as people read it, in UTC (the server does not know the reader's zone)."""
-    if epoch is None:
-        return ""
-    return datetime.fromtimestamp(epoch, UTC).strftime("%-d %b %Y, %H:%M UTC")
 
 
 def plausible_id(value: str) -> bool:
@@ -88,8 +81,8 @@ class MemoryPages:
             template,
             person,
             status,
-            when=when,
-            iso_time=iso_time,
+            when=shown,
+            iso_time=iso,
             history_labels=HISTORY_LABELS,
             notice=notice_of(request, self._deps.settings.trash_days),
             **context,
