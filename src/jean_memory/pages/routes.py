@@ -10,6 +10,7 @@ from jean_memory.pages.apps import AppsPages
 from jean_memory.pages.context import PageDeps
 from jean_memory.pages.home import HomePage
 from jean_memory.pages.keys import KeysPages
+from jean_memory.pages.memories import MemoryPages
 from jean_memory.pages.signin import SignInPages
 from jean_memory.pages.signup import SignUpPages
 
@@ -19,6 +20,7 @@ def page_routes(deps: PageDeps) -> list[BaseRoute]:
     for area in (
         HomePage(deps),
         SignInPages(deps),
+        MemoryPages(deps),
         AppsPages(deps),
         KeysPages(deps),
         AccountPages(deps),
