@@ -62,6 +62,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from bench.candidates import MODELS, CachedEmbedder, make_embedder
 from bench.corpus import make_memories
 from bench.people import ensure_people
 from bench.provenance import REPO_ROOT, code_label
@@ -69,7 +70,7 @@ from jean_memory import clock
 from jean_memory.db.engine import create_engine
 from jean_memory.db.migrate import upgrade
 from jean_memory.db.tables import memories, memory_vectors
-from jean_memory.memory.embeddings import LocalOnnxEmbedder
+from jean_memory.memory.embedder import Embedder
 from jean_memory.memory.fusion import best_first, z_fusion
 from jean_memory.memory.lexical import lexical_search
 from jean_memory.memory.neighbours import SPREAD_FROM, neighbours, pass_to_neighbours
@@ -391,7 +392,7 @@ class Run:
 def build_and_ask(
     conversation: Conversation,
     workdir: Path,
-    embedder: LocalOnnxEmbedder,
+    embedder: Embedder,
     search: SearchConfig,
     text_format: str,
 ) -> Run:
@@ -614,7 +615,7 @@ def scale_texts(conversations: list[Conversation], count: int, text_format: str)
 
 def bulk_add(
     engine: Engine,
-    embedder: LocalOnnxEmbedder,
+    embedder: Embedder,
     user_id: str,
     items: list[tuple[str, str, float]],
     known: dict[str, np.ndarray],
@@ -709,7 +710,7 @@ def scale_test(
     known: dict[str, np.ndarray],
     count: int,
     workdir: Path,
-    embedder: LocalOnnxEmbedder,
+    embedder: Embedder,
     search: SearchConfig,
     text_format: str,
     queries: int,
@@ -804,7 +805,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     conversations = [load_conversation(p) for p in conversation_paths(args.data, args.conversations)]
     workdir = Path(tempfile.mkdtemp(prefix="jean-locomo-"))
     log(f"work dir {workdir}")
-    embedder = LocalOnnxEmbedder()
+    embedder: Any = make_embedder(args.model)
+    if args.vector_cache:
+        embedder = CachedEmbedder(embedder, args.vector_cache)
     t0 = time.perf_counter()
     embedder.load()
     report: dict[str, Any] = {
@@ -862,6 +865,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             args.adds,
             args.server,
         )
+    if isinstance(embedder, CachedEmbedder):
+        embedder.save()
     report["rss_end"] = rss_mb()
     if not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -996,6 +1001,10 @@ def main(argv: list[str] | None = None) -> int:
         default=defaults,
         help="the service's hybrid settings: lexical weight,depth,next share,prev share "
         f"(default {defaults.lexical_weight},{defaults.depth},{defaults.next_share},{defaults.prev_share})",
+    )
+    parser.add_argument("--model", choices=MODELS, default="minilm", help="local embedding model (bench/candidates.py)")
+    parser.add_argument(
+        "--vector-cache", type=Path, help="keep the model's vectors in this folder and reuse them (reruns are faster)"
     )
     parser.add_argument("--text", choices=sorted(TEXT_FORMATS), default="date-speaker", help="memory text format")
     parser.add_argument(

@@ -35,6 +35,7 @@ from jean_memory.memory.onnx_encoder import (
     pooled,
     verify_model_file,
 )
+from jean_memory.memory.use_embedder import UseMultilingualEmbedder
 from jean_memory.memory.remote_embeddings import (
     DEFAULT_OPENAI_BASE_URL,
     DEFAULT_OPENAI_MODEL,
@@ -44,6 +45,7 @@ from jean_memory.memory.remote_embeddings import (
 __all__ = [
     "EMBEDDING_MODES",
     "LOCAL_DIMENSIONS",
+    "LOCAL_MODELS",
     "LOCAL_MODEL_NAME",
     "LocalOnnxEmbedder",
     "create_embedder",
@@ -60,6 +62,9 @@ LOCAL_DIMENSIONS = 384
 _MAX_CHARS = MAX_WORDPIECES * 64
 
 EMBEDDING_MODES = ("local", "openai", "none")
+#: The local models ``JEAN_MEMORY_LOCAL_MODEL`` chooses between (bench/README.md compares them):
+#: all-MiniLM-L6-v2, English, the default; USE multilingual v3, for memories in other languages.
+LOCAL_MODELS = ("minilm", "use-multilingual")
 
 
 @dataclass(frozen=True)
@@ -213,6 +218,7 @@ def create_embedder(
     model: str | None = None,
     dimensions: int | None = None,
     model_path: str | os.PathLike[str] | None = None,
+    local_model: str = "minilm",
 ) -> Embedder | None:
     """Build the provider named by ``JEAN_MEMORY_EMBEDDINGS``; ``None`` means lexical search only.
 
@@ -223,6 +229,10 @@ def create_embedder(
     if normalised == "none":
         return None
     if normalised == "local":
+        if local_model == "use-multilingual":
+            return UseMultilingualEmbedder()
+        if local_model != "minilm":
+            raise ValueError(f"unknown local model {local_model!r}; use one of: {', '.join(LOCAL_MODELS)}")
         return LocalOnnxEmbedder(model_path=model_path)
     if normalised == "openai":
         return OpenAICompatibleEmbedder(
