@@ -1,5 +1,9 @@
 """Lexical search over a user's memories and document chunks: SQLite FTS5 ranked by BM25, or
-PostgreSQL's text search ranked by `ts_rank_cd`, behind one function."""
+PostgreSQL's text search ranked by `ts_rank_cd`, behind one function.
+
+Neither side stems (migration 0010): FTS5 splits on Unicode word boundaries and folds case and
+diacritics, PostgreSQL uses the 'simple' configuration, so German, Spanish, French or Portuguese
+words are matched as written rather than cut by English rules."""
 
 from __future__ import annotations
 
@@ -8,19 +12,17 @@ import re
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from jean_memory.memory.stopwords import stopwords_of
+
 WORD = re.compile(r"\w+", re.UNICODE)
 MAX_QUERY_WORDS = 64
+
+
 # Function words carry no topic: in an OR query they make every memory that says "my" or "what"
-# a match and push the one that shares the real word down. Dropped unless nothing else is left.
-STOPWORDS = frozenset(
-    """a an the and or but if of to in on at by for with about from into over after before as is are was were be
-    been being am do does did doing have has had having i me my mine myself we us our ours you your yours he him his
-    she her hers it its they them their what which who whom whose this that these those there here when where why
-    how all any both each few more most other some such no nor not only own same so than too very can could would
-    should will shall may might must s t d ll m re ve just also again ever""".split()
-)
-
-
+# a match and push the one that shares the real word down. But a word is only a function word in
+# its own language ("die" is German's "the" and an English verb; "a" is Spanish "to"), so a query
+# drops the stop words of the one language it is plainly written in (stopwords.py guesses it from
+# those very words), none when that is unclear, and all when nothing else would be left.
 def fts_query(text: str) -> str | None:
     """User text as an FTS5 query that cannot raise: every word quoted, any word may match.
 
@@ -54,7 +56,7 @@ def owner_token(user_id: str) -> str:
 _POSTGRESQL_SEARCH = sa.text(
     """
     SELECT m.pk AS pk, ts_rank_cd(m.text_search, q.query) AS rank
-    FROM memories AS m, to_tsquery('english', :match) AS q(query)
+    FROM memories AS m, to_tsquery('simple', :match) AS q(query)
     WHERE m.user_id = :user_id AND m.text_search @@ q.query AND m.deleted_at IS NULL
     ORDER BY rank DESC
     LIMIT :depth
@@ -64,7 +66,8 @@ _POSTGRESQL_SEARCH = sa.text(
 
 def topical_words(text: str) -> list[str]:
     words = list(dict.fromkeys(w.lower() for w in WORD.findall(text)))
-    return ([w for w in words if w not in STOPWORDS] or words)[:MAX_QUERY_WORDS]
+    stop = stopwords_of(words)
+    return ([w for w in words if w not in stop] or words)[:MAX_QUERY_WORDS]
 
 
 def lexical_search(conn: Connection, user_id: str, query: str, depth: int) -> list[tuple[int, float]]:
