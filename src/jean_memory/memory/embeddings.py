@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from jean_memory.memory import int8_model
+from jean_memory.memory.concat_embedder import ConcatEmbedder
 from jean_memory.memory.embedder import Embedder, EmbeddingModelError, check_texts
 from jean_memory.memory.onnx_encoder import (
     FIX_HINT,
@@ -35,12 +36,12 @@ from jean_memory.memory.onnx_encoder import (
     pooled,
     verify_model_file,
 )
-from jean_memory.memory.use_embedder import UseMultilingualEmbedder
 from jean_memory.memory.remote_embeddings import (
     DEFAULT_OPENAI_BASE_URL,
     DEFAULT_OPENAI_MODEL,
     OpenAICompatibleEmbedder,
 )
+from jean_memory.memory.use_embedder import UseMultilingualEmbedder
 
 __all__ = [
     "EMBEDDING_MODES",
@@ -63,8 +64,9 @@ _MAX_CHARS = MAX_WORDPIECES * 64
 
 EMBEDDING_MODES = ("local", "openai", "none")
 #: The local models ``JEAN_MEMORY_LOCAL_MODEL`` chooses between (bench/README.md compares them):
-#: all-MiniLM-L6-v2, English, the default; USE multilingual v3, for memories in other languages.
-LOCAL_MODELS = ("minilm", "use-multilingual")
+#: all-MiniLM-L6-v2, English, the default; USE multilingual v3, for memories in other languages;
+#: both side by side (concat_embedder.py).
+LOCAL_MODELS = ("minilm", "use-multilingual", "minilm+use")
 
 
 @dataclass(frozen=True)
@@ -231,6 +233,8 @@ def create_embedder(
     if normalised == "local":
         if local_model == "use-multilingual":
             return UseMultilingualEmbedder()
+        if local_model == "minilm+use":
+            return ConcatEmbedder([(LocalOnnxEmbedder(model_path=model_path), 0.5), (UseMultilingualEmbedder(), 0.5)])
         if local_model != "minilm":
             raise ValueError(f"unknown local model {local_model!r}; use one of: {', '.join(LOCAL_MODELS)}")
         return LocalOnnxEmbedder(model_path=model_path)

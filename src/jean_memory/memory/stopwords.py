@@ -1,18 +1,19 @@
 """Function words of the languages people most often write their memories in, and the guess
-of which one a query is written in.
+of which one a query is written in (lexical.py matches English queries on the stemmed index and
+drops their function words; other languages are matched on the plain index as written).
 
 A query's words decide its language: the language whose function words it uses most. English
 "what did my sister say" uses four English ones and no other language's; German "wann hat meine
-Schwester" uses German ones. When two languages tie (or none shows), the language is not known
-and no word is dropped: BM25's weighting by rarity then does what it can, which is better than
-dropping a content word that happens to be another language's "the".
+Schwester" uses German ones. When two languages tie, or none shows, the language is not known.
+The lists are what tells German "was", "in", "am" from English ones, so a German question is not
+mistaken for English.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["STOPWORDS", "guess_language", "stopwords_of"]
+__all__ = ["STOPWORDS", "guess_language"]
 
 STOPWORDS: dict[str, frozenset[str]] = {
     "en": frozenset(
@@ -63,9 +64,3 @@ def guess_language(words: Iterable[str]) -> str | None:
     ranked = sorted(counts.items(), key=lambda item: -item[1])
     (best, top), (_, second) = ranked[0], ranked[1]
     return best if top > second else None
-
-
-def stopwords_of(words: list[str]) -> frozenset[str]:
-    """The stop words to drop from a query made of `words`: its language's, or none."""
-    language = guess_language(words)
-    return STOPWORDS[language] if language else frozenset()
