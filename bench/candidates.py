@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from jean_memory.memory.concat_embedder import ConcatEmbedder
 from jean_memory.memory.embedder import Embedder, check_texts, normalise_rows
 from jean_memory.memory.embeddings import LocalOnnxEmbedder
 from jean_memory.memory.use_embedder import UseMultilingualEmbedder
 
-MODELS = ("minilm", "use-multilingual", "e5-small")
+MODELS = ("minilm", "use-multilingual", "e5-small", "minilm+use")
 
 
 class E5SmallEmbedder:
@@ -51,7 +52,20 @@ class E5SmallEmbedder:
         return normalise_rows(np.asarray(self._model.query(text)).reshape(1, -1))[0]
 
 
-def make_embedder(name: str) -> Any:
+def make_embedder(name: str, cache: Path | None = None) -> Any:
+    """The model called `name`, its vectors kept under `cache` when given."""
+    if "+" in name:
+        first, second = name.split("+")
+        weight = float(os.environ.get("BENCH_CONCAT_WEIGHT", "0.5"))
+        parts = [(make_embedder(first, cache), weight), (make_embedder(second, cache), 1 - weight)]
+        return _Saving(parts)
+    inner = _make(name)
+    return CachedEmbedder(inner, cache) if cache else inner
+
+
+def _make(name: str) -> Any:
+    if name == "use":
+        name = "use-multilingual"
     if name == "minilm":
         return LocalOnnxEmbedder()
     if name == "use-multilingual":
@@ -101,3 +115,15 @@ class CachedEmbedder:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             self._path.write_bytes(pickle.dumps(self._cache))
             self._dirty = False
+
+
+class _Saving(ConcatEmbedder):
+    """The server's ConcatEmbedder over cached parts, which `save()` writes out."""
+
+    def __init__(self, parts: list[tuple[Any, float]]) -> None:
+        super().__init__(parts)
+        self._cached = [p for p, _ in parts]
+
+    def save(self) -> None:
+        for part in self._cached:
+            getattr(part, "save", lambda: None)()

@@ -62,7 +62,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from bench.candidates import MODELS, CachedEmbedder, make_embedder
+from bench.candidates import MODELS, make_embedder
 from bench.corpus import make_memories
 from bench.people import ensure_people
 from bench.provenance import REPO_ROOT, code_label
@@ -805,9 +805,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     conversations = [load_conversation(p) for p in conversation_paths(args.data, args.conversations)]
     workdir = Path(tempfile.mkdtemp(prefix="jean-locomo-"))
     log(f"work dir {workdir}")
-    embedder: Any = make_embedder(args.model)
-    if args.vector_cache:
-        embedder = CachedEmbedder(embedder, args.vector_cache)
+    embedder: Any = make_embedder(args.model, args.vector_cache)
     t0 = time.perf_counter()
     embedder.load()
     report: dict[str, Any] = {
@@ -865,8 +863,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             args.adds,
             args.server,
         )
-    if isinstance(embedder, CachedEmbedder):
-        embedder.save()
+    getattr(embedder, "save", lambda: None)()
     report["rss_end"] = rss_mb()
     if not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
