@@ -389,12 +389,28 @@ class Run:
     consistent: float  # share of questions whose offline hybrid top 10 equals the service's
 
 
+def arrivals(turns: list[Turn], jitter: float, seed: int) -> list[tuple[Turn, float]]:
+    """(turn, when it is saved). Without jitter each turn is saved at the moment it was said, in
+    order. With jitter, as when a few clients send one conversation at once (issue 16 item 4):
+    each turn arrives `uniform(0, jitter)` turns late, the arrivals are saved in that order, and
+    each is stamped with the time of the slot it arrived in, as the server stamps a save."""
+    if not jitter:
+        return [(t, t.at) for t in turns]
+    import random
+
+    rng = random.Random(seed)
+    order = sorted(range(len(turns)), key=lambda i: i + rng.uniform(0, jitter))
+    return [(turns[i], turns[slot].at) for slot, i in enumerate(order)]
+
+
 def build_and_ask(
     conversation: Conversation,
     workdir: Path,
     embedder: Embedder,
     search: SearchConfig,
     text_format: str,
+    jitter: float = 0.0,
+    seed: int = 0,
 ) -> Run:
     engine = create_engine(f"sqlite:///{workdir / f'locomo-{conversation.name}.db'}")
     upgrade(engine)
@@ -407,8 +423,8 @@ def build_and_ask(
     add_timer = Timer()
     progress = Progress(f"{conversation.name}: adding turns", len(conversation.turns))
     started = time.perf_counter()
-    for turn in conversation.turns:
-        with clock_at(turn.at), add_timer():
+    for turn, at in arrivals(conversation.turns, jitter, seed):
+        with clock_at(at), add_timer():
             result = service.add(user_id, memory_text(turn, text_format))
         # A near duplicate updates the memory in place (saved[0] is it); an exact one is not
         # stored again (similar[0] is the one it matches).
@@ -823,7 +839,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "model_load_s": round(time.perf_counter() - t0, 2),
         "rss_after_model_load": rss_mb(),
     }
-    runs = [build_and_ask(c, workdir, embedder, search, args.text) for c in conversations]
+    runs = [build_and_ask(c, workdir, embedder, search, args.text, args.jitter, args.seed) for c in conversations]
     asked = [a for r in runs for a in r.asked]
     names = NAMES
     report["data"] = {
@@ -1003,6 +1019,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--vector-cache", type=Path, help="keep the model's vectors in this folder and reuse them (reruns are faster)"
     )
+    parser.add_argument(
+        "--jitter", type=float, default=0.0, help="turns arrive up to this many turns late (arrival order, item 4)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="the jitter's random seed")
     parser.add_argument("--text", choices=sorted(TEXT_FORMATS), default="date-speaker", help="memory text format")
     parser.add_argument(
         "--no-sweep", dest="sweep", action="store_false", help="skip the sweep of the hybrid's settings"
