@@ -89,7 +89,14 @@ def _load() -> Any:
         except ImportError as exc:
             raise EmbeddingModelError(f"The multilingual model could not be imported: {exc}. {FIX_HINT}") from exc
         # One BLAS thread: a query is a few small matrix products, and the cores serve
-        # concurrent searches better than one search split in two.
+        # concurrent searches better than one search split in two. The package limits BLAS
+        # through threadpoolctl (a dependency): without it OpenBLAS splits each product over
+        # every core, and a query costs 30 ms of CPU instead of 2.6 (bench/README.md).
+        if importlib.util.find_spec("threadpoolctl") is None:
+            raise EmbeddingModelError(
+                "The multilingual model needs the 'threadpoolctl' package to run on one thread. "
+                f"Fix: pip install 'threadpoolctl>=3.1,<4'. {FIX_HINT}"
+            )
         model = USE(threads=1)
         try:
             probe = np.asarray(model.encode(["probe"]))
