@@ -49,7 +49,7 @@ _NEIGHBOURS_SQL = """
          AND n.deleted_at IS NULL
        ORDER BY n.created_at ASC, n.pk ASC LIMIT 1 OFFSET 1) AS next2_pk
     FROM memories AS c
-    WHERE c.pk IN :pks AND {owner} = :user_id
+    WHERE c.pk IN :pks AND {owner} = :user_id AND c.superseded_by IS NULL
     """
 # Built once per dialect: a statement built per call costs SQLAlchemy time to compile and cache-key.
 _NEIGHBOURS = {
@@ -66,7 +66,9 @@ Links = tuple[int | None, int | None, int | None, int | None]
 def neighbours(conn: Connection, user_id: str, pks: Iterable[int]) -> dict[int, Links]:
     """pk -> (the pk the user saved just before it, the one just after, the one two before, the
     one two after), each None when there is none within WINDOW_SECONDS of it. Memories of other
-    users are left out, and so never lead to anyone's neighbours."""
+    users are left out, and so never lead to anyone's neighbours; so is a memory another one has
+    replaced (supersession.py): an outdated fact that matches the question well must not lift
+    what was said around it above the current fact (it still can be a neighbour itself)."""
     wanted = list(dict.fromkeys(pks))
     if not wanted:
         return {}
