@@ -23,12 +23,14 @@ from jean_memory.db.migrate import current_and_head, upgrade
 from jean_memory.maintenance import maintain, sweep_pending
 from jean_memory.mcp_server.endpoint import McpEndpoint
 from jean_memory.mcp_server.legacy import LegacyEndpoint
+from jean_memory.memory.concat_embedder import ConcatEmbedder
 from jean_memory.memory.embedder import Embedder
 from jean_memory.memory.embeddings import LocalOnnxEmbedder, create_embedder
 from jean_memory.memory.extraction import LlmExtractor
 from jean_memory.memory.indexing import Indexer
 from jean_memory.memory.jobs import Worker, pending_count
 from jean_memory.memory.service import SAVE_JOB, MemoryService
+from jean_memory.memory.use_embedder import UseMultilingualEmbedder
 from jean_memory.oauth.authorize import AuthorizationEndpoints
 from jean_memory.oauth.metadata import MetadataEndpoints
 from jean_memory.oauth.register import RegistrationEndpoint
@@ -118,8 +120,9 @@ def build_embedder(settings: Settings) -> Embedder | None:
         api_key=settings.embeddings_api_key or None,
         model=settings.embeddings_model or None,
         model_path=settings.embeddings_model_path or None,
+        local_model=settings.local_model,
     )
-    if isinstance(embedder, LocalOnnxEmbedder):
+    if isinstance(embedder, LocalOnnxEmbedder | UseMultilingualEmbedder | ConcatEmbedder):
         embedder.load()
     return embedder
 

@@ -56,6 +56,7 @@ class Settings:
     embeddings_api_key: str = field(default="", repr=False)
     embeddings_model: str = ""
     embeddings_model_path: str = ""
+    local_model: str = "minilm"  # minilm (English) | use-multilingual | minilm+use
     llm_base_url: str = ""  # optional fact extraction by an OpenAI-compatible chat model; off when empty
     llm_api_key: str = field(default="", repr=False)
     llm_model: str = ""  # another copy of the local model file (default: the installed package's)
@@ -234,6 +235,7 @@ def load_settings(
         embeddings_api_key=env.get("JEAN_MEMORY_EMBEDDINGS_API_KEY", ""),
         embeddings_model=env.get("JEAN_MEMORY_EMBEDDINGS_MODEL", ""),
         embeddings_model_path=env.get("JEAN_MEMORY_EMBEDDINGS_MODEL_PATH", ""),
+        local_model=_choice(env, "JEAN_MEMORY_LOCAL_MODEL", ("minilm", "use-multilingual", "minilm+use"), "minilm"),
         llm_base_url=env.get("JEAN_MEMORY_LLM_BASE_URL", ""),
         llm_api_key=env.get("JEAN_MEMORY_LLM_API_KEY", ""),
         llm_model=env.get("JEAN_MEMORY_LLM_MODEL", "gpt-4o-mini"),
