@@ -62,6 +62,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from bench.candidates import MODELS, make_embedder
 from bench.corpus import make_memories
 from bench.people import ensure_people
 from bench.provenance import REPO_ROOT, code_label
@@ -69,10 +70,10 @@ from jean_memory import clock
 from jean_memory.db.engine import create_engine
 from jean_memory.db.migrate import upgrade
 from jean_memory.db.tables import memories, memory_vectors
-from jean_memory.memory.embeddings import LocalOnnxEmbedder
+from jean_memory.memory.embedder import Embedder
 from jean_memory.memory.fusion import best_first, z_fusion
 from jean_memory.memory.lexical import lexical_search
-from jean_memory.memory.neighbours import SPREAD_FROM, neighbours, pass_to_neighbours
+from jean_memory.memory.neighbours import SPREAD_FROM, Links, neighbours, pass_to_neighbours
 from jean_memory.memory.retrieval import Retriever, SearchConfig
 from jean_memory.memory.service import MemoryService, insert_memory, write_vectors
 from jean_memory.memory.vectors import bump_version
@@ -99,6 +100,7 @@ SWEEP_WEIGHT = (0.4, 0.5, 0.6, 0.7)
 SWEEP_DEPTH = (20, 50, 100)
 SWEEP_NEXT = (0.0, 0.25, 0.5)
 SWEEP_PREV = (0.0, 0.25, 0.5)
+SWEEP_SECOND = ((0.0, 0.0), (0.25, 0.25), (0.25, 0.0), (0.1, 0.1))  # (next2, prev2): two turns away
 
 
 def log(message: str) -> None:
@@ -322,19 +324,24 @@ def clock_at(when: float) -> Iterator[None]:
 
 
 def label(config: SearchConfig) -> str:
-    return f"weight={config.lexical_weight} depth={config.depth} next={config.next_share} prev={config.prev_share}"
+    return (
+        f"weight={config.lexical_weight} depth={config.depth} next={config.next_share} prev={config.prev_share}"
+        f" next2={config.next2_share} prev2={config.prev2_share}"
+    )
 
 
 def hybrid_top(
     lexical: Sequence[tuple[int, float]],
     vector: Sequence[tuple[int, float]],
-    links: dict[int, tuple[int | None, int | None]],
+    links: dict[int, Links],
     config: SearchConfig,
 ) -> list[int]:
     """What `Retriever.rank(mode="hybrid")` returns with `config`, from deeper cached lists
     and every memory's neighbours (`links`)."""
     fused = z_fusion(lexical[: config.depth], vector[: config.depth], config.lexical_weight)
-    ranked = pass_to_neighbours(fused, links, config.next_share, config.prev_share)
+    ranked = pass_to_neighbours(
+        fused, links, config.next_share, config.prev_share, config.next2_share, config.prev2_share
+    )
     return [pk for pk, _ in ranked[:TOP]]
 
 
@@ -349,7 +356,7 @@ def rrf_top(lexical: Sequence[tuple[int, float]], vector: Sequence[tuple[int, fl
     return [pk for pk, _ in sorted(scores.items(), key=lambda item: item[1], reverse=True)[:TOP]]
 
 
-def all_neighbours(engine: Engine, user_id: str, pks: Iterable[int]) -> dict[int, tuple[int | None, int | None]]:
+def all_neighbours(engine: Engine, user_id: str, pks: Iterable[int]) -> dict[int, Links]:
     wanted = list(pks)
     out: dict[int, tuple[int | None, int | None]] = {}
     with engine.connect() as conn:
@@ -388,12 +395,28 @@ class Run:
     consistent: float  # share of questions whose offline hybrid top 10 equals the service's
 
 
+def arrivals(turns: list[Turn], jitter: float, seed: int) -> list[tuple[Turn, float]]:
+    """(turn, when it is saved). Without jitter each turn is saved at the moment it was said, in
+    order. With jitter, as when a few clients send one conversation at once (issue 16 item 4):
+    each turn arrives `uniform(0, jitter)` turns late, the arrivals are saved in that order, and
+    each is stamped with the time of the slot it arrived in, as the server stamps a save."""
+    if not jitter:
+        return [(t, t.at) for t in turns]
+    import random
+
+    rng = random.Random(seed)
+    order = sorted(range(len(turns)), key=lambda i: i + rng.uniform(0, jitter))
+    return [(turns[i], turns[slot].at) for slot, i in enumerate(order)]
+
+
 def build_and_ask(
     conversation: Conversation,
     workdir: Path,
-    embedder: LocalOnnxEmbedder,
+    embedder: Embedder,
     search: SearchConfig,
     text_format: str,
+    jitter: float = 0.0,
+    seed: int = 0,
 ) -> Run:
     engine = create_engine(f"sqlite:///{workdir / f'locomo-{conversation.name}.db'}")
     upgrade(engine)
@@ -406,8 +429,8 @@ def build_and_ask(
     add_timer = Timer()
     progress = Progress(f"{conversation.name}: adding turns", len(conversation.turns))
     started = time.perf_counter()
-    for turn in conversation.turns:
-        with clock_at(turn.at), add_timer():
+    for turn, at in arrivals(conversation.turns, jitter, seed):
+        with clock_at(at), add_timer():
             result = service.add(user_id, memory_text(turn, text_format))
         # A near duplicate updates the memory in place (saved[0] is it); an exact one is not
         # stored again (similar[0] is the one it matches).
@@ -555,10 +578,15 @@ def hybrid_sweep(runs: list[Run], current: SearchConfig) -> dict[str, Any]:
     by_conversation = {r.conversation.name: r.links for r in runs}
     asked = [a for r in runs for a in r.asked]
     points = [
-        SearchConfig(depth=depth, lexical_weight=weight, next_share=nxt, prev_share=prev)
-        for weight, depth, nxt, prev in itertools.product(SWEEP_WEIGHT, SWEEP_DEPTH, SWEEP_NEXT, SWEEP_PREV)
+        SearchConfig(
+            depth=depth, lexical_weight=weight, next_share=nxt, prev_share=prev, next2_share=n2, prev2_share=p2
+        )
+        for weight, depth, nxt, prev, (n2, p2) in itertools.product(
+            SWEEP_WEIGHT, SWEEP_DEPTH, SWEEP_NEXT, SWEEP_PREV, SWEEP_SECOND
+        )
     ]
-    alone = replace(current, next_share=0.0, prev_share=0.0)  # the same fusion without neighbours
+    # the same fusion without neighbours
+    alone = replace(current, next_share=0.0, prev_share=0.0, next2_share=0.0, prev2_share=0.0)
     points.extend(p for p in (current, alone) if p not in points)
     progress = Progress("hybrid sweep", len(points))
     grid = {}
@@ -578,7 +606,9 @@ def hybrid_sweep(runs: list[Run], current: SearchConfig) -> dict[str, Any]:
     return {
         "top_in_sample": [row(p) for p in ranked_points[:10]],
         "current": row(current),
-        "no_neighbours_best": next(row(p) for p in ranked_points if not p.next_share and not p.prev_share),
+        "no_neighbours_best": next(
+            row(p) for p in ranked_points if not (p.next_share or p.prev_share or p.next2_share or p.prev2_share)
+        ),
         "no_neighbours_current": row(alone),
         "best_in_sample": label(best),
         "leave_one_out": _loo_labels(leave_one_out(grid, names, current), label) if len(names) > 1 else None,
@@ -614,7 +644,7 @@ def scale_texts(conversations: list[Conversation], count: int, text_format: str)
 
 def bulk_add(
     engine: Engine,
-    embedder: LocalOnnxEmbedder,
+    embedder: Embedder,
     user_id: str,
     items: list[tuple[str, str, float]],
     known: dict[str, np.ndarray],
@@ -709,7 +739,7 @@ def scale_test(
     known: dict[str, np.ndarray],
     count: int,
     workdir: Path,
-    embedder: LocalOnnxEmbedder,
+    embedder: Embedder,
     search: SearchConfig,
     text_format: str,
     queries: int,
@@ -746,7 +776,9 @@ def scale_test(
             with stages["fusion+neighbours"]():
                 fused = z_fusion(lexical, nearest, search.lexical_weight)
                 links = neighbours(conn, user_id, [pk for pk, _ in best_first(fused)[:SPREAD_FROM]])
-                pass_to_neighbours(fused, links, search.next_share, search.prev_share)
+                pass_to_neighbours(
+                    fused, links, search.next_share, search.prev_share, search.next2_share, search.prev2_share
+                )
         progress.step()
     progress.close()
     report["search"] = {name: timer.report() for name, timer in stages.items()}
@@ -804,7 +836,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     conversations = [load_conversation(p) for p in conversation_paths(args.data, args.conversations)]
     workdir = Path(tempfile.mkdtemp(prefix="jean-locomo-"))
     log(f"work dir {workdir}")
-    embedder = LocalOnnxEmbedder()
+    embedder: Any = make_embedder(args.model, args.vector_cache)
     t0 = time.perf_counter()
     embedder.load()
     report: dict[str, Any] = {
@@ -822,7 +854,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "model_load_s": round(time.perf_counter() - t0, 2),
         "rss_after_model_load": rss_mb(),
     }
-    runs = [build_and_ask(c, workdir, embedder, search, args.text) for c in conversations]
+    runs = [build_and_ask(c, workdir, embedder, search, args.text, args.jitter, args.seed) for c in conversations]
     asked = [a for r in runs for a in r.asked]
     names = NAMES
     report["data"] = {
@@ -862,6 +894,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             args.adds,
             args.server,
         )
+    getattr(embedder, "save", lambda: None)()
     report["rss_end"] = rss_mb()
     if not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -976,11 +1009,21 @@ def parse_hybrid(text: str) -> SearchConfig:
     parts = [p.strip() for p in text.split(",")]
     try:
         weight, depth, nxt, prev = float(parts[0]), int(parts[1]), float(parts[2]), float(parts[3])
-        if len(parts) != 4:
+        second = (float(parts[4]), float(parts[5])) if len(parts) == 6 else (0.0, 0.0)
+        if len(parts) not in (4, 6):
             raise ValueError
     except (ValueError, IndexError):
-        raise argparse.ArgumentTypeError("expected weight,depth,next,prev, e.g. 0.5,50,0.5,0.25") from None
-    return SearchConfig(depth=depth, lexical_weight=weight, next_share=nxt, prev_share=prev)
+        raise argparse.ArgumentTypeError(
+            "expected weight,depth,next,prev[,next2,prev2], e.g. 0.5,50,0.5,0.25,0.25,0.25"
+        ) from None
+    return SearchConfig(
+        depth=depth,
+        lexical_weight=weight,
+        next_share=nxt,
+        prev_share=prev,
+        next2_share=second[0],
+        prev2_share=second[1],
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -995,8 +1038,17 @@ def main(argv: list[str] | None = None) -> int:
         type=parse_hybrid,
         default=defaults,
         help="the service's hybrid settings: lexical weight,depth,next share,prev share "
-        f"(default {defaults.lexical_weight},{defaults.depth},{defaults.next_share},{defaults.prev_share})",
+        f"(default {defaults.lexical_weight},{defaults.depth},{defaults.next_share},{defaults.prev_share},"
+        f"{defaults.next2_share},{defaults.prev2_share})",
     )
+    parser.add_argument("--model", choices=MODELS, default="minilm", help="local embedding model (bench/candidates.py)")
+    parser.add_argument(
+        "--vector-cache", type=Path, help="keep the model's vectors in this folder and reuse them (reruns are faster)"
+    )
+    parser.add_argument(
+        "--jitter", type=float, default=0.0, help="turns arrive up to this many turns late (arrival order, item 4)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="the jitter's random seed")
     parser.add_argument("--text", choices=sorted(TEXT_FORMATS), default="date-speaker", help="memory text format")
     parser.add_argument(
         "--no-sweep", dest="sweep", action="store_false", help="skip the sweep of the hybrid's settings"

@@ -546,7 +546,7 @@ def lexical_matches(engine: Engine, uid: str, queries: list[str], rows_user: int
                 match = " | ".join(topical_words(query))
             else:
                 sql = "SELECT count(*) FROM memories_fts WHERE memories_fts MATCH :q"
-                match = f'owner : "{owner_token(uid)}" AND text : ({fts_query(query) or chr(34) * 2})'
+                match = f'owner : "{owner_token(uid)}" AND text : ({fts_query(topical_words(query)) or chr(34) * 2})'
             counts.append(conn.execute(sa.text(sql), {"u": uid, "q": match}).scalar_one())
     return {
         "median": float(np.median(counts)),

@@ -100,6 +100,12 @@ def test_serve_refuses_an_issuer_with_a_path_or_trailing_slash(env, issuer):
     assert "no path and no trailing slash" in result.stderr
 
 
+def test_serve_refuses_an_unknown_sign_up_policy(env):
+    result = serve({**env, "JEAN_MEMORY_SIGNUP": "sometimes"})
+    assert result.returncode == 2
+    assert "JEAN_MEMORY_SIGNUP must be one of invite, open, closed, got 'sometimes'" in result.stderr
+
+
 def test_serve_warns_about_plain_http_and_makes_a_secret_key_once(env, tmp_path):
     from tests.support.servers import server_process
 
@@ -283,3 +289,53 @@ def test_a_data_directory_left_readable_by_an_older_version_is_narrowed(tmp_path
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
     modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in data_dir.iterdir()}
     assert "jean_memory.db" in modes and modes == dict.fromkeys(modes, 0o600)
+
+
+def test_serve_prints_a_setup_link_on_each_start_until_an_account_exists(env, tmp_path):
+    """First run (CONTRACT "Install and run"): a new one-time link per start while the database
+    has no account; its page makes the first account, an administrator; then no link."""
+    import re
+
+    import httpx
+
+    from tests.support.pages import csrf_of
+    from tests.support.servers import server_process
+
+    env = {**env, "JEAN_MEMORY_EMBEDDINGS": "none"}
+    port = free_port()
+
+    def start_and_read(name: str) -> str:
+        log = tmp_path / f"{name}.log"
+        with server_process(env, port=port, log_path=log):
+            deadline = time.monotonic() + 30
+            while "/mcp\n" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return log.read_text()
+
+    links = []
+    for name in ("first", "second"):
+        output = start_and_read(name)
+        found = re.findall(rf"http://127\.0\.0\.1:{port}/setup\?token=[\w-]+", output)
+        assert len(found) == 1, output
+        links.append(found[0])
+    assert links[0] != links[1]
+    with server_process(env, port=port), httpx.Client(headers={"Accept": "text/html"}) as browser:
+        page = browser.get(links[1])
+        assert page.status_code == 200 and "Create account" in page.text
+        answer = browser.post(
+            links[1].split("?")[0],
+            data={
+                "token": links[1].split("token=")[1],
+                "email": "me@example.com",
+                "password": "long enough password",
+                "password_again": "long enough password",
+                "csrf_token": csrf_of(page.text),
+            },
+        )
+        assert answer.status_code == 303
+        assert browser.get(links[0]).status_code == 404  # an account exists now: every setup link is done
+    output = start_and_read("third")
+    assert "/mcp" in output and "setup?token" not in output
+    listed = run_cli(["user", "list"], env)
+    email, _created, admin = listed.stdout.splitlines()[1].split()[:3]
+    assert (email, admin) == ("me@example.com", "yes")

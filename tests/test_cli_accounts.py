@@ -16,6 +16,7 @@ from jean_memory.accounts.users import create_user
 from jean_memory.db import tables
 from jean_memory.memory import jobs
 from tests.support.oauth import PASSWORD, McpHttp, new_flow
+from tests.support.pages import csrf_of
 from tests.support.servers import cli_env, run_cli
 
 NEW_PASSWORD = "a brand new passphrase"
@@ -249,3 +250,33 @@ def test_user_delete_with_yes_does_not_ask(server, env):
     assert result.returncode == 0, result.stderr
     assert "Type the email" not in result.stderr
     assert counts(server.engine, user.id)["users"] == 0
+
+
+def test_user_invite_prints_a_one_time_link_the_server_takes(server, env):
+    env = {**env, "JEAN_MEMORY_ISSUER": server.base_url}
+    bad = run_cli(["user", "invite", "--email", "not an email"], env)
+    assert bad.returncode == 1 and "is not an email address" in bad.stderr
+    made = run_cli(["user", "invite", "--email", "Friend@Example.com"], env)
+    assert made.returncode == 0, made.stderr
+    link = made.stdout.strip()
+    assert link.startswith(f"{server.base_url}/join?invite=") and "\n" not in link
+    assert "friend@example.com only" in made.stderr
+    with httpx.Client(headers={"Accept": "text/html"}) as browser:
+        page = browser.get(link)
+        assert page.status_code == 200 and 'value="friend@example.com"' in page.text
+        answer = browser.post(
+            f"{server.base_url}/join",
+            data={
+                "invite": link.split("invite=", 1)[1],
+                "email": "friend@example.com",
+                "password": PASSWORD,
+                "password_again": PASSWORD,
+                "csrf_token": csrf_of(page.text),
+            },
+        )
+        assert answer.status_code == 303
+        assert browser.get(link).status_code == 404  # used up
+    closed = run_cli(["user", "invite"], {**env, "JEAN_MEMORY_SIGNUP": "closed"})
+    assert closed.returncode == 0 and "JEAN_MEMORY_SIGNUP=closed" in closed.stderr
+    wrong = run_cli(["user", "invite"], {**env, "JEAN_MEMORY_SIGNUP": "sometimes"})
+    assert wrong.returncode == 2 and "JEAN_MEMORY_SIGNUP must be one of invite, open, closed" in wrong.stderr

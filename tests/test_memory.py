@@ -418,11 +418,45 @@ def test_the_answer_saved_right_after_the_best_match_is_found(service, engine):
 
     with engine.connect() as conn:
         assert neighbours(conn, USER, [pk_of(engine, asked.id)]) == {
-            pk_of(engine, asked.id): (None, pk_of(engine, answer.id))
+            pk_of(engine, asked.id): (None, pk_of(engine, answer.id), None, None)
         }
     assert answer.id in [m.id for m in service.search(USER, PUPPY_QUESTION, limit=3)]
-    alone = MemoryService(engine, service.embedder, SearchConfig(next_share=0.0, prev_share=0.0))
+    alone = MemoryService(engine, service.embedder, NO_NEIGHBOURS)
     assert answer.id not in [m.id for m in alone.search(USER, PUPPY_QUESTION, limit=5)]
+
+
+NO_NEIGHBOURS = SearchConfig(next_share=0.0, prev_share=0.0, next2_share=0.0, prev2_share=0.0)
+
+
+def test_the_answer_saved_two_after_the_best_match_is_found(service, engine):
+    """A remark saved between the question and its answer (or the answer arriving one place
+    late, from a second client): the turn two after the best match gets its share too."""
+    for i, text in enumerate(EARLIER):
+        at(-7200 * (len(EARLIER) - i))
+        service.add(USER, text)
+    at(0)
+    asked = service.add(USER, "Caroline: Melanie, what name did you give your new puppy?").saved[0]
+    at(30)
+    between = service.add(USER, "Melanie: Hold on, the kettle is boiling over.").saved[0]
+    at(60)
+    answer = service.add(USER, "Biscuit! My daughter picked it.").saved[0]
+    for i, text in enumerate(LATER):
+        at(7200 * (i + 1))
+        service.add(USER, text)
+    clock.reset()
+
+    asked_pk, between_pk, answer_pk = (pk_of(engine, m.id) for m in (asked, between, answer))
+    with engine.connect() as conn:
+        assert neighbours(conn, USER, [asked_pk]) == {asked_pk: (None, between_pk, None, answer_pk)}
+    # The best match passes a quarter of its score to the turn two after it, which then ranks
+    # above a memory that matched the question a little better on its own.
+    fused = {asked_pk: 10.0, between_pk: 0.5, answer_pk: 1.0, 999: 2.0}
+    links = {asked_pk: (None, between_pk, None, answer_pk)}
+    ranked = [pk for pk, _ in pass_to_neighbours(fused, links, 0.5, 0.25, 0.25, 0.25)]
+    assert ranked.index(answer_pk) < ranked.index(999)
+    ranked = [pk for pk, _ in pass_to_neighbours(fused, links, 0.5, 0.25)]  # nearest only: as before
+    assert ranked.index(answer_pk) > ranked.index(999)
+    assert SearchConfig().next2_share > 0
 
 
 def test_another_users_memory_is_never_a_neighbour(service, engine):
@@ -442,8 +476,8 @@ def test_another_users_memory_is_never_a_neighbour(service, engine):
     asked_pk, answer_pk, bobs_pk = (pk_of(engine, m.id) for m in (asked, answer, bobs))
     with engine.connect() as conn:
         assert neighbours(conn, "alice", [asked_pk, answer_pk]) == {
-            asked_pk: (None, answer_pk),
-            answer_pk: (asked_pk, None),
+            asked_pk: (None, answer_pk, None, None),
+            answer_pk: (asked_pk, None, None, None),
         }
         assert neighbours(conn, "alice", [bobs_pk]) == {}
     found = service.search("alice", PUPPY_QUESTION, limit=10)
@@ -490,7 +524,10 @@ def test_lookups_by_primary_key_name_the_owner_in_the_query(service, engine):
         assert rows_by_pk(conn, "bob", pks) == {}
         assert neighbours(conn, "bob", pks) == {}
         assert set(rows_by_pk(conn, "alice", pks)) == set(pks)
-        assert neighbours(conn, "alice", pks) == {pks[0]: (None, pks[1]), pks[1]: (pks[0], None)}
+        assert neighbours(conn, "alice", pks) == {
+            pks[0]: (None, pks[1], None, None),
+            pks[1]: (pks[0], None, None, None),
+        }
 
 
 def test_sqlite_finds_rows_by_primary_key_not_by_walking_the_owners_index(engine):

@@ -120,3 +120,20 @@ def test_one_browser_session_serves_the_pages_and_the_oauth_sign_in(server: Runn
         assert 'value="approve"' in consent.text
         home = browser.get(server.base_url + "/")
         assert "Sign out" in home.text and alice.email in home.text
+
+
+def test_an_unknown_path_gets_the_pages_not_found_for_browsers_and_plain_404_for_clients(
+    server: RunningServer, alice: User
+) -> None:
+    with signed_in_client(server, alice.email) as browser:
+        unknown = browser.get("/nowhere")
+        admin = browser.get("/admin")  # alice is no administrator
+        memory = browser.get("/memories/" + "0" * 32)
+    assert unknown.status_code == admin.status_code == memory.status_code == 404
+    def main(page: httpx.Response) -> str:  # the navigation marks the current section
+        return page.text[page.text.index("<main") :]
+
+    assert main(unknown) == main(admin) == main(memory)
+    assert unknown.headers["x-frame-options"] == "DENY"
+    as_client = httpx.get(server.base_url + "/nowhere")
+    assert as_client.status_code == 404 and as_client.text == "Not Found"

@@ -23,12 +23,14 @@ from jean_memory.db.migrate import current_and_head, upgrade
 from jean_memory.maintenance import maintain, sweep_pending
 from jean_memory.mcp_server.endpoint import McpEndpoint
 from jean_memory.mcp_server.legacy import LegacyEndpoint
+from jean_memory.memory.concat_embedder import ConcatEmbedder
 from jean_memory.memory.embedder import Embedder
 from jean_memory.memory.embeddings import LocalOnnxEmbedder, create_embedder
 from jean_memory.memory.extraction import LlmExtractor
 from jean_memory.memory.indexing import Indexer
 from jean_memory.memory.jobs import Worker, pending_count
 from jean_memory.memory.service import SAVE_JOB, MemoryService
+from jean_memory.memory.use_embedder import UseMultilingualEmbedder
 from jean_memory.oauth.authorize import AuthorizationEndpoints
 from jean_memory.oauth.metadata import MetadataEndpoints
 from jean_memory.oauth.register import RegistrationEndpoint
@@ -39,6 +41,7 @@ from jean_memory.observability.metrics import Metrics
 from jean_memory.observability.request_log import RequestLogMiddleware
 from jean_memory.off_loop import run_db
 from jean_memory.pages.context import PageDeps
+from jean_memory.pages.errors import not_found_handler
 from jean_memory.pages.routes import page_routes
 from jean_memory.web.templating import STATIC_DIR
 
@@ -117,8 +120,9 @@ def build_embedder(settings: Settings) -> Embedder | None:
         api_key=settings.embeddings_api_key or None,
         model=settings.embeddings_model or None,
         model_path=settings.embeddings_model_path or None,
+        local_model=settings.local_model,
     )
-    if isinstance(embedder, LocalOnnxEmbedder):
+    if isinstance(embedder, LocalOnnxEmbedder | UseMultilingualEmbedder | ConcatEmbedder):
         embedder.load()
     return embedder
 
@@ -136,6 +140,7 @@ def build_app(settings: Settings, engine: Engine, migrate: bool = True, embedder
     memory.set_enqueue_hook(worker.enqueued)
     mcp = McpEndpoint(oauth.verifier, memory, settings, metrics)
     metadata = MetadataEndpoints(settings)
+    pages = PageDeps(engine, settings, memory, oauth)
     authorize = AuthorizationEndpoints(oauth)
     register = public_cors(request_response(RegistrationEndpoint(oauth)), ["POST"])
     token = public_cors(request_response(TokenEndpoint(oauth)), ["POST"])
@@ -157,7 +162,7 @@ def build_app(settings: Settings, engine: Engine, migrate: bool = True, embedder
     # The CORS-wrapped endpoints are plain ASGI apps, which Starlette routes for any method
     # unless told: PUT /register registered a client and GET /token issued tokens.
     routes: list[BaseRoute] = [
-        *page_routes(PageDeps(engine, settings, memory, oauth)),
+        *page_routes(pages),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/.well-known/oauth-authorization-server", as_metadata, methods=["GET", "OPTIONS"]),
@@ -210,7 +215,7 @@ def build_app(settings: Settings, engine: Engine, migrate: bool = True, embedder
             )
             tasks.cancel_scope.cancel()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found_handler(pages)})
     app.router.redirect_slashes = False  # a 307 from /mcp to /mcp/ breaks MCP clients
     app.add_middleware(RequestLogMiddleware, metrics=metrics)
     if settings.trusted_proxies:

@@ -12,6 +12,7 @@ import logging
 import sys
 
 import uvicorn
+from sqlalchemy.engine import Engine
 
 from jean_memory.config import (
     ConfigError,
@@ -57,6 +58,29 @@ def configure_logging(level: str, log_format: str = "plain") -> None:
         logging.getLogger("mcp").setLevel(logging.WARNING)
 
 
+def first_run_link(settings: Settings, engine: Engine) -> str | None:
+    """While no account exists, a new one-time setup link (24 h) whose page makes the first
+    account, an administrator; else None. Called once per start by the process that prints the
+    "ready" message, before any server process starts (with several workers: the parent)."""
+    from jean_memory.accounts.invites import create_setup_link
+
+    upgrade(engine)
+    token = create_setup_link(engine)
+    return f"{settings.issuer}/setup?token={token}" if token else None
+
+
+def ready_message(settings: Settings, setup_link: str | None) -> str:
+    message = (
+        f'\nJean Memory is ready. Paste this URL into Claude\'s "Add custom connector":\n\n    {settings.resource}\n'
+    )
+    if setup_link:
+        message += (
+            "\nNo account exists yet. Open this one-time link to create yours (the administrator); it works\n"
+            f"once, for 24 hours, and a new one is printed on each start until an account exists:\n\n    {setup_link}\n"
+        )
+    return message
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from jean_memory.app import build_app, build_embedder
     from jean_memory.memory.embedder import EmbeddingError
@@ -82,6 +106,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             settings.issuer,
         )
     engine = create_engine(settings.database_url)
+    setup_link = first_run_link(settings, engine)
     try:
         embedder = build_embedder(settings)
     except EmbeddingError as exc:
@@ -109,11 +134,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             if server.should_exit:
                 return
             await asyncio.sleep(0.05)
-        print(
-            f'\nJean Memory is ready. Paste this URL into Claude\'s "Add custom connector":\n\n'
-            f"    {settings.resource}\n",
-            flush=True,
-        )
+        print(ready_message(settings, setup_link), flush=True)
 
     async def run() -> None:
         announcer = asyncio.create_task(announce_when_ready())

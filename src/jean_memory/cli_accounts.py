@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from sqlalchemy.engine import Engine
 
 from jean_memory.accounts.api_keys import ApiKeyError, create_api_key, list_api_keys, revoke_api_key
+from jean_memory.accounts.invites import create_invite
 from jean_memory.accounts.lifecycle import (
     delete_user,
     disable_user,
@@ -26,7 +27,7 @@ from jean_memory.accounts.lifecycle import (
     set_password,
 )
 from jean_memory.accounts.passwords import WeakPasswordError
-from jean_memory.accounts.users import AccountError, create_user
+from jean_memory.accounts.users import AccountError, create_user, normalise_email
 from jean_memory.config import ConfigError, load_settings
 from jean_memory.db.engine import create_engine
 from jean_memory.db.migrate import upgrade
@@ -155,6 +156,19 @@ def cmd_user_delete(args: argparse.Namespace) -> int:
 
 
 @_fails
+def cmd_user_invite(args: argparse.Namespace) -> int:
+    """A one-time sign-up link on stdout (the issuer from JEAN_MEMORY_ISSUER, as `serve` has it)."""
+    settings = load_settings(database_url=getattr(args, "database", None))
+    token = create_invite(_engine(args), email=args.email)
+    print(f"{settings.issuer}/join?invite={token}")
+    bound = f" by {normalise_email(args.email)} only" if args.email else ""
+    print(f"one-time sign-up link: usable once{bound}, for 7 days", file=sys.stderr)
+    if settings.signup == "closed":
+        print("note: JEAN_MEMORY_SIGNUP=closed refuses every sign-up, this link too", file=sys.stderr)
+    return 0
+
+
+@_fails
 def cmd_apikey_create(args: argparse.Namespace) -> int:
     engine = _engine(args)
     user = require_user(engine, args.email)
@@ -198,6 +212,9 @@ def add_commands(commands: argparse._SubParsersAction, common: argparse.Argument
     passwd.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     email_command("disable", "refuse sign-in, tokens and API keys", cmd_user_disable)
     email_command("enable", "allow a disabled account again", cmd_user_enable)
+    invite = user.add_parser("invite", help="print a one-time sign-up link (valid 7 days)", parents=[common])
+    invite.add_argument("--email", help="only this address may use the link")
+    invite.set_defaults(handler=cmd_user_invite)
     delete = email_command("delete", "erase an account and everything of it", cmd_user_delete)
     delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 

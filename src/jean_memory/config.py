@@ -47,6 +47,7 @@ class Settings:
     browser_session_days: int = 14
     unused_client_days: int = 30
     trash_days: int = 30  # a deleted memory is restorable this long, then purged
+    signup: str = "invite"  # who may make an account at /join: invite | open | closed
     revocation_cache_seconds: int = 30
     max_mcp_body_bytes: int = 10 * 1024 * 1024
     log_level: str = "INFO"
@@ -55,6 +56,7 @@ class Settings:
     embeddings_api_key: str = field(default="", repr=False)
     embeddings_model: str = ""
     embeddings_model_path: str = ""
+    local_model: str = "minilm"  # minilm (English) | use-multilingual | minilm+use
     llm_base_url: str = ""  # optional fact extraction by an OpenAI-compatible chat model; off when empty
     llm_api_key: str = field(default="", repr=False)
     llm_model: str = ""  # another copy of the local model file (default: the installed package's)
@@ -225,6 +227,7 @@ def load_settings(
         code_seconds=_env_int(env, "JEAN_MEMORY_CODE_SECONDS", 60),
         unused_client_days=_env_int(env, "JEAN_MEMORY_UNUSED_CLIENT_DAYS", 30),
         trash_days=_env_int(env, "JEAN_MEMORY_TRASH_DAYS", 30),
+        signup=_choice(env, "JEAN_MEMORY_SIGNUP", SIGNUP_POLICIES, "invite"),
         revocation_cache_seconds=min(_env_int(env, "JEAN_MEMORY_REVOCATION_CACHE_SECONDS", 30), 60),
         log_level=_choice(env, "JEAN_MEMORY_LOG_LEVEL", LOG_LEVELS, "info").upper(),
         embeddings=_choice(env, "JEAN_MEMORY_EMBEDDINGS", ("local", "openai", "none"), "local"),
@@ -232,6 +235,7 @@ def load_settings(
         embeddings_api_key=env.get("JEAN_MEMORY_EMBEDDINGS_API_KEY", ""),
         embeddings_model=env.get("JEAN_MEMORY_EMBEDDINGS_MODEL", ""),
         embeddings_model_path=env.get("JEAN_MEMORY_EMBEDDINGS_MODEL_PATH", ""),
+        local_model=_choice(env, "JEAN_MEMORY_LOCAL_MODEL", ("minilm", "use-multilingual", "minilm+use"), "minilm"),
         llm_base_url=env.get("JEAN_MEMORY_LLM_BASE_URL", ""),
         llm_api_key=env.get("JEAN_MEMORY_LLM_API_KEY", ""),
         llm_model=env.get("JEAN_MEMORY_LLM_MODEL", "gpt-4o-mini"),
@@ -239,6 +243,7 @@ def load_settings(
     )
 
 
+SIGNUP_POLICIES = ("invite", "open", "closed")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 

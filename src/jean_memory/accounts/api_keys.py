@@ -98,3 +98,15 @@ def revoke_api_key(engine: Engine, prefix: str) -> str:
             raise ApiKeyError(f"{len(rows)} API keys start with {prefix}; give more of the prefix")
         conn.execute(api_keys.delete().where(api_keys.c.key_hash == rows[0].key_hash))
     return rows[0].user_id
+
+
+def revoke_own_api_key(engine: Engine, user_id: str, prefix: str) -> bool:
+    """Delete this person's key with exactly this prefix (the /keys page's "Revoke"); False when
+    they have none, so another person's key answers exactly like an unknown one."""
+    if not prefix.startswith(PREFIX) or len(prefix) != SHOWN_PREFIX_LENGTH:
+        return False
+    with engine.begin() as conn:
+        deleted = conn.execute(
+            api_keys.delete().where(api_keys.c.user_id == user_id, api_keys.c.prefix == prefix)
+        ).rowcount
+    return bool(deleted)

@@ -20,7 +20,7 @@ from jean_memory import clock
 from jean_memory.accounts.browser_sessions import end_sessions
 from jean_memory.accounts.passwords import hash_password
 from jean_memory.accounts.users import AccountError, User, find_user_by_email
-from jean_memory.db.tables import grants, memories, metadata, refresh_tokens, users
+from jean_memory.db.tables import api_keys, browser_sessions, grants, memories, metadata, refresh_tokens, users
 
 DISABLED_REASON = "account_disabled"
 
@@ -33,6 +33,7 @@ class UserSummary:
     is_admin: bool
     disabled_at: float | None
     memory_count: int
+    last_active_at: float | None = None  # latest sign-in, app use or API key use; None: never
 
 
 def require_user(engine: Engine, email: str) -> User:
@@ -45,21 +46,47 @@ def require_user(engine: Engine, email: str) -> User:
 
 
 def list_users(engine: Engine) -> list[UserSummary]:
-    """Every account, oldest first, with how many memories (not document chunks, not the trash) it holds."""
+    """Every account, oldest first, with how many memories (not document chunks, not the trash)
+    it holds and when it was last active: the latest of a browser sign-in (a session's start),
+    an app's use of its connection (`grants.last_used_at`, kept to the minute) and an API key's use."""
     counts = (
         sa.select(memories.c.user_id, sa.func.count().label("n"))
         .where(memories.c.kind == "memory", memories.c.deleted_at.is_(None))
         .group_by(memories.c.user_id)
         .subquery()
     )
+    latest = [
+        sa.select(table.c.user_id, sa.func.max(column).label("at")).group_by(table.c.user_id).subquery()
+        for table, column in (
+            (browser_sessions, browser_sessions.c.created_at),
+            (grants, grants.c.last_used_at),
+            (api_keys, api_keys.c.last_used_at),
+        )
+    ]
+    query = sa.select(
+        users.c.id,
+        users.c.email,
+        users.c.created_at,
+        users.c.is_admin,
+        users.c.disabled_at,
+        counts.c.n,
+        *(sub.c.at.label(f"at{i}") for i, sub in enumerate(latest)),
+    ).outerjoin(counts, counts.c.user_id == users.c.id)
+    for sub in latest:
+        query = query.outerjoin(sub, sub.c.user_id == users.c.id)
     with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(users.c.id, users.c.email, users.c.created_at, users.c.is_admin, users.c.disabled_at, counts.c.n)
-            .outerjoin(counts, counts.c.user_id == users.c.id)
-            .order_by(users.c.created_at, users.c.email)
-        ).all()
+        rows = conn.execute(query.order_by(users.c.created_at, users.c.email)).all()
     return [
-        UserSummary(row.id, row.email, row.created_at, bool(row.is_admin), row.disabled_at, row.n or 0) for row in rows
+        UserSummary(
+            row.id,
+            row.email,
+            row.created_at,
+            bool(row.is_admin),
+            row.disabled_at,
+            row.n or 0,
+            max((at for at in (row.at0, row.at1, row.at2) if at is not None), default=None),
+        )
+        for row in rows
     ]
 
 
@@ -103,10 +130,25 @@ def enable_user(engine: Engine, user_id: str) -> bool:
     return bool(changed)
 
 
+def is_last_administrator(engine: Engine, user_id: str) -> bool:
+    """True when this person is the only enabled administrator while other people use the
+    server: deleting them would leave nobody to invite, disable or delete anyone from /admin.
+    (The only person of all may delete themselves: the server goes back to its first run.)"""
+    with engine.connect() as conn:
+        admins = (
+            conn.execute(sa.select(users.c.id).where(users.c.is_admin.is_(True), users.c.disabled_at.is_(None)))
+            .scalars()
+            .all()
+        )
+        others = conn.execute(sa.select(sa.func.count()).select_from(users).where(users.c.id != user_id)).scalar_one()
+    return admins == [user_id] and others > 0
+
+
 def delete_user(engine: Engine, user_id: str) -> dict[str, int]:
     """Erase the account and everything of it, in one transaction; rows deleted per table.
 
-    Every table with a `user_id` column is cleared of the person's rows, and every table whose
+    Every table with a column naming a person (`USER_COLUMNS`: `user_id`, and the invites they
+    made or used) is cleared of the person's rows, and every table whose
     foreign key points at such a table (codes and refresh tokens hang off grants, vectors off
     memories) of the rows hanging off them, children first, then the user row itself. Walking
     the schema rather than listing tables means a table added later is erased too. SQLite's
@@ -127,11 +169,22 @@ def delete_user(engine: Engine, user_id: str) -> dict[str, int]:
     return deleted
 
 
+# Columns that name a person: `user_id` everywhere, and the invites a person made or used.
+USER_COLUMNS = ("user_id", "created_by", "used_by")
+
+
+def user_columns(table: sa.Table) -> list[sa.Column]:
+    """The columns of `table` that hold a user id (the schema walk of `delete_user`, and the
+    test that proves nothing of a deleted person is left)."""
+    return [table.c[name] for name in USER_COLUMNS if name in table.c]
+
+
 def _owned_by(table: sa.Table, user_id: str) -> sa.ColumnElement[bool] | None:
     if table is users:
         return users.c.id == user_id
-    if "user_id" in table.c:
-        return table.c.user_id == user_id
+    columns = user_columns(table)
+    if columns:
+        return sa.or_(*(column == user_id for column in columns))
     for fk in table.foreign_keys:
         parent = fk.column.table
         if parent is not users and "user_id" in parent.c:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from jean_memory import clock
 from jean_memory.accounts.passwords import hash_password, verify_password
@@ -38,16 +38,29 @@ def normalise_email(email: str) -> str:
 def create_user(engine: Engine, email: str, password: str, is_admin: bool = False) -> User:
     email = normalise_email(email)
     password_hash = hash_password(password)
-    user = User(id=clock.new_id(), email=email)
     with engine.begin() as conn:
-        if conn.execute(sa.select(users.c.id).where(users.c.email == email)).first():
-            raise AccountError(f"an account for {email} already exists")
-        conn.execute(
-            users.insert().values(
-                id=user.id, email=email, password_hash=password_hash, created_at=clock.now(), is_admin=is_admin
-            )
+        return insert_user(conn, email, password_hash, is_admin)
+
+
+def insert_user(
+    conn: Connection, email: str, password_hash: str, is_admin: bool = False, user_id: str | None = None
+) -> User:
+    """Add the account inside the caller's transaction (sign-up consumes its link in the same
+    one, so a refused account leaves the link unused). `email` is already normalised."""
+    if conn.execute(sa.select(users.c.id).where(users.c.email == email)).first():
+        raise AccountError(f"an account for {email} already exists")
+    user = User(id=user_id or clock.new_id(), email=email)
+    conn.execute(
+        users.insert().values(
+            id=user.id, email=email, password_hash=password_hash, created_at=clock.now(), is_admin=is_admin
         )
+    )
     return user
+
+
+def any_user(conn: Connection) -> bool:
+    """Whether any account exists (first run lasts until one does)."""
+    return conn.execute(sa.select(users.c.id).limit(1)).first() is not None
 
 
 def get_user(engine: Engine, user_id: str) -> User | None:

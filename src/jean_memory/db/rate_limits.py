@@ -30,7 +30,10 @@ TOKEN_REQUESTS = Limit("token_requests", 600, 60)
 # a person connecting apps makes a handful a minute, an office behind one address a few dozen.
 AUTHORIZE_REQUESTS = Limit("authorize_requests", 300, 60)
 REVOCATIONS = Limit("revocations", 600, 60)
-LIMITS = (SIGN_IN_FAILURES, REGISTRATIONS, TOKEN_REQUESTS, AUTHORIZE_REQUESTS, REVOCATIONS)
+# Each sign-up attempt costs a password hash (about 50 ms of a core); an office setting its
+# people up behind one address makes a few dozen an hour.
+SIGN_UPS = Limit("sign_ups", 60, 3600)
+LIMITS = (SIGN_IN_FAILURES, REGISTRATIONS, TOKEN_REQUESTS, AUTHORIZE_REQUESTS, REVOCATIONS, SIGN_UPS)
 
 
 def _window(limit: Limit) -> int:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from jean_memory.memory import int8_model
+from jean_memory.memory.concat_embedder import ConcatEmbedder
 from jean_memory.memory.embedder import Embedder, EmbeddingModelError, check_texts
 from jean_memory.memory.onnx_encoder import (
     FIX_HINT,
@@ -40,10 +41,12 @@ from jean_memory.memory.remote_embeddings import (
     DEFAULT_OPENAI_MODEL,
     OpenAICompatibleEmbedder,
 )
+from jean_memory.memory.use_embedder import UseMultilingualEmbedder
 
 __all__ = [
     "EMBEDDING_MODES",
     "LOCAL_DIMENSIONS",
+    "LOCAL_MODELS",
     "LOCAL_MODEL_NAME",
     "LocalOnnxEmbedder",
     "create_embedder",
@@ -60,6 +63,10 @@ LOCAL_DIMENSIONS = 384
 _MAX_CHARS = MAX_WORDPIECES * 64
 
 EMBEDDING_MODES = ("local", "openai", "none")
+#: The local models ``JEAN_MEMORY_LOCAL_MODEL`` chooses between (bench/README.md compares them):
+#: all-MiniLM-L6-v2, English, the default; USE multilingual v3, for memories in other languages;
+#: both side by side (concat_embedder.py).
+LOCAL_MODELS = ("minilm", "use-multilingual", "minilm+use")
 
 
 @dataclass(frozen=True)
@@ -213,6 +220,7 @@ def create_embedder(
     model: str | None = None,
     dimensions: int | None = None,
     model_path: str | os.PathLike[str] | None = None,
+    local_model: str = "minilm",
 ) -> Embedder | None:
     """Build the provider named by ``JEAN_MEMORY_EMBEDDINGS``; ``None`` means lexical search only.
 
@@ -223,6 +231,12 @@ def create_embedder(
     if normalised == "none":
         return None
     if normalised == "local":
+        if local_model == "use-multilingual":
+            return UseMultilingualEmbedder()
+        if local_model == "minilm+use":
+            return ConcatEmbedder([(LocalOnnxEmbedder(model_path=model_path), 0.5), (UseMultilingualEmbedder(), 0.5)])
+        if local_model != "minilm":
+            raise ValueError(f"unknown local model {local_model!r}; use one of: {', '.join(LOCAL_MODELS)}")
         return LocalOnnxEmbedder(model_path=model_path)
     if normalised == "openai":
         return OpenAICompatibleEmbedder(

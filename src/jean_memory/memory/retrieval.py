@@ -25,12 +25,15 @@ SEARCH_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="jean-memory-
 @dataclass(frozen=True)
 class SearchConfig:
     """Chosen by bench/locomo.py with leave-one-conversation-out (picked on four LoCoMo
-    conversations, scored on the fifth), not by habit: this setting is the choice in most folds."""
+    conversations, scored on the fifth), not by habit: this setting is the choice in most folds
+    (the second neighbours' shares: three of five folds, bench/README.md)."""
 
     depth: int = 50  # candidates taken from each ranking before fusion
     lexical_weight: float = 0.5  # of the BM25 z-score in the fused score; the cosine's is the rest
     next_share: float = 0.5  # of a top candidate's score passed to the memory saved right after it
     prev_share: float = 0.25  # ... and to the one saved right before it
+    next2_share: float = 0.25  # ... to the one saved two after it
+    prev2_share: float = 0.25  # ... and to the one saved two before it
 
 
 def vector_index(engine: Engine) -> VectorCache | PgVectorIndex:
@@ -62,11 +65,11 @@ class Retriever:
         """(pk, score) best first. `mode` is for the benchmark: "lexical", "vector" or "hybrid".
 
         Hybrid: the `depth` best of BM25 and of cosine similarity, fused by z-score (fusion.py),
-        then the best candidates pass part of their score to the memories saved right before
-        and after them (neighbours.py). On LoCoMo (bench/locomo.py) this finds an evidence turn
-        in the top 5 for 0.709 of the questions (0.703 when the settings are chosen out of
-        sample), against 0.654 for the reciprocal rank fusion it replaced and 0.614 for BM25
-        (0.711 and 0.707 with the float32 model the settings were chosen on).
+        then the best candidates pass part of their score to the memories saved one and two
+        before and after them (neighbours.py). On LoCoMo (bench/locomo.py) this finds an
+        evidence turn in the top 5 for 0.726 of the questions (0.708 when the settings are
+        chosen out of sample; 0.709 / 0.703 with the nearest neighbours only), against 0.654 for
+        the reciprocal rank fusion it replaced and 0.614 for BM25.
         Without a model it is BM25 alone, as measured (the neighbours were tuned on the fusion)."""
         settings = self._search
         beside = None
@@ -86,7 +89,9 @@ class Retriever:
                 return lexical
             fused = z_fusion(lexical, vector, settings.lexical_weight)
             links = neighbours(conn, user_id, [pk for pk, _ in best_first(fused)[:SPREAD_FROM]])
-        return pass_to_neighbours(fused, links, settings.next_share, settings.prev_share)
+        return pass_to_neighbours(
+            fused, links, settings.next_share, settings.prev_share, settings.next2_share, settings.prev2_share
+        )
 
     def _lexical(self, user_id: str, query: str, depth: int) -> list[tuple[int, float]]:
         with self._engine.connect() as conn:

@@ -328,6 +328,7 @@ def rotate_refresh_token(
             # Issued in the same transaction as the rotation: whoever loses the race above
             # (blocked on the row until this commits) finds the successor already there.
             successor = refresh_successor(token, successor_keys[0])
+            conn.execute(grants.update().where(grants.c.id == row.grant_id).values(last_used_at=now))
             conn.execute(
                 refresh_tokens.insert().values(
                     token_hash=clock.sha256_hex(successor),
@@ -379,6 +380,30 @@ def get_grant(engine: Engine, grant_id: str) -> Grant | None:
     with engine.connect() as conn:
         row = conn.execute(sa.select(grants).where(grants.c.id == grant_id)).first()
     return _grant_from_row(row) if row else None
+
+
+LAST_USED_EVERY_SECONDS = 60
+
+
+def note_grant_use(engine: Engine, grant_id: str, last_used_at: float | None) -> None:
+    """Record that the grant's token was used (the /apps page's "last used"), at most once a
+    minute per grant: `last_used_at` is what the caller just read, so a fresh one costs no write.
+    Best effort: a busy database must not turn a valid token away."""
+    now = clock.now()
+    if last_used_at is not None and now - last_used_at < LAST_USED_EVERY_SECONDS:
+        return
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                grants.update()
+                .where(
+                    grants.c.id == grant_id,
+                    sa.or_(grants.c.last_used_at.is_(None), grants.c.last_used_at < now - LAST_USED_EVERY_SECONDS),
+                )
+                .values(last_used_at=now)
+            )
+    except sa.exc.OperationalError:
+        pass
 
 
 def revoke_grant(engine: Engine, grant_id: str, reason: str) -> None:

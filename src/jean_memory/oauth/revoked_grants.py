@@ -8,6 +8,10 @@ A live grant is not enough: it must be the token's own, its user the token's `su
 client the token's `client_id` (CONTRACT "Access token"). Otherwise one person's live grant id
 beside another person's `sub` would be honoured, so a token signed by anyone who ever held
 the key (or forged through a signing oracle) could read anybody's memories with their own grant.
+
+A read that finds the grant live and the token's also records its use (`grants.last_used_at`,
+at most once a minute per grant), so the person's /apps page can say when each app last came:
+accurate to the cache's lifetime plus a minute, for at most one small write a minute per grant.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from sqlalchemy.engine import Engine
 
 from jean_memory import clock
 from jean_memory.db.tables import grants
+from jean_memory.oauth.grants import note_grant_use
 
 MAX_ENTRIES = 100_000
 
@@ -50,9 +55,14 @@ class RevocationCache:
             return known
         with self._engine.connect() as conn:
             row = conn.execute(
-                sa.select(grants.c.user_id, grants.c.client_id, grants.c.revoked_at).where(grants.c.id == grant_id)
+                sa.select(grants.c.user_id, grants.c.client_id, grants.c.revoked_at, grants.c.last_used_at).where(
+                    grants.c.id == grant_id
+                )
             ).first()
         owner = None if row is None or row.revoked_at is not None else (row.user_id, row.client_id)
+        if owner is not None and owner == (user_id, client_id):
+            # Used now: at most once a minute per grant, and only when the cache sent us here.
+            note_grant_use(self._engine, grant_id, row.last_used_at)
         with self._lock:
             current = self._checked.get(grant_id)
             if current is not None and current[1] is None:

@@ -65,3 +65,13 @@ async def sign_in_refused(engine: Engine, request: Request) -> str | None:
 async def sign_in_succeeded(engine: Engine, request: Request) -> None:
     """A correct password: the attempt counted by `sign_in_refused` was not a failure."""
     await run_db(rate_limits.take_back, engine, rate_limits.SIGN_IN_FAILURES, client_address(request))
+
+
+async def sign_up_refused(engine: Engine, request: Request) -> str | None:
+    """Count a sign-up attempt (/setup, /join); say why it is refused when the address is over
+    the limit, else None. Every attempt counts, successful or not: each one hashes a password,
+    and under `JEAN_MEMORY_SIGNUP=open` nothing else stands in the way of a flood."""
+    if await run_db(rate_limits.exceeded, engine, rate_limits.SIGN_UPS, client_address(request)):
+        minutes = -(-rate_limits.retry_after(rate_limits.SIGN_UPS) // 60)
+        return f"Too many sign-ups from your network. Try again in {minutes} minutes."
+    return None

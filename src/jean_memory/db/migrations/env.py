@@ -9,11 +9,13 @@ def include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no-
     """The full-text index tables are made by raw SQL in migrations, not described by `metadata`."""
     if type_ == "table" and name and name.startswith("memories_fts"):
         return False
-    if type_ == "column" and name == "text_search":  # PostgreSQL's generated tsvector
+    if type_ == "column" and name in ("text_search", "text_search_simple"):  # PostgreSQL's generated tsvectors
         return False
-    made_by_hand = name in ("ix_memories_text_search", "ix_memories_user_text_search") or (name or "").startswith(
-        "ix_memory_vectors_hnsw"
-    )
+    made_by_hand = name in (
+        "ix_memories_text_search",
+        "ix_memories_user_text_search",
+        "ix_memories_user_text_search_simple",
+    ) or (name or "").startswith("ix_memory_vectors_hnsw")
     return not (type_ == "index" and made_by_hand)
 
 

@@ -1,0 +1,213 @@
+"""`/account`: "Change password" (needs the current one; ends the other browser sessions, keeps
+this one), "Download my data" (the export JSON), "Delete my account" (type the email; then every
+row of the person is gone from every table, on both databases, and nobody else's is touched)."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from jean_memory import clock
+from jean_memory.accounts.api_keys import create_api_key
+from jean_memory.accounts.lifecycle import user_columns
+from jean_memory.accounts.users import User, create_user
+from jean_memory.db import rate_limits
+from jean_memory.db.tables import invites, jobs, metadata, users
+from tests.support.oauth import PASSWORD, McpHttp, new_flow
+from tests.support.pages import csrf_of, post_form, signed_in_client
+from tests.support.servers import RunningServer
+
+NEW_PASSWORD = "a much longer new passphrase"
+
+
+def signs_in(server: RunningServer, email: str, password: str) -> bool:
+    with httpx.Client(base_url=server.base_url) as client:
+        page = client.get("/signin")
+        answer = client.post("/signin", data={"email": email, "password": password, "csrf_token": csrf_of(page.text)})
+        return answer.status_code == 303
+
+
+def test_change_password_needs_the_current_one_and_a_strong_new_one(server: RunningServer, alice: User) -> None:
+    with signed_in_client(server, alice.email) as browser:
+        wrong = post_form(
+            browser,
+            "/account",
+            "/account/password",
+            {"current_password": "not it at all", "new_password": NEW_PASSWORD},
+        )
+        assert wrong.status_code == 400 and "current password is not right" in wrong.text
+        weak = post_form(
+            browser, "/account", "/account/password", {"current_password": PASSWORD, "new_password": "short"}
+        )
+        assert weak.status_code == 400 and "at least 8 characters" in weak.text
+    assert signs_in(server, alice.email, PASSWORD) and not signs_in(server, alice.email, NEW_PASSWORD)
+
+
+def test_change_password_ends_the_other_sessions_and_keeps_this_one(server: RunningServer, alice: User) -> None:
+    with signed_in_client(server, alice.email) as other, signed_in_client(server, alice.email) as browser:
+        assert other.get("/account").status_code == 200
+        changed = post_form(
+            browser, "/account", "/account/password", {"current_password": PASSWORD, "new_password": NEW_PASSWORD}
+        )
+        assert changed.status_code == 303 and changed.headers["location"] == "/account?password=changed"
+        assert "Password changed" in browser.get(changed.headers["location"]).text
+        assert browser.get("/account").status_code == 200  # still signed in here
+        assert other.get("/account").status_code == 303  # signed out there: to /signin
+        assert other.get("/account").headers["location"].startswith("/signin")
+    assert signs_in(server, alice.email, NEW_PASSWORD) and not signs_in(server, alice.email, PASSWORD)
+
+
+def test_wrong_current_passwords_count_against_the_sign_in_limit(server: RunningServer, alice: User) -> None:
+    with signed_in_client(server, alice.email) as browser:
+        statuses = [
+            post_form(
+                browser,
+                "/account",
+                "/account/password",
+                {"current_password": f"guess {n}", "new_password": NEW_PASSWORD},
+            ).status_code
+            for n in range(rate_limits.SIGN_IN_FAILURES.max_count + 1)
+        ]
+    assert statuses[0] == 400 and statuses[-1] == 429, statuses
+
+
+def test_download_my_data_is_the_export_of_my_memories_only(server: RunningServer, alice: User, bob: User) -> None:
+    for user, text in ((alice, "Alice drinks genmaicha"), (bob, "Bob collects stamps")):
+        McpHttp(server.mcp_url, new_flow(server.base_url).tokens(user.email)["access_token"]).call_tool(
+            "add_memories", {"text": text}
+        )
+    with signed_in_client(server, alice.email) as browser:
+        answer = browser.get("/account/export")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("application/json")
+    assert answer.headers["content-disposition"].startswith('attachment; filename="jean-memory-export-')
+    assert answer.headers["cache-control"] == "no-store"
+    data = json.loads(answer.text)
+    assert data["format"] == "jean-memory-export" and data["user"] == {"email": alice.email}
+    assert [m["text"] for m in data["memories"]] == ["Alice drinks genmaicha"]
+    assert httpx.get(server.base_url + "/account/export").status_code == 303  # signed out: to /signin
+
+
+def test_delete_my_account_needs_the_email_typed_and_a_csrf_field(server: RunningServer, alice: User) -> None:
+    with signed_in_client(server, alice.email) as browser:
+        assert browser.post("/account/delete", data={"confirm_email": alice.email}).status_code == 403
+        assert browser.post("/account/password", data={"current_password": PASSWORD}).status_code == 403
+        wrong = post_form(browser, "/account", "/account/delete", {"confirm_email": "bob@example.com"})
+        assert wrong.status_code == 400 and "does not match your account" in wrong.text
+        assert browser.get("/account").status_code == 200
+    assert signs_in(server, alice.email, PASSWORD)
+
+
+def populate(server: RunningServer, user: User) -> str:
+    """Give the person a row in every table a person can own, through the real faces where one
+    exists: an OAuth connection (client, consent, grant, code, refresh token) used over MCP
+    (memories, vectors, history, trash, a document), an unfinished authorization, an API key,
+    a browser session, invites made and used, and a queued job. The access token is returned."""
+    flow = new_flow(server.base_url)
+    tokens = flow.tokens(user.email)
+    mcp = McpHttp(server.mcp_url, tokens["access_token"])
+    saved = mcp.call_tool("add_memories", {"text": f"{user.email} likes green tea", "tags": ["drinks"]})
+    memory_id = saved["structuredContent"]["saved"][0]["id"]
+    mcp.call_tool("update_memory", {"memory_id": memory_id, "text": f"{user.email} likes genmaicha"})
+    other = mcp.call_tool("add_memories", {"text": f"{user.email} lives in Lisbon"})
+    mcp.call_tool("delete_memory", {"memory_id": other["structuredContent"]["saved"][0]["id"]})
+    mcp.call_tool("store_document", {"title": "Notes", "content": "Some notes about tea. " * 20})
+    assert flow.refresh(tokens["refresh_token"]).status_code == 200
+    pending = new_flow(server.base_url)
+    pending.sign_in(pending.authorize(), user.email)  # left at the consent page: a pending request with their id
+    create_api_key(server.engine, user.id)
+    now = clock.now()
+    with server.engine.begin() as conn:
+        for kind, extra in (("invite", {"created_by": user.id}), ("invite", {"used_by": user.id, "used_at": now})):
+            conn.execute(
+                invites.insert().values(
+                    token_hash=clock.sha256_hex(clock.new_token()),
+                    kind=kind,
+                    created_at=now,
+                    expires_at=now + 60,
+                    **extra,
+                )
+            )
+        conn.execute(
+            jobs.insert().values(
+                id=clock.new_id(),
+                kind="facts",
+                user_id=user.id,
+                payload={},
+                created_at=now,
+                locked_until=now + 86400,  # leased by a worker that is gone: nobody takes it
+            )
+        )
+    return tokens["access_token"]
+
+
+def rows_of(engine: Engine, user_id: str, parents: dict[str, set[object]]) -> dict[str, int]:
+    """Per table, the rows naming the person (any user column, or `users.id`) and the rows
+    hanging by a foreign key off a row of theirs seen in `parents` (filled on the first call)."""
+    counts: dict[str, int] = {}
+    with engine.connect() as conn:
+        for table in metadata.sorted_tables:
+            conditions = [column == user_id for column in user_columns(table)]
+            if table is users:
+                conditions.append(users.c.id == user_id)
+            for fk in table.foreign_keys:
+                key = f"{fk.column.table.name}.{fk.column.name}"
+                if fk.column.table is not users and key in parents:
+                    conditions.append(fk.parent.in_(parents[key]) if parents[key] else sa.false())
+            if not conditions:
+                continue
+            counts[table.name] = conn.execute(
+                sa.select(sa.func.count()).select_from(table).where(sa.or_(*conditions))
+            ).scalar_one()
+            # Remember what hangs off this person's rows, for the tables that point at them.
+            if user_columns(table) and table is not users:
+                for column in table.primary_key.columns:
+                    key = f"{table.name}.{column.name}"
+                    if key not in parents:
+                        owned = sa.or_(*(c == user_id for c in user_columns(table)))
+                        parents[key] = set(conn.execute(sa.select(column).where(owned)).scalars())
+    return counts
+
+
+def test_delete_my_account_erases_every_row_of_the_person_and_nothing_of_anyone_else(
+    server: RunningServer, alice: User, bob: User
+) -> None:
+    alices_token = populate(server, alice)
+    populate(server, bob)
+    alice_parents: dict[str, set[object]] = {}
+    bob_parents: dict[str, set[object]] = {}
+    before = rows_of(server.engine, alice.id, alice_parents)
+    bobs_before = rows_of(server.engine, bob.id, bob_parents)
+    # The test proves something only if the person really had rows everywhere.
+    empty = sorted(name for name, count in before.items() if count == 0)
+    assert not empty, f"the test left these tables without a row of the person: {empty}"
+    assert McpHttp(server.mcp_url, alices_token).initialize().status_code == 200
+
+    with signed_in_client(server, alice.email) as browser:
+        answer = post_form(browser, "/account", "/account/delete", {"confirm_email": " Alice@Example.com "})
+        assert answer.status_code == 303 and answer.headers["location"] == "/"
+        assert browser.get("/account").status_code == 303  # signed out
+
+    after = rows_of(server.engine, alice.id, alice_parents)
+    assert after == dict.fromkeys(before, 0)
+    assert rows_of(server.engine, bob.id, bob_parents) == bobs_before
+    assert McpHttp(server.mcp_url, alices_token).initialize().status_code == 401  # at once, on this instance
+    assert not signs_in(server, alice.email, PASSWORD) and signs_in(server, bob.email, PASSWORD)
+
+
+def test_the_only_administrator_cannot_delete_themselves_while_others_use_the_server(
+    server: RunningServer, alice: User
+) -> None:
+    admin = create_user(server.engine, "admin@example.com", PASSWORD, is_admin=True)
+    with signed_in_client(server, admin.email) as client:
+        refused = post_form(client, "/account", "/account/delete", {"confirm_email": admin.email})
+        assert refused.status_code == 400 and "only administrator" in refused.text
+        with server.engine.connect() as conn:
+            assert conn.execute(sa.select(users.c.id).where(users.c.id == admin.id)).first() is not None
+        # Alone on the server, they may: it goes back to its first run.
+        with server.engine.begin() as conn:
+            conn.execute(users.delete().where(users.c.id == alice.id))
+        assert post_form(client, "/account", "/account/delete", {"confirm_email": admin.email}).status_code == 303
