@@ -62,6 +62,7 @@ GRID_CUE = tuple(round(0.40 + 0.05 * i, 2) for i in range(10))  # 0.40 .. 0.85
 GRID_VALUES = tuple(round(0.50 + 0.05 * i, 2) for i in range(9))  # 0.50 .. 0.90
 GRID_SHARED = (1, 2)
 GRID_WORDS = (15, 25, 40)
+GRID_TOPIC = (0.30, 0.35, 0.40, 1.01)  # 1.01: the same-topic rule off
 
 
 def log(message: str) -> None:
@@ -139,8 +140,8 @@ def outcome(scenario: Scenario, config: SupersessionConfig) -> tuple[int, int, i
 
 
 def grid() -> list[SupersessionConfig]:
-    points = itertools.product(GRID_CUE, GRID_VALUES, GRID_SHARED, GRID_WORDS)
-    return [SupersessionConfig(c, v, s, w) for c, v, s, w in points]
+    points = itertools.product(GRID_CUE, GRID_VALUES, GRID_SHARED, GRID_WORDS, GRID_TOPIC)
+    return [SupersessionConfig(c, v, s, w, t) for c, v, s, w, t in points]
 
 
 def f_half(true: int, false: int, missed: int) -> float:
@@ -152,9 +153,9 @@ def f_half(true: int, false: int, missed: int) -> float:
 def choose(counts: np.ndarray, configs: list[SupersessionConfig]) -> int:
     """The grid point with the best F0.5; ties go to the stricter thresholds (fewer supersessions)."""
 
-    def key(i: int) -> tuple[float, float, float, int, int]:
+    def key(i: int) -> tuple[float, float, float, int, int, float]:
         c = configs[i]
-        return (f_half(*counts[i]), c.with_cue, c.with_values, c.min_shared, -c.max_words)
+        return (f_half(*counts[i]), c.with_cue, c.with_values, c.min_shared, -c.max_words, c.with_topic)
 
     return max(range(len(configs)), key=key)
 
@@ -200,7 +201,7 @@ def evaluate(scenarios: list[Scenario]) -> dict[str, Any]:
 def label(config: SupersessionConfig) -> str:
     return (
         f"with_cue={config.with_cue} with_values={config.with_values} min_shared={config.min_shared} "
-        f"max_words={config.max_words}"
+        f"max_words={config.max_words} with_topic={config.with_topic}"
     )
 
 

@@ -196,6 +196,8 @@ async def test_sdk_client_authorizes_through_a_real_browser(
             await submit(page, page.get_by_role("button", name="Sign in"))
             await page.get_by_role("button", name="Allow").wait_for()
             seen["consent_heading"] = await page.locator("h1").inner_text()
+            # CONTRACT "Scopes": the labelled allow_write box, checked by default (a full grant).
+            seen["allow_write"] = await page.get_by_label("Allow saving and changing memories").is_checked()
             await page.get_by_role("button", name="Allow").click()
             await page.wait_for_url(lambda u: u.startswith(listener.redirect_uri + "?"))
             seen["final_url"] = page.url
@@ -231,6 +233,7 @@ async def test_sdk_client_authorizes_through_a_real_browser(
 
     assert seen["authorization_url"].startswith(f"{server.base_url}/oauth/authorize?")
     assert seen["consent_heading"] == "Allow Browser test app?"
+    assert seen["allow_write"] is True and "add_memories" in tools
     # The browser itself ended on the client's redirect URI, with code, state and iss (RFC 9207).
     final = urlsplit(seen["final_url"])
     assert f"{final.scheme}://{final.netloc}{final.path}" == listener.redirect_uri

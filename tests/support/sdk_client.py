@@ -68,6 +68,7 @@ class Browser:
     http: httpx.AsyncClient
     email: str
     password: str = PASSWORD
+    allow_write: bool = True  # the consent page's checkbox, as the person leaves it
     opened: list[str] = field(default_factory=list)  # every authorization URL the SDK sent us to
     pages: list[str] = field(default_factory=list)  # "login" / "consent" for each page we answered
     _result: AuthorizationCodeResult | None = None
@@ -80,7 +81,7 @@ class Browser:
             page = await self._submit(page, email=self.email, password=self.password)
         if page.status_code == 200 and 'value="approve"' in page.text:
             self.pages.append("consent")
-            page = await self._submit(page, decision="approve")
+            page = await self._submit(page, decision="approve", **({} if self.allow_write else {"allow_write": None}))
         params = redirect_params(page)  # asserts a 302 and reads its query
         assert "code" in params, f"the authorization was refused: {params}"
         self._result = AuthorizationCodeResult(code=params["code"], state=params.get("state"), iss=params.get("iss"))
@@ -90,11 +91,12 @@ class Browser:
         assert result is not None, "the SDK asked for the callback before sending the person to authorize"
         return result
 
-    async def _submit(self, page: httpx.Response, **values: str) -> httpx.Response:
+    async def _submit(self, page: httpx.Response, **values: str | None) -> httpx.Response:
         """Post the page's form as a browser would: its hidden fields plus what the person typed."""
         form = parse_form(page.text)
         action = urljoin(str(page.url), form["action"])
-        return await self.http.post(action, data={**form["fields"], **values})
+        fields = {k: v for k, v in {**form["fields"], **values}.items() if v is not None}  # None: unchecked
+        return await self.http.post(action, data=fields)
 
 
 @dataclass(frozen=True)

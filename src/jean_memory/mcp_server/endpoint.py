@@ -32,7 +32,7 @@ from jean_memory.mcp_server.principal import Principal, current_principal
 from jean_memory.mcp_server.profiles import PROFILE_TOOLS, profile_for
 from jean_memory.mcp_server.tools import ToolSet
 from jean_memory.memory.service import MemoryService
-from jean_memory.oauth.scopes import MEMORY_SCOPE
+from jean_memory.oauth.scopes import MEMORY_SCOPE, can_write, has_memory_access
 from jean_memory.oauth.verify import AccessTokenVerifier, InvalidAccessToken
 from jean_memory.observability.metrics import Metrics
 
@@ -143,6 +143,16 @@ class ProfileServer(MCPServer):
         return await super().call_tool(name, arguments, context)
 
 
+def served_tools(tools: ToolSet) -> dict[tuple[str, bool], tuple[str, ...]]:
+    """The tools of each (profile, may write) pair: a read-only grant (CONTRACT "Scopes") keeps
+    only the tools marked `read_only`, and `jean_memory`, which then answers without saving."""
+    served: dict[tuple[str, bool], tuple[str, ...]] = {}
+    for profile, names in PROFILE_TOOLS.items():
+        served[(profile, True)] = names
+        served[(profile, False)] = tuple(n for n in names if tools.reads_only(n))
+    return served
+
+
 class McpEndpoint:
     """Knows the authorization server only by its one token check (`oauth/verify.py`)."""
 
@@ -153,8 +163,11 @@ class McpEndpoint:
         self._settings = settings
         self._metadata_url = f"{settings.issuer}/.well-known/oauth-protected-resource/mcp"
         tools = ToolSet(memory, settings.issuer, metrics)
-        self._managers: dict[str, StreamableHTTPSessionManager] = {}
-        for profile, names in PROFILE_TOOLS.items():
+        # One server per profile and per kind of grant: a read-only grant's server holds only the
+        # tools that read, so its tools/list shows no other and a call to one is -32602 (the SDK
+        # lists a server's tools, not a request's; a server per case keeps that in the SDK).
+        self._managers: dict[tuple[str, bool], StreamableHTTPSessionManager] = {}
+        for (profile, writes), names in served_tools(tools).items():
             server = ProfileServer(frozenset(names))
             tools.register(server, names)
             server.streamable_http_app(
@@ -164,7 +177,7 @@ class McpEndpoint:
                 # The Origin check is ours (below); the SDK's Host allow-list would break proxies.
                 transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
             )
-            self._managers[profile] = server.session_manager
+            self._managers[(profile, writes)] = server.session_manager
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
@@ -190,7 +203,7 @@ class McpEndpoint:
         except InvalidAccessToken as exc:
             await self._challenge(send, cors, str(exc))
             return
-        if MEMORY_SCOPE not in claims.scopes:
+        if not has_memory_access(claims.scopes):
             www = (
                 f'Bearer error="insufficient_scope", scope="{MEMORY_SCOPE}", '
                 f'resource_metadata="{self._metadata_url}", error_description="the token lacks the memory scope"'
@@ -287,6 +300,7 @@ class McpEndpoint:
         token = current_principal.set(principal)
         try:
             scope = with_lowercase_media_type(scope)
-            await self._managers[principal.profile].handle_request(scope, receive, send_with_cors)
+            manager = self._managers[(principal.profile, can_write(principal.scopes))]
+            await manager.handle_request(scope, receive, send_with_cors)
         finally:
             current_principal.reset(token)

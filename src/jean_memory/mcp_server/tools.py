@@ -21,6 +21,7 @@ from jean_memory.mcp_server.principal import require_principal
 from jean_memory.memory.context import context_for
 from jean_memory.memory.records import Memory, MemoryInputError, iso_time
 from jean_memory.memory.service import DOCUMENT_TYPES, MemoryService
+from jean_memory.oauth.scopes import can_write
 from jean_memory.observability.metrics import Metrics
 from jean_memory.off_loop import run_db
 
@@ -165,6 +166,11 @@ class ToolSet:
         self._issuer = issuer
         self._metrics = metrics
 
+    def reads_only(self, name: str) -> bool:
+        """Whether a read-only grant gets this tool: the ones that read, and `jean_memory`, which
+        for such a grant answers with context and saves nothing."""
+        return name == "jean_memory" or bool(getattr(getattr(self, name), "read_only", False))
+
     def register(self, server: MCPServer, names: tuple[str, ...]) -> None:
         for name in names:
             fn = getattr(self, name)
@@ -198,6 +204,7 @@ class ToolSet:
             is_new_conversation,
             needs_context,
             principal.profile,
+            can_write(principal.scopes),
         )
         return context.text()
 

@@ -58,10 +58,12 @@ def context_for(
     is_new_conversation: bool,
     needs_context: bool,
     client: str | None,
+    save: bool = True,
 ) -> Context:
     """The profile (on a new conversation), the relevant memories (when `needs_context`) and the
     save queued for after the answer: the facts triage found, or the whole message for the LLM
-    extractor when one is configured and the message is long enough to hold a fact."""
+    extractor when one is configured and the message is long enough to hold a fact. With `save`
+    false (a read-only connection) nothing is saved or queued."""
     if not isinstance(message, str) or not message.strip():
         raise MemoryInputError("user_message is empty: pass the person's message")
     profile: list[Memory] | None = None
@@ -74,6 +76,8 @@ def context_for(
         found = [m for m in memory.search(user_id, message, CONTEXT_LIMIT, None) if m.id not in shown]
         if found or not is_new_conversation:
             relevant = found
+    if not save:
+        return Context(profile=profile, relevant=relevant)
     facts = facts_worth_keeping(message)
     checking = False
     if facts:

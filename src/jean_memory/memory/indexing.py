@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from jean_memory.db.tables import documents, memories, memory_vectors
-from jean_memory.memory import jobs
+from jean_memory.memory import jobs, llm_decisions
 from jean_memory.memory.chunking import chunk_text
 from jean_memory.memory.owner import owned_by
 from jean_memory.memory.pg_vectors import PgVectorIndex
@@ -57,10 +57,15 @@ class Indexer:
         return {SAVE_JOB: self.save_facts_job, INDEX_JOB: self.index_document_job, REEMBED_JOB: self.reembed_job}
 
     def save_facts_job(self, user_id: str, payload: dict[str, Any], lease: jobs.Lease | None = None) -> None:
-        """Short (one LLM call bounded by its timeout), so it never renews `lease`."""
+        """Short (two LLM calls bounded by their timeout), so it never renews `lease`. With a
+        model, it picks the facts and decides what each does to what is stored (llm_decisions.py);
+        when it fails, the heuristic's facts are saved with the local detector."""
         facts = payload.get("facts", [])
         if self._extractor is not None and payload.get("message"):
-            facts = self._extractor.facts_or_fallback(payload["message"], facts)
+            extracted = self._extractor.facts_or_none(payload["message"])
+            if extracted is not None:  # the model answered: it also decides against what is stored
+                llm_decisions.save_facts(self._memory, self._extractor, user_id, extracted, payload.get("client"))
+                return
         for fact in facts:
             try:
                 self._memory.add(user_id, fact, ["auto"], payload.get("client"))

@@ -52,6 +52,11 @@ class SupersessionConfig:
     #: must not vanish because one of them changed, and a long new one rarely states one value
     #: (the assistant still sees both, with their dates).
     max_words: int = 15
+    #: Cosine needed when the new text says something changed, the values changed, and both
+    #: name the same kind of fact (a topic such as @home: "I moved to Lisbon last month" /
+    #: "I live in Berlin", 0.42): the shared topic stands in for the similarity the rewording
+    #: lacks. Above 1, the rule is off.
+    with_topic: float = 1.01
 
 
 @dataclass(frozen=True)
@@ -321,6 +326,9 @@ def decide(signals: PairSignals, config: SupersessionConfig) -> tuple[str, ...] 
     cues = signals.cues | (signals.weak_cues if signals.values_changed else frozenset())
     if cues and signals.cosine >= config.with_cue:
         reasons.append("says it changed: " + ", ".join(sorted(cues)))
+    topics = sorted(w for w in signals.shared if w.startswith("@"))
+    if signals.cues and signals.values_changed and topics and signals.cosine >= config.with_topic:
+        reasons.append(f"same {topics[0][1:]}, says it changed: " + ", ".join(sorted(signals.cues)))
     if signals.values_changed and signals.cosine >= config.with_values:
         reasons.append(f"{', '.join(sorted(signals.old_values))} -> {', '.join(sorted(signals.new_values))}")
     return tuple(reasons) or None

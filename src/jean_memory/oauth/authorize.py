@@ -35,7 +35,7 @@ from jean_memory.oauth.forms import read_form, repeated
 from jean_memory.oauth.guarded_fetch import CimdError
 from jean_memory.oauth.redirects import matches_registered
 from jean_memory.oauth.resource import resolve_resource
-from jean_memory.oauth.scopes import SCOPE_DESCRIPTIONS, grantable_scope
+from jean_memory.oauth.scopes import can_write, describe, grantable_scope, read_only
 from jean_memory.oauth.service import OAuthService
 from jean_memory.oauth.throttle import client_address, over_limit, sign_in_refused, sign_in_succeeded
 from jean_memory.off_loop import run_db
@@ -168,11 +168,12 @@ class AuthorizationEndpoints:
             return self._error_redirect(
                 pending.redirect_uri, "login_required", "the person is not signed in", pending.state
             )
-        if not await self._remembered(client, pending, user_id):
+        remembered = await self._remembered(client, pending, user_id)
+        if remembered is None:
             return self._error_redirect(
                 pending.redirect_uri, "consent_required", "the person has not approved this app", pending.state
             )
-        pending = replace(pending, user_id=user_id)
+        pending = replace(pending, user_id=user_id, scope=remembered)
         session_id = await run_db(
             grant_store.save_pending, engine, pending, self._settings.authorization_request_seconds
         )
@@ -257,8 +258,9 @@ class AuthorizationEndpoints:
         user_id: str,
     ) -> Response:
         engine = self._service.engine
-        if not pending.wants("consent") and await self._remembered(client, pending, user_id):
-            return await self._issue_code(pending, session_id, user_id, remember=False)
+        remembered = None if pending.wants("consent") else await self._remembered(client, pending, user_id)
+        if remembered is not None:
+            return await self._issue_code(replace(pending, scope=remembered), session_id, user_id, remember=False)
         user = await run_db(get_user, engine, user_id)
         cookie = csrf_cookie(request)
         response = render_page(
@@ -266,23 +268,24 @@ class AuthorizationEndpoints:
             client_name=client.client_name,
             email=user.email if user else "",
             **consent_facts(client, pending.redirect_uri),
-            scope_descriptions=[SCOPE_DESCRIPTIONS.get(s, s) for s in pending.scope.split()],
+            scope_descriptions=describe(pending.scope),
+            asks_write=can_write(pending.scope.split()),
             session_id=session_id,
             csrf_token=csrf_token(self._settings, cookie, session_id),
         )
         set_csrf_cookie(response, self._settings, cookie)
         return response
 
-    async def _remembered(self, client: Client, pending: grant_store.PendingAuthorization, user_id: str) -> bool:
-        """May the code go without a page? Only when the person approved this client for this
-        scope and this exact redirect URI, and never for a public client sending codes to a
-        loopback or private-scheme URI: any program on the machine can listen there, and with
-        no secret to hold it back it would get the person's tokens unseen (RFC 8252 §8.6,
-        RFC 9700 §4.1)."""
+    async def _remembered(self, client: Client, pending: grant_store.PendingAuthorization, user_id: str) -> str | None:
+        """The scope to grant without a page, or None to ask. Only when the person approved this
+        client for this scope (or read-only: `within_consent`) and this exact redirect URI, and
+        never for a public client sending codes to a loopback or private-scheme URI: any program
+        on the machine can listen there, and with no secret to hold it back it would get the
+        person's tokens unseen (RFC 8252 §8.6, RFC 9700 §4.1)."""
         if client.is_public and urlsplit(pending.redirect_uri).scheme.lower() != "https":
-            return False  # registration allows http for loopback only; any other scheme is private-use
+            return None  # registration allows http for loopback only; any other scheme is private-use
         return await run_db(
-            grant_store.has_consent,
+            grant_store.consented_scope,
             self._service.engine,
             user_id,
             client.client_id,
@@ -359,6 +362,10 @@ class AuthorizationEndpoints:
             return error_page("Signed out", "Your sign-in session ended. Go back to the app and connect again.", 403)
         decision = form.get("decision")
         if decision == "approve":
+            if can_write(pending.scope.split()) and not form.get("allow_write"):
+                # `allow_write` unchecked (a browser sends nothing for it): a read-only grant, and
+                # the remembered consent records exactly that, so no later silent approval widens it.
+                pending = replace(pending, scope=read_only(pending.scope))
             return await self._issue_code(pending, session_id, pending.user_id, remember=True)
         if decision == "deny":
             await run_db(grant_store.finish_pending, engine, session_id)

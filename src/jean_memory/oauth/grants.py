@@ -26,6 +26,7 @@ from jean_memory.db.tables import (
     refresh_tokens,
     users,
 )
+from jean_memory.oauth.scopes import within_consent
 
 CODE_PREFIX = "jmac_"
 REFRESH_PREFIX = "jmrt_"
@@ -147,16 +148,20 @@ def finish_pending(engine: Engine, session_id: str) -> bool:
 # --- consent --------------------------------------------------------------------------------------
 
 
-def has_consent(engine: Engine, user_id: str, client_id: str, scope: str, redirect_uri: str) -> bool:
-    """Whether the person approved this client, for at least this scope, sending codes to this
-    exact redirect URI (a consent for one URI says nothing about where else codes may go)."""
+def consented_scope(engine: Engine, user_id: str, client_id: str, scope: str, redirect_uri: str) -> str | None:
+    """The scope a remembered consent lets go without asking: None unless the person approved
+    this client sending codes to this exact redirect URI (a consent for one URI says nothing
+    about where else codes may go) for at least this scope, or approved it read-only (then
+    the request made read-only: a silent approval never widens what the person chose)."""
     with engine.connect() as conn:
         row = conn.execute(
             sa.select(consents.c.scope, consents.c.redirect_uri).where(
                 consents.c.user_id == user_id, consents.c.client_id == client_id
             )
         ).first()
-    return row is not None and row.redirect_uri == redirect_uri and set(scope.split()) <= set(row.scope.split())
+    if row is None or row.redirect_uri != redirect_uri:
+        return None
+    return within_consent(scope, row.scope)
 
 
 def remember_consent(conn: Connection, user_id: str, client_id: str, scope: str, redirect_uri: str) -> None:
