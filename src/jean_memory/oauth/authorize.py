@@ -245,6 +245,7 @@ class AuthorizationEndpoints:
             csrf_token=csrf_token(self._settings, cookie, session_id),
             error=error,
             email=email,
+            signup=self._settings.signup,
         )
         set_csrf_cookie(response, self._settings, cookie)
         return response
