@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from sqlalchemy.engine import Engine
-from starlette.datastructures import FormData
+from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -23,6 +23,8 @@ from jean_memory.accounts.browser_sessions import SignedIn, signed_in
 from jean_memory.config import Settings
 from jean_memory.memory.service import MemoryService
 from jean_memory.oauth.browser import session_cookie
+from jean_memory.oauth.errors import OAuthError
+from jean_memory.oauth.forms import read_form
 from jean_memory.oauth.service import OAuthService
 from jean_memory.off_loop import run_db
 from jean_memory.web.csrf import CSRF_FIELD, csrf_cookie, csrf_token, csrf_valid, set_csrf_cookie
@@ -123,14 +125,17 @@ def signed_in_page(deps: PageDeps) -> Callable[[PageHandler], Callable[[Request]
     return wrap
 
 
-async def checked_form(deps: PageDeps, request: Request) -> FormData | None:
-    """The POSTed form when its CSRF field is right, else None (the caller answers 403).
-    Bodies over MAX_FORM_BYTES are refused the same way rather than parsed."""
-    length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > MAX_FORM_BYTES):
+async def checked_form(deps: PageDeps, request: Request) -> ImmutableMultiDict[str, str] | None:
+    """The POSTed form's text fields when its CSRF field is right, else None (the caller answers
+    403). The body is read under MAX_FORM_BYTES as it arrives (a chunked body has no
+    Content-Length to check first; `oauth.forms.read_form`, like the OAuth forms), and a field
+    that is no valid Unicode (a lone surrogate, through a multipart charset) is refused the same
+    way rather than failing later in the database or the password hasher."""
+    try:
+        form = await read_form(request, MAX_FORM_BYTES)
+    except OAuthError:
         return None
-    form = await request.form(max_files=0, max_fields=2000)
     submitted = form.get(CSRF_FIELD)
-    if not isinstance(submitted, str) or not csrf_valid(deps.settings, request, PAGES_PURPOSE, submitted):
+    if not submitted or not csrf_valid(deps.settings, request, PAGES_PURPOSE, submitted):
         return None
     return form

