@@ -9,7 +9,7 @@ import pytest
 
 from jean_memory.accounts.users import User, create_user
 from tests.support.oauth import FORM_HEADERS, PASSWORD, chunked_form
-from tests.support.pages import csrf_of, signed_in_client
+from tests.support.pages import csrf_of, post_form, signed_in_client
 from tests.support.servers import RunningServer
 
 
@@ -57,3 +57,20 @@ def test_a_lone_surrogate_in_a_page_form_is_refused_not_a_500(server: RunningSer
         token = csrf_of(browser.get("/keys").text)
         body, headers = surrogate_multipart({"current_password": "x\\udfff", "new_password": "y", "csrf_token": token})
         assert browser.post("/account/password", content=body, headers=headers).status_code == 403
+
+
+def test_every_redirect_of_the_pages_carries_the_page_headers(server: RunningServer, alice: User) -> None:
+    """The redirect to sign in (its Location holds where the person was going) and the 303 after
+    a POST are pages too: no-store, never framed, the strict CSP."""
+
+    def check(answer: httpx.Response) -> None:
+        assert answer.status_code in (302, 303), answer.status_code
+        assert answer.headers.get("cache-control") == "no-store", answer.headers
+        assert answer.headers.get("x-frame-options") == "DENY"
+        assert "frame-ancestors 'none'" in answer.headers.get("content-security-policy", "")
+
+    with httpx.Client(base_url=server.base_url, timeout=15) as anonymous:
+        check(anonymous.get("/memories", params={"q": "private words"}))
+    with signed_in_client(server, alice.email) as browser:
+        check(browser.get("/signin"))  # signed in already: straight on
+        check(post_form(browser, "/apps", "/signout"))

@@ -28,7 +28,7 @@ from jean_memory.oauth.forms import read_form
 from jean_memory.oauth.service import OAuthService
 from jean_memory.off_loop import run_db
 from jean_memory.web.csrf import CSRF_FIELD, csrf_cookie, csrf_token, csrf_valid, set_csrf_cookie
-from jean_memory.web.templating import render_page
+from jean_memory.web.templating import PAGE_HEADERS, render_page
 
 PAGES_PURPOSE = "pages"
 MAX_FORM_BYTES = 256 * 1024  # a memory's text and tags, or a few hundred selected ids
@@ -95,12 +95,13 @@ def safe_next(value: str | None, default: str = "/memories") -> str:
 
 def to_sign_in(request: Request) -> RedirectResponse:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return RedirectResponse(f"/signin?next={quote(target, safe='')}", status_code=303)
+    return RedirectResponse(f"/signin?next={quote(target, safe='')}", status_code=303, headers=PAGE_HEADERS)
 
 
 def see_other(path: str) -> RedirectResponse:
-    """After a successful POST: 303, so a reload does not send the form again."""
-    return RedirectResponse(path, status_code=303, headers={"Cache-Control": "no-store"})
+    """After a successful POST: 303, so a reload does not send the form again. With the pages'
+    headers like any page (no-store: its Location may carry a search or where the person was)."""
+    return RedirectResponse(path, status_code=303, headers=PAGE_HEADERS)
 
 
 PageHandler = Callable[[Request, SignedIn], Awaitable[Response]]
