@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from jean_memory.accounts.users import User, create_user
-from tests.support.oauth import FORM_HEADERS, PASSWORD, chunked_form
+from tests.support.oauth import FORM_HEADERS, PASSWORD, McpHttp, chunked_form, new_flow
 from tests.support.pages import csrf_of, post_form, signed_in_client
 from tests.support.servers import RunningServer
 
@@ -74,3 +74,19 @@ def test_every_redirect_of_the_pages_carries_the_page_headers(server: RunningSer
     with signed_in_client(server, alice.email) as browser:
         check(browser.get("/signin"))  # signed in already: straight on
         check(post_form(browser, "/apps", "/signout"))
+
+
+@pytest.mark.parametrize("action", ["disable", "delete"])
+def test_disable_or_delete_from_admin_stops_the_persons_tokens_at_once(
+    server: RunningServer, admin: User, alice: User, action: str
+) -> None:
+    """The token check caches a live grant for up to 30 s; "Disconnect" and "Delete my account"
+    mark the grants revoked on this instance at once, the administrator's Disable and Delete did
+    not, so the person's apps kept working after the page said they stopped."""
+    tokens = new_flow(server.base_url).tokens(alice.email)
+    mcp = McpHttp(server.mcp_url, tokens["access_token"])
+    assert mcp.initialize().status_code == 200  # the grant is now cached as live
+    with signed_in_client(server, admin.email) as browser:
+        page = f"/admin/people/{alice.id}/delete" if action == "delete" else "/admin"
+        assert post_form(browser, page, f"/admin/people/{alice.id}/{action}").status_code == 303
+    assert mcp.initialize().status_code == 401
