@@ -9,7 +9,9 @@ import re
 import httpx
 import pytest
 
+from jean_memory import clock
 from jean_memory.accounts.users import User, create_user
+from jean_memory.memory.service import MemoryService
 from tests.support.oauth import FORM_HEADERS, PASSWORD, McpHttp, chunked_form, new_flow
 from tests.support.pages import csrf_of, post_form, signed_in_client
 from tests.support.servers import RunningServer
@@ -108,3 +110,32 @@ def test_last_active_survives_signing_out(server: RunningServer, admin: User, al
     row = page[page.index(alice.email) :]
     last_active = re.search(r'data-label="Last active">([^<]*)<', row)
     assert last_active and last_active.group(1) != "never"
+
+
+RESTORE = re.compile(r'action="/memories/([0-9a-f]+)/restore"')
+NEXT = re.compile(r'<a rel="next" href="([^"]+)">Next</a>')
+
+
+def test_the_trash_pages_50_at_a_time_like_the_list(server: RunningServer, alice: User) -> None:
+    """The trash page read and rendered every trashed row at once (full texts): a person who
+    emptied thousands of memories into it got one page of thousands. Paged by keyset on
+    (deleted_at, pk) like /memories, newest deletion first, and every one is still reachable."""
+    service = MemoryService(server.engine, None)
+    saved = []
+    for i in range(60):
+        clock.advance(60)
+        saved.append(service.add(alice.id, f"Trashed fact {i}: worth keeping a while").saved[0].id)
+    for memory_id in saved:
+        clock.advance(1)
+        assert service.delete(alice.id, memory_id)
+    with signed_in_client(server, alice.email) as client:
+        first = client.get("/memories/deleted")
+        assert first.status_code == 200
+        assert RESTORE.findall(first.text) == saved[::-1][:50]
+        link = NEXT.search(first.text)
+        assert link, "no Next link on a full trash page"
+        second = client.get(link.group(1).replace("&amp;", "&"))
+        assert RESTORE.findall(second.text) == saved[::-1][50:]
+        assert not NEXT.search(second.text)
+        tampered = client.get("/memories/deleted", params={"after": "not-a-cursor"})
+        assert tampered.status_code == 400 and "page link" in tampered.text
