@@ -139,3 +139,21 @@ def test_the_trash_pages_50_at_a_time_like_the_list(server: RunningServer, alice
         assert not NEXT.search(second.text)
         tampered = client.get("/memories/deleted", params={"after": "not-a-cursor"})
         assert tampered.status_code == 400 and "page link" in tampered.text
+
+
+def test_a_csrf_pair_from_another_browser_does_not_work_in_a_signed_in_one(server: RunningServer, alice: User) -> None:
+    """The pages' token was an HMAC of the CSRF cookie only: anyone could fetch a (cookie, token)
+    pair of their own, and whoever can plant a cookie in the person's browser (a sibling
+    subdomain, a network attacker on plain http) could then post any form there. Bound to the
+    browser session too, a pair made outside the person's session is refused."""
+    with httpx.Client(base_url=server.base_url, timeout=15) as attacker:
+        token = csrf_of(attacker.get("/signin").text)
+        planted = attacker.cookies["jm_csrf"]
+    saved = MemoryService(server.engine, None).add(alice.id, "A fact the attacker wants gone").saved[0].id
+    with signed_in_client(server, alice.email) as browser:
+        browser.cookies.set("jm_csrf", planted)
+        forged = browser.post("/memories/delete-all", data={"confirm": "delete all", "csrf_token": token})
+        assert forged.status_code == 403, forged.status_code
+        assert browser.get(f"/memories/{saved}").status_code == 200
+        # The person's own forms, with the same planted cookie, still work.
+        assert post_form(browser, "/memories", "/memories/delete-all", {"confirm": "delete all"}).status_code == 303

@@ -19,6 +19,7 @@ from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from jean_memory import clock
 from jean_memory.accounts.browser_sessions import SignedIn, signed_in
 from jean_memory.config import Settings
 from jean_memory.memory.service import MemoryService
@@ -48,6 +49,16 @@ async def current_person(deps: PageDeps, request: Request) -> SignedIn | None:
     return await run_db(signed_in, deps.engine, session_cookie(request))
 
 
+def pages_purpose(request: Request) -> str:
+    """What the pages' CSRF token is for: "pages", bound to the browser session when there is
+    one. Bound to the cookie alone, a (cookie, token) pair anyone fetches for themselves would
+    work in the person's browser once that cookie is planted there (a sibling subdomain, a
+    network attacker on plain http); bound to the session, only pages shown to this session
+    carry a token it accepts. Only the session's hash goes into the MAC."""
+    session = session_cookie(request)
+    return f"{PAGES_PURPOSE}:{clock.sha256_hex(session)}" if session else PAGES_PURPOSE
+
+
 def render(
     deps: PageDeps,
     request: Request,
@@ -65,7 +76,7 @@ def render(
         person=person,
         path=request.url.path,
         csrf_field=CSRF_FIELD,
-        csrf_token=csrf_token(deps.settings, cookie, PAGES_PURPOSE),
+        csrf_token=csrf_token(deps.settings, cookie, pages_purpose(request)),
         connector_url=deps.settings.resource,
         **context,
     )
@@ -137,6 +148,6 @@ async def checked_form(deps: PageDeps, request: Request) -> ImmutableMultiDict[s
     except OAuthError:
         return None
     submitted = form.get(CSRF_FIELD)
-    if not submitted or not csrf_valid(deps.settings, request, PAGES_PURPOSE, submitted):
+    if not submitted or not csrf_valid(deps.settings, request, pages_purpose(request), submitted):
         return None
     return form
