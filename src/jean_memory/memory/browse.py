@@ -137,6 +137,28 @@ def find(engine: Engine, user_id: str, memory_id: str) -> Memory | None:
     return row_memory(row, title=row.title) if row else None
 
 
+def trash_page(
+    engine: Engine, user_id: str, limit: int = 50, cursor: str | None = None
+) -> tuple[list[Memory], str | None]:
+    """The person's trash, most recently deleted first, `limit` at a time after `cursor` (keyset
+    on `deleted_at`, `pk`, like `memory_page`), and the next page's cursor: a person who emptied
+    thousands of memories into it must not get every one of them, texts and all, on one page."""
+    check_limit(limit)
+    statement = sa.select(memories).where(memories.c.user_id == user_id, memories.c.deleted_at.is_not(None))
+    if cursor:
+        deleted_at, pk = decode_cursor(cursor)
+        statement = statement.where(
+            memories.c.deleted_at <= deleted_at,
+            sa.or_(memories.c.deleted_at < deleted_at, memories.c.pk < pk),
+        )
+    with engine.connect() as conn:
+        rows = conn.execute(
+            statement.order_by(memories.c.deleted_at.desc(), memories.c.pk.desc()).limit(limit + 1)
+        ).all()
+    next_cursor = encode_cursor(rows[limit - 1].deleted_at, rows[limit - 1].pk) if len(rows) > limit else None
+    return [row_memory(row) for row in rows[:limit]], next_cursor
+
+
 def document_list(engine: Engine, user_id: str, limit: int = MAX_DOCUMENTS) -> list[DocumentInfo]:
     """The person's stored documents, newest first."""
     with engine.connect() as conn:

@@ -15,18 +15,21 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from sqlalchemy.engine import Engine
-from starlette.datastructures import FormData
+from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from jean_memory import clock
 from jean_memory.accounts.browser_sessions import SignedIn, signed_in
 from jean_memory.config import Settings
 from jean_memory.memory.service import MemoryService
 from jean_memory.oauth.browser import session_cookie
+from jean_memory.oauth.errors import OAuthError
+from jean_memory.oauth.forms import read_form
 from jean_memory.oauth.service import OAuthService
 from jean_memory.off_loop import run_db
 from jean_memory.web.csrf import CSRF_FIELD, csrf_cookie, csrf_token, csrf_valid, set_csrf_cookie
-from jean_memory.web.templating import render_page
+from jean_memory.web.templating import PAGE_HEADERS, render_page
 
 PAGES_PURPOSE = "pages"
 MAX_FORM_BYTES = 256 * 1024  # a memory's text and tags, or a few hundred selected ids
@@ -46,6 +49,16 @@ async def current_person(deps: PageDeps, request: Request) -> SignedIn | None:
     return await run_db(signed_in, deps.engine, session_cookie(request))
 
 
+def pages_purpose(request: Request) -> str:
+    """What the pages' CSRF token is for: "pages", bound to the browser session when there is
+    one. Bound to the cookie alone, a (cookie, token) pair anyone fetches for themselves would
+    work in the person's browser once that cookie is planted there (a sibling subdomain, a
+    network attacker on plain http); bound to the session, only pages shown to this session
+    carry a token it accepts. Only the session's hash goes into the MAC."""
+    session = session_cookie(request)
+    return f"{PAGES_PURPOSE}:{clock.sha256_hex(session)}" if session else PAGES_PURPOSE
+
+
 def render(
     deps: PageDeps,
     request: Request,
@@ -63,7 +76,7 @@ def render(
         person=person,
         path=request.url.path,
         csrf_field=CSRF_FIELD,
-        csrf_token=csrf_token(deps.settings, cookie, PAGES_PURPOSE),
+        csrf_token=csrf_token(deps.settings, cookie, pages_purpose(request)),
         connector_url=deps.settings.resource,
         **context,
     )
@@ -93,12 +106,13 @@ def safe_next(value: str | None, default: str = "/memories") -> str:
 
 def to_sign_in(request: Request) -> RedirectResponse:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return RedirectResponse(f"/signin?next={quote(target, safe='')}", status_code=303)
+    return RedirectResponse(f"/signin?next={quote(target, safe='')}", status_code=303, headers=PAGE_HEADERS)
 
 
 def see_other(path: str) -> RedirectResponse:
-    """After a successful POST: 303, so a reload does not send the form again."""
-    return RedirectResponse(path, status_code=303, headers={"Cache-Control": "no-store"})
+    """After a successful POST: 303, so a reload does not send the form again. With the pages'
+    headers like any page (no-store: its Location may carry a search or where the person was)."""
+    return RedirectResponse(path, status_code=303, headers=PAGE_HEADERS)
 
 
 PageHandler = Callable[[Request, SignedIn], Awaitable[Response]]
@@ -123,14 +137,17 @@ def signed_in_page(deps: PageDeps) -> Callable[[PageHandler], Callable[[Request]
     return wrap
 
 
-async def checked_form(deps: PageDeps, request: Request) -> FormData | None:
-    """The POSTed form when its CSRF field is right, else None (the caller answers 403).
-    Bodies over MAX_FORM_BYTES are refused the same way rather than parsed."""
-    length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > MAX_FORM_BYTES):
+async def checked_form(deps: PageDeps, request: Request) -> ImmutableMultiDict[str, str] | None:
+    """The POSTed form's text fields when its CSRF field is right, else None (the caller answers
+    403). The body is read under MAX_FORM_BYTES as it arrives (a chunked body has no
+    Content-Length to check first; `oauth.forms.read_form`, like the OAuth forms), and a field
+    that is no valid Unicode (a lone surrogate, through a multipart charset) is refused the same
+    way rather than failing later in the database or the password hasher."""
+    try:
+        form = await read_form(request, MAX_FORM_BYTES)
+    except OAuthError:
         return None
-    form = await request.form(max_files=0, max_fields=2000)
     submitted = form.get(CSRF_FIELD)
-    if not isinstance(submitted, str) or not csrf_valid(deps.settings, request, PAGES_PURPOSE, submitted):
+    if not submitted or not csrf_valid(deps.settings, request, pages_purpose(request), submitted):
         return None
     return form

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from starlette.datastructures import FormData
+from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -177,7 +177,7 @@ class MemoryPages:
         person: SignedIn,
         status: int = 200,
         error: str | None = None,
-        form: FormData | None = None,
+        form: ImmutableMultiDict[str, str] | None = None,
     ) -> Response:
         deps = self._deps
         memory_id = request.path_params["memory_id"]
@@ -241,10 +241,25 @@ class MemoryPages:
     # --- the trash -----------------------------------------------------------------------------
 
     async def trash_page(self, request: Request, person: SignedIn) -> Response:
-        trashed = await run_db(self._deps.memory.deleted, person.user_id)
+        after = request.query_params.get("after") or None
+        status, error, next_url = 200, None, None
+        try:
+            trashed, cursor = await run_db(browse.trash_page, self._deps.engine, person.user_id, PAGE_SIZE, after)
+        except MemoryInputError as exc:
+            trashed, cursor, status, error = [], None, 400, str(exc).replace("cursor", "this page link")
+        if cursor:
+            next_url = "/memories/deleted?" + urlencode({"after": cursor})
         days = self._deps.settings.trash_days
         return self._render(
-            request, "pages/memories_deleted.html", person, trashed=trashed, trash_days=days, purge_after=days * 86_400
+            request,
+            "pages/memories_deleted.html",
+            person,
+            status,
+            trashed=trashed,
+            trash_days=days,
+            purge_after=days * 86_400,
+            next_url=next_url,
+            error=error,
         )
 
     async def restore(self, request: Request, person: SignedIn) -> Response:
