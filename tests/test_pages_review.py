@@ -96,12 +96,6 @@ def test_disable_or_delete_from_admin_stops_the_persons_tokens_at_once(
     assert mcp.initialize().status_code == 401
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="'Last active' is the newest live browser session: sign-out, a password change or the "
-    "expiry sweep deletes it, so a person who signed in and out shows 'never'. Needs a "
-    "users.last_active_at (or last_sign_in_at) column written at sign-in: a migration.",
-)
 def test_last_active_survives_signing_out(server: RunningServer, admin: User, alice: User) -> None:
     with signed_in_client(server, alice.email) as browser:
         assert post_form(browser, "/memories", "/signout").status_code == 303

@@ -17,6 +17,7 @@ def start_session(engine: Engine, user_id: str, lifetime_seconds: int) -> str:
     token = clock.new_token()
     now = clock.now()
     with engine.begin() as conn:
+        conn.execute(users.update().where(users.c.id == user_id).values(last_sign_in_at=now))
         conn.execute(
             browser_sessions.insert().values(
                 token_hash=clock.sha256_hex(token), user_id=user_id, created_at=now, expires_at=now + lifetime_seconds

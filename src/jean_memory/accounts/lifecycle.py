@@ -20,7 +20,7 @@ from jean_memory import clock
 from jean_memory.accounts.browser_sessions import end_sessions
 from jean_memory.accounts.passwords import hash_password
 from jean_memory.accounts.users import AccountError, User, find_user_by_email
-from jean_memory.db.tables import api_keys, browser_sessions, grants, memories, metadata, refresh_tokens, users
+from jean_memory.db.tables import api_keys, grants, memories, metadata, refresh_tokens, users
 
 DISABLED_REASON = "account_disabled"
 
@@ -47,7 +47,7 @@ def require_user(engine: Engine, email: str) -> User:
 
 def list_users(engine: Engine) -> list[UserSummary]:
     """Every account, oldest first, with how many memories (not document chunks, not the trash)
-    it holds and when it was last active: the latest of a browser sign-in (a session's start),
+    it holds and when it was last active: the latest of a browser sign-in (kept on the account),
     an app's use of its connection (`grants.last_used_at`, kept to the minute) and an API key's use."""
     counts = (
         sa.select(memories.c.user_id, sa.func.count().label("n"))
@@ -58,7 +58,6 @@ def list_users(engine: Engine) -> list[UserSummary]:
     latest = [
         sa.select(table.c.user_id, sa.func.max(column).label("at")).group_by(table.c.user_id).subquery()
         for table, column in (
-            (browser_sessions, browser_sessions.c.created_at),
             (grants, grants.c.last_used_at),
             (api_keys, api_keys.c.last_used_at),
         )
@@ -69,6 +68,7 @@ def list_users(engine: Engine) -> list[UserSummary]:
         users.c.created_at,
         users.c.is_admin,
         users.c.disabled_at,
+        users.c.last_sign_in_at,
         counts.c.n,
         *(sub.c.at.label(f"at{i}") for i, sub in enumerate(latest)),
     ).outerjoin(counts, counts.c.user_id == users.c.id)
@@ -84,7 +84,7 @@ def list_users(engine: Engine) -> list[UserSummary]:
             bool(row.is_admin),
             row.disabled_at,
             row.n or 0,
-            max((at for at in (row.at0, row.at1, row.at2) if at is not None), default=None),
+            max((at for at in (row.last_sign_in_at, row.at0, row.at1) if at is not None), default=None),
         )
         for row in rows
     ]

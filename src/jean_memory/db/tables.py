@@ -31,6 +31,7 @@ users = sa.Table(
     sa.Column("is_admin", sa.Boolean, nullable=False, server_default=sa.false()),
     # Set while the account is disabled: no sign-in, no API key; its grants were revoked then.
     sa.Column("disabled_at", Time),
+    sa.Column("last_sign_in_at", Time),  # every browser sign-in (migration 0011)
 )
 
 browser_sessions = sa.Table(
