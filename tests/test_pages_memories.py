@@ -165,7 +165,7 @@ def test_a_memory_page_edits_keeps_history_and_refuses_bad_input(server: Running
     with signed_in_client(server, alice.email) as client:
         page = client.get(f"/memories/{memory_id}")
         assert page.status_code == 200 and "I work at Initech" in page.text and 'value="work"' in page.text
-        assert "Saved by</dt><dd>claude" in page.text.replace("\n", "")
+        assert "Saved by</dt><dd>Claude" in page.text.replace("\n", "")
         empty = post_form(client, f"/memories/{memory_id}", f"/memories/{memory_id}", {"text": "  ", "tags": "x"})
         assert empty.status_code == 400 and "Text is empty" in empty.text and 'role="alert"' in empty.text
         many = ", ".join(f"t{i}" for i in range(30))
@@ -182,7 +182,7 @@ def test_a_memory_page_edits_keeps_history_and_refuses_bad_input(server: Running
         assert saved_page.status_code == 303
         page = client.get(saved_page.headers["location"])
         assert "Saved." in page.text and "I work at Globex now" in page.text
-        assert "Edited" in page.text and "Before:</span> I work at Initech" in page.text and "by web" in page.text
+        assert "Edited" in page.text and "Before:</span> I work at Initech" in page.text and "by you, on these pages" in page.text
     found = mcp.call_tool("search_memory", {"query": "Globex"})["structuredContent"]["results"]
     assert found[0]["id"] == memory_id and found[0]["tags"] == ["work", "new job"]
 
