@@ -33,6 +33,10 @@ class JsonFormatter(logging.Formatter):
 
     FIELDS = ("method", "route", "status", "duration_ms", "request_id", "client_id", "user_id", "client_ip")
 
+    def __init__(self, with_pid: bool = False) -> None:
+        super().__init__()
+        self.with_pid = with_pid  # `serve --workers N`: which worker wrote the line
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
@@ -40,6 +44,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self.with_pid:
+            entry["pid"] = record.process
         for name in self.FIELDS:
             if hasattr(record, name):
                 entry[name] = getattr(record, name)
