@@ -24,6 +24,7 @@ from jean_memory.config import (
 )
 from jean_memory.db.engine import create_engine
 from jean_memory.db.migrate import MissingExtensionError, check_extensions, current_and_head, upgrade
+from jean_memory.observability.log_setup import configure_logging
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -39,25 +40,6 @@ def _engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     engine = create_engine(_settings(args).database_url)
     upgrade(engine)
     return engine
-
-
-def configure_logging(level: str, log_format: str = "plain", with_pid: bool = False) -> None:
-    """`with_pid`: each line names its process (`serve --workers N`: which worker said it)."""
-    handler = logging.StreamHandler(sys.stderr)
-    if log_format == "json":
-        from jean_memory.observability.request_log import JsonFormatter
-
-        handler.setFormatter(JsonFormatter(with_pid=with_pid))
-    else:
-        process = " [%(process)d]" if with_pid else ""
-        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s{process} %(name)s: %(message)s"))
-    logging.basicConfig(level=level, handlers=[handler], force=True)
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)  # our own request log replaces it
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    if logging.getLogger().level > logging.DEBUG:
-        # The MCP SDK says "Terminating session: None" at INFO after every stateless request,
-        # which would double the one line per request; its warnings and errors still show.
-        logging.getLogger("mcp").setLevel(logging.WARNING)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -117,9 +117,9 @@ def worker_app():  # type: ignore[no-untyped-def]
     from uvicorn.config import STARTUP_FAILURE
 
     from jean_memory.app import build_app, build_embedder
-    from jean_memory.cli import configure_logging
     from jean_memory.config import ensure_secret_key, load_settings
     from jean_memory.db.engine import create_engine
+    from jean_memory.observability.log_setup import configure_logging
 
     try:
         settings = ensure_secret_key(load_settings())
