@@ -80,7 +80,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until_up(url: str, process: subprocess.Popen, logfile: Path, timeout: float = 30.0) -> None:
+def wait_until_up(url: str, process: subprocess.Popen, logfile: Path, timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
