@@ -98,31 +98,32 @@ class RequestLogMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             route = route_of(scope)
-            principal = state.get("principal")
-            client_id = printable(principal.client_id if principal else state.get("client_id", "-"))
-            user_id = printable(principal.user_id if principal else state.get("user_id", "-"))
-            client_ip = printable((scope.get("client") or ("-", 0))[0])
-            fields = {
-                "method": scope["method"],
-                "route": route,
-                "status": status,
-                "duration_ms": round(elapsed * 1000, 1),
-                "request_id": request_id,
-                "client_id": client_id,
-                "user_id": user_id,
-                "client_ip": client_ip,
-            }
-            logger.info(
-                "%s %s %d %.1fms request=%s client=%s user=%s ip=%s",
-                scope["method"],
-                route,
-                status,
-                elapsed * 1000,
-                request_id,
-                client_id,
-                user_id,
-                client_ip,
-                extra=fields,
-            )
             if self.metrics:
                 self.metrics.observe_request(scope["method"], route, status, elapsed)
+            if logger.isEnabledFor(logging.INFO):  # the record is built only when it is written
+                principal = state.get("principal")
+                client_id = printable(principal.client_id if principal else state.get("client_id", "-"))
+                user_id = printable(principal.user_id if principal else state.get("user_id", "-"))
+                client_ip = printable((scope.get("client") or ("-", 0))[0])
+                fields = {
+                    "method": scope["method"],
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 1),
+                    "request_id": request_id,
+                    "client_id": client_id,
+                    "user_id": user_id,
+                    "client_ip": client_ip,
+                }
+                logger.info(
+                    "%s %s %d %.1fms request=%s client=%s user=%s ip=%s",
+                    scope["method"],
+                    route,
+                    status,
+                    elapsed * 1000,
+                    request_id,
+                    client_id,
+                    user_id,
+                    client_ip,
+                    extra=fields,
+                )
