@@ -64,6 +64,7 @@ NOISY_SHARE = 0.15  # other processes' CPU, in cores, above which a row is flagg
 SAME_WORK = "same"  # the bare SDK server doing our search work in memory (bench/bare_sdk_server.py)
 FLOOR = "floor"  # Starlette + PyJWT + hand-built JSON-RPC doing the same search (bench/floor_server.py)
 ONE_WORKER = "ours1"  # ours with --workers 1, on the same database as ours
+GRANIAN = "gran1"  # ours under granian, one worker (--granian)
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -647,7 +648,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         if created.returncode != 0:
             raise RuntimeError(f"user add failed: {created.stderr}")
-        ours_port, ours1_port, bare_port, same_port, floor_port = (free_port() for _ in range(5))
+        ours_port, ours1_port, bare_port, same_port, floor_port, granian_port = (free_port() for _ in range(6))
         ours_env["JEAN_MEMORY_ISSUER"] = f"http://127.0.0.1:{ours_port}"  # one issuer: one token serves both of ours
         log(f"starting servers (work dir {workdir})")
         workers = [] if args.workers is None else ["--workers", str(args.workers)]
@@ -660,6 +661,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             servers = [ours]
             if args.with_one_worker:
                 servers.append(running.enter_context(start(ONE_WORKER, ours1_cmd, ours_env, ours1_port, workdir)))
+            if args.granian:
+                # The same app under granian (one worker, asyncio loop), for issue 17's comparison;
+                # needs `pip install granian` (on PYTHONPATH).
+                granian_cmd = [
+                    *[python, "-m", "granian", "--interface", "asgi", "--factory", "--workers", "1"],
+                    *["--loop", "asyncio", "--host", "127.0.0.1", "--port", str(granian_port)],
+                    "jean_memory.serving:worker_app",
+                ]
+                granian_env = {**ours_env, "JEAN_MEMORY_WORKERS": "1"}
+                servers.append(running.enter_context(start(GRANIAN, granian_cmd, granian_env, granian_port, workdir)))
             if args.static_bare:
                 servers.append(running.enter_context(start("bare", bare_cmd, bare_env, bare_port, workdir)))
             if args.embeddings in (None, "local"):
@@ -684,7 +695,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ours.token = oauth.access_token()
             oauth.http.close()
             for other in servers[1:]:
-                other.token = ours.token if other.name == ONE_WORKER else mint_bare_token(secret, other.url)
+                other.token = ours.token if other.name in (ONE_WORKER, GRANIAN) else mint_bare_token(secret, other.url)
             log(f"seeding {args.memories} memories through add_memories")
             report["memories"] = seed_memories(ours, args.memories, args.seed)
 
@@ -742,6 +753,8 @@ def ratios(rows: list[Row], levels: list[int]) -> dict[str, dict[str, float]]:
         f"ours1/{FLOOR} CPU per request": (ONE_WORKER, FLOOR, "server_cpu_ms_per_req"),
         f"ours/{SAME_WORK} req/s": ("ours", SAME_WORK, "rps"),
         "ours/bare req/s": ("ours", "bare", "rps"),
+        f"{GRANIAN}/ours1 CPU per request": (GRANIAN, ONE_WORKER, "server_cpu_ms_per_req"),
+        f"{GRANIAN}/ours1 req/s": (GRANIAN, ONE_WORKER, "rps"),
     }
     found: dict[str, dict[str, float]] = {}
     for label, (a, b, column) in pairs.items():
@@ -824,6 +837,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-one-worker", dest="with_one_worker", action="store_false", help="skip ours with --workers 1 (ours1)"
     )
     parser.add_argument("--static-bare", action="store_true", help="also the bare SDK answering a static list")
+    parser.add_argument("--granian", action="store_true", help="also ours under granian, one worker (gran1)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--log-level", default="INFO", help="our server's JEAN_MEMORY_LOG_LEVEL (INFO = production)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (database, server logs)")
