@@ -53,13 +53,36 @@ def usable_cores() -> int:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
-    try:  # cgroup v2: "max 100000" or "200000 100000" (quota, period)
-        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()  # noqa: SIM115
-        if quota != "max":
-            cores = min(cores, max(1, int(quota) // int(period)))
-    except (OSError, ValueError):
-        pass
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        cores = min(cores, max(1, int(quota)))
     return max(1, cores)
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+def _cgroup_cpu_quota() -> float | None:
+    """Cores a container's CPU quota allows (cgroup v2 `cpu.max`, or v1's cfs files); None if unlimited."""
+    v2 = _read("/sys/fs/cgroup/cpu.max")  # "max 100000" or "200000 100000" (quota, period)
+    try:
+        if v2 is not None:
+            quota, period = v2.split()
+            return None if quota == "max" else int(quota) / int(period)
+        v1_quota, v1_period = (
+            _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
+            _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us"),
+        )
+        if v1_quota is not None and v1_period is not None and int(v1_quota) > 0:
+            return int(v1_quota) / int(v1_period)
+    except ValueError:
+        pass
+    return None
 
 
 def available_memory() -> int | None:
@@ -73,13 +96,17 @@ def available_memory() -> int | None:
                     break
     except (OSError, ValueError):
         return None
-    try:
-        limit = open("/sys/fs/cgroup/memory.max").read().strip()  # noqa: SIM115
-        used = int(open("/sys/fs/cgroup/memory.current").read())  # noqa: SIM115
-        if limit != "max" and available is not None:
-            available = min(available, int(limit) - used)
-    except (OSError, ValueError):
-        pass
+    # A container's limit (cgroup v2, else v1); /proc/meminfo shows the whole host's memory.
+    for limit_file, used_file in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+    ):
+        limit, used = _read(limit_file), _read(used_file)
+        if limit is None or used is None:
+            continue
+        if limit.isdigit() and used.isdigit() and available is not None and int(limit) < 2**60:
+            available = min(available, int(limit) - int(used))
+        break
     return available
 
 
