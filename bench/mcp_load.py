@@ -62,6 +62,9 @@ MAX_CANDIDATES = 50_000  # distinct sentences the corpus can make, with margin
 CHECKED_QUERIES = 256  # queries sent once to each server, answers checked, before the load
 NOISY_SHARE = 0.15  # other processes' CPU, in cores, above which a row is flagged
 SAME_WORK = "same"  # the bare SDK server doing our search work in memory (bench/bare_sdk_server.py)
+FLOOR = "floor"  # Starlette + PyJWT + hand-built JSON-RPC doing the same search (bench/floor_server.py)
+ONE_WORKER = "ours1"  # ours with --workers 1, on the same database as ours
+GRANIAN = "gran1"  # ours under granian, one worker (--granian)
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -78,7 +81,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until_up(url: str, process: subprocess.Popen, logfile: Path, timeout: float = 30.0) -> None:
+def wait_until_up(url: str, process: subprocess.Popen, logfile: Path, timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -103,13 +106,40 @@ class Server:
         parts = urlsplit(self.url)
         return parts.hostname or "127.0.0.1", parts.port or 80
 
+    def tree(self) -> list[int]:
+        """The server's process and all its descendants (`serve --workers N`: the supervisor,
+        its workers and multiprocessing's resource tracker)."""
+        found, todo = [], [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            for task in Path(f"/proc/{pid}/task").glob("*"):
+                with contextlib.suppress(OSError, ValueError):
+                    todo.extend(int(c) for c in (task / "children").read_text().split())
+        return found
+
     def cpu_seconds(self) -> float | None:
-        """User + system CPU of the server process (all its threads), from /proc."""
-        try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        """User + system CPU of the server's whole process tree (all threads, plus children
+        that have exited and been waited for), from /proc."""
+        total = 0.0
+        for pid in self.tree():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                if pid == self.process.pid:
+                    return None
+                continue
+            total += sum(int(f) for f in fields[11:15]) / CLK_TCK
+        return total
+
+    def rss_bytes(self) -> dict[int, int]:
+        """Resident memory of each process of the tree, by pid."""
+        sizes = {}
+        for pid in self.tree():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("VmRSS:"))
+                sizes[pid] = int(line.split()[1]) * 1024
+        return sizes
 
 
 def machine_busy_seconds() -> float | None:
@@ -134,7 +164,7 @@ def start(name: str, args: list[str], env: dict[str, str], port: int, workdir: P
     finally:
         process.terminate()
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
@@ -596,7 +626,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.embeddings:
         ours_env["JEAN_MEMORY_EMBEDDINGS"] = args.embeddings
-    bare_env = {**base_env, "BENCH_JWT_SECRET": secret, "PYTHONPATH": str(REPO_ROOT)}
+    extra_path = os.environ.get("PYTHONPATH", "")  # e.g. a directory with uvloop + httptools, for every server
+    bare_env = {
+        **base_env,
+        "BENCH_JWT_SECRET": secret,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), extra_path])),
+    }
     report: dict[str, Any] = {
         "code": code_label(),
         "config": {k: v for k, v in vars(args).items() if k != "json"},
@@ -613,30 +648,54 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         if created.returncode != 0:
             raise RuntimeError(f"user add failed: {created.stderr}")
-        ours_port, bare_port, same_port = free_port(), free_port(), free_port()
+        ours_port, ours1_port, bare_port, same_port, floor_port, granian_port = (free_port() for _ in range(6))
+        ours_env["JEAN_MEMORY_ISSUER"] = f"http://127.0.0.1:{ours_port}"  # one issuer: one token serves both of ours
         log(f"starting servers (work dir {workdir})")
-        ours_cmd = [python, "-m", "jean_memory.cli", "serve", "--port", str(ours_port)]
+        workers = [] if args.workers is None else ["--workers", str(args.workers)]
+        ours_cmd = [python, "-m", "jean_memory.cli", "serve", "--port", str(ours_port), *workers]
+        ours1_cmd = [python, "-m", "jean_memory.cli", "serve", "--port", str(ours1_port), "--workers", "1"]
         bare_url = f"http://127.0.0.1:{bare_port}"
         bare_cmd = [python, "-m", "bench.bare_sdk_server", "--port", str(bare_port), "--issuer", bare_url]
         with contextlib.ExitStack() as running:
             ours = running.enter_context(start("ours", ours_cmd, ours_env, ours_port, workdir))
-            bare = running.enter_context(start("bare", bare_cmd, bare_env, bare_port, workdir))
-            servers = [ours, bare]
+            servers = [ours]
+            if args.with_one_worker:
+                servers.append(running.enter_context(start(ONE_WORKER, ours1_cmd, ours_env, ours1_port, workdir)))
+            if args.granian:
+                # The same app under granian (one worker, asyncio loop), for issue 17's comparison;
+                # needs `pip install granian` (on PYTHONPATH).
+                granian_cmd = [
+                    *[python, "-m", "granian", "--interface", "asgi", "--factory", "--workers", "1"],
+                    *["--loop", "asyncio", "--host", "127.0.0.1", "--port", str(granian_port)],
+                    "jean_memory.serving:worker_app",
+                ]
+                granian_env = {**ours_env, "JEAN_MEMORY_WORKERS": "1"}
+                servers.append(running.enter_context(start(GRANIAN, granian_cmd, granian_env, granian_port, workdir)))
+            if args.static_bare:
+                servers.append(running.enter_context(start("bare", bare_cmd, bare_env, bare_port, workdir)))
             if args.embeddings in (None, "local"):
                 # Started after ours, which has made the int8 model file by now.
-                same_url = f"http://127.0.0.1:{same_port}"
-                same_cmd = [
-                    *[python, "-m", "bench.bare_sdk_server", "--port", str(same_port), "--issuer", same_url],
+                model = [
                     *["--search-model", str(local_model_path()), "--tokenizer", str(tokenizer_path())],
                     *["--memories", str(args.memories), "--seed", str(args.seed)],
                 ]
-                servers.append(running.enter_context(start(SAME_WORK, same_cmd, bare_env, same_port, workdir)))
+                same_url = f"http://127.0.0.1:{same_port}"
+                same_cmd = [python, "-m", "bench.bare_sdk_server", "--port", str(same_port), "--issuer", same_url]
+                servers.append(
+                    running.enter_context(start(SAME_WORK, [*same_cmd, *model], bare_env, same_port, workdir))
+                )
+                floor_url = f"http://127.0.0.1:{floor_port}"
+                floor_cmd = [python, "-m", "bench.floor_server", "--port", str(floor_port), "--issuer", floor_url]
+                servers.append(running.enter_context(start(FLOOR, [*floor_cmd, *model], bare_env, floor_port, workdir)))
+            started = re.search(r"starting (\d+) worker processes", ours.logfile.read_text())
+            report["ours_workers"] = int(started.group(1)) if started else 1
+            log(f"  ours runs {report['ours_workers']} worker process(es)")
             log("getting a token through the OAuth flow")
             oauth = OAuthClient(ours.url)
             ours.token = oauth.access_token()
             oauth.http.close()
-            for baseline in servers[1:]:
-                baseline.token = mint_bare_token(secret, baseline.url)
+            for other in servers[1:]:
+                other.token = ours.token if other.name in (ONE_WORKER, GRANIAN) else mint_bare_token(secret, other.url)
             log(f"seeding {args.memories} memories through add_memories")
             report["memories"] = seed_memories(ours, args.memories, args.seed)
 
@@ -670,19 +729,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ]
             report["rows"] = [asdict(r) for r in rows]
 
-            def row(name: str, c: int) -> Row:
-                return next(r for r in rows if r.server == name and r.concurrency == c)
-
-            for baseline in servers[1:]:
-                suffix = "" if baseline.name == "bare" else f"_{baseline.name}"
-                report[f"ratios{suffix}"] = {
-                    str(c): round(row("ours", c).rps / row(baseline.name, c).rps, 3) for c in args.concurrency
-                }
-                report[f"cpu_ratios{suffix}"] = {
-                    str(c): round(row(baseline.name, c).server_cpu_ms_per_req / row("ours", c).server_cpu_ms_per_req, 3)
-                    for c in args.concurrency
-                    if row("ours", c).server_cpu_ms_per_req and row(baseline.name, c).server_cpu_ms_per_req
-                }
+            report["ratios"] = ratios(rows, args.concurrency)
+            report["rss"] = {server.name: sorted(server.rss_bytes().values(), reverse=True) for server in servers}
             log(f"timing {args.exchanges} /oauth/token code exchanges")
             report["token"] = token_exchanges(ours, args.exchanges)
     finally:
@@ -693,15 +741,43 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def ratios(rows: list[Row], levels: list[int]) -> dict[str, dict[str, float]]:
+    """The comparisons issue 17 asks for, per concurrency level, where both sides ran."""
+    by = {(r.server, r.concurrency): r for r in rows}
+    pairs = {
+        "ours/ours1 req/s": ("ours", ONE_WORKER, "rps"),
+        f"ours1/{SAME_WORK} CPU per request": (ONE_WORKER, SAME_WORK, "server_cpu_ms_per_req"),
+        f"ours/{SAME_WORK} CPU per request": ("ours", SAME_WORK, "server_cpu_ms_per_req"),
+        f"ours/{FLOOR} req/s": ("ours", FLOOR, "rps"),
+        f"ours1/{FLOOR} req/s": (ONE_WORKER, FLOOR, "rps"),
+        f"ours1/{FLOOR} CPU per request": (ONE_WORKER, FLOOR, "server_cpu_ms_per_req"),
+        f"ours/{SAME_WORK} req/s": ("ours", SAME_WORK, "rps"),
+        "ours/bare req/s": ("ours", "bare", "rps"),
+        f"{GRANIAN}/ours1 CPU per request": (GRANIAN, ONE_WORKER, "server_cpu_ms_per_req"),
+        f"{GRANIAN}/ours1 req/s": (GRANIAN, ONE_WORKER, "rps"),
+    }
+    found: dict[str, dict[str, float]] = {}
+    for label, (a, b, column) in pairs.items():
+        for c in levels:
+            left, right = by.get((a, c)), by.get((b, c))
+            x = getattr(left, column) if left else None
+            y = getattr(right, column) if right else None
+            if x and y:
+                found.setdefault(label, {})[str(c)] = round(x / y, 3)
+    return found
+
+
 def print_table(report: dict[str, Any]) -> None:
     embeddings = report["config"].get("embeddings") or "server default (local)"
-    print(f"\ncode: {report['code']}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}, embeddings: {embeddings}")
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     print(
-        f"search_memory over {report['memories']} memories "
-        f"(ours: mean {report['answers']['ours']['mean_hits']} hits, "
-        f"{report['answers']['ours']['mean_response_bytes']} B; "
-        f"bare: {report['answers']['bare']['mean_hits']} hits, {report['answers']['bare']['mean_response_bytes']} B)"
+        f"\ncode: {report['code']}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}, embeddings: {embeddings}, "
+        f"ours: {report['ours_workers']} workers, load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
+    answers = ", ".join(
+        f"{name}: {a['mean_hits']} hits, {a['mean_response_bytes']} B" for name, a in report["answers"].items()
+    )
+    print(f"search_memory over {report['memories']} memories (mean per answer: {answers})")
     header = (
         f"{'server':<6} {'conc':>4} {'requests':>9} {'err':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'srv CPU ms/req':>15} {'client CPU':>10} {'other CPU':>9}"
@@ -723,17 +799,11 @@ def print_table(report: dict[str, Any]) -> None:
             "srv CPU ms/req less so. Rerun on a quiet machine."
         )
     print()
-    for c, ratio in report["ratios"].items():
-        verdict = " (target >= 70%: " + ("met" if ratio >= 0.7 else "NOT met") + ")" if c == "16" else ""
-        cpu = report["cpu_ratios"].get(c)
-        cost = f"; CPU per request, bare/ours: {cpu:.1%}" if cpu is not None else ""
-        print(f"ours/bare requests/s at concurrency {c}: {ratio:.1%}{verdict}{cost}")
-    for c, ratio in report.get(f"ratios_{SAME_WORK}", {}).items():
-        cpu = report[f"cpu_ratios_{SAME_WORK}"].get(c)
-        cost = f"; CPU per request, {SAME_WORK}/ours: {cpu:.1%}" if cpu is not None else ""
-        print(
-            f"ours/{SAME_WORK} (bare SDK doing the same search in memory) requests/s at concurrency {c}: {ratio:.1%}{cost}"
-        )
+    for label, values in report["ratios"].items():
+        print(f"{label:<28} " + "  ".join(f"c={c}: {v:.2f}" for c, v in values.items()))
+    print("\nRSS after the load, MB (largest process first; ours: supervisor, workers, resource tracker):")
+    for name, sizes in report["rss"].items():
+        print(f"  {name:<6} total {sum(sizes) / 2**20:7.1f}  each: " + ", ".join(f"{x / 2**20:.0f}" for x in sizes))
     t = report["token"]
     print(
         f"\n/oauth/token code exchange ({t['exchanges']}x): p50 {t['client_p50_ms']:.2f} ms, "
@@ -743,7 +813,9 @@ def print_table(report: dict[str, Any]) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="MCP tools/call load benchmark: ours vs the bare SDK server.")
+    parser = argparse.ArgumentParser(
+        description="MCP tools/call load benchmark: ours against the bare SDK and a floor."
+    )
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per server per level")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds the duration is split into")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each window")
@@ -760,6 +832,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="our server's JEAN_MEMORY_EMBEDDINGS (default: the server's default, local)",
     )
     parser.add_argument("--exchanges", type=int, default=200, help="/oauth/token code exchanges to time")
+    parser.add_argument("--workers", type=int, help="ours: serve --workers N (default: serve's own default)")
+    parser.add_argument(
+        "--no-one-worker", dest="with_one_worker", action="store_false", help="skip ours with --workers 1 (ours1)"
+    )
+    parser.add_argument("--static-bare", action="store_true", help="also the bare SDK answering a static list")
+    parser.add_argument("--granian", action="store_true", help="also ours under granian, one worker (gran1)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--log-level", default="INFO", help="our server's JEAN_MEMORY_LOG_LEVEL (INFO = production)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (database, server logs)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 import uvicorn
@@ -24,6 +25,7 @@ from jean_memory.config import (
 )
 from jean_memory.db.engine import create_engine
 from jean_memory.db.migrate import MissingExtensionError, check_extensions, current_and_head, upgrade
+from jean_memory.observability.log_setup import configure_logging
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -39,23 +41,6 @@ def _engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     engine = create_engine(_settings(args).database_url)
     upgrade(engine)
     return engine
-
-
-def configure_logging(level: str, log_format: str = "plain") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if log_format == "json":
-        from jean_memory.observability.request_log import JsonFormatter
-
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=level, handlers=[handler], force=True)
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)  # our own request log replaces it
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    if logging.getLogger().level > logging.DEBUG:
-        # The MCP SDK says "Terminating session: None" at INFO after every stateless request,
-        # which would double the one line per request; its warnings and errors still show.
-        logging.getLogger("mcp").setLevel(logging.WARNING)
 
 
 def first_run_link(settings: Settings, engine: Engine) -> str | None:
@@ -82,10 +67,11 @@ def ready_message(settings: Settings, setup_link: str | None) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from jean_memory.app import build_app, build_embedder
-    from jean_memory.memory.embedder import EmbeddingError
+    """Prepare once in this process (key, settings, migrations, what to print), then serve: in
+    this process (`--workers 1`) or in N worker processes on one port (`serving.py`)."""
+    from jean_memory.serving import WORKERS_ENV, default_workers, parse_workers
 
-    settings = ensure_secret_key(_settings(args))
+    settings = ensure_secret_key(_settings(args))  # the key file is made here, once, before any worker
     if settings.data_dir.exists():  # one made by an older version may be 0755 (issue 12 finding 8)
         private_directory(settings.data_dir)
     configure_logging(settings.log_level, settings.log_format)
@@ -105,8 +91,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
             settings.host,
             settings.issuer,
         )
+    workers = parse_workers(args.workers if args.workers is not None else os.environ.get(WORKERS_ENV))
+    if workers is None:
+        workers = default_workers(local_model=settings.embeddings == "local")
     engine = create_engine(settings.database_url)
-    setup_link = first_run_link(settings, engine)
+    # --- before the workers: anything printed or prepared once for the whole server goes here ---
+    setup_link = first_run_link(settings, engine)  # migrates first: once, before any worker starts
+    announcement = ready_message(settings, setup_link)
+    if workers > 1:
+        from jean_memory.serving import serve_workers
+
+        engine.dispose()  # the workers open their own connections
+        environment = {
+            "JEAN_MEMORY_HOST": settings.host,
+            "JEAN_MEMORY_PORT": str(settings.port),
+            "JEAN_MEMORY_ISSUER": settings.issuer,
+            "DATABASE_URL": settings.database_url,
+        }
+        return serve_workers(
+            workers, settings.host, settings.port, settings.shutdown_grace_seconds, announcement, environment
+        )
+    return serve_one_process(settings, engine, announcement)
+
+
+def serve_one_process(settings: Settings, engine, announcement: str) -> int:  # type: ignore[no-untyped-def]
+    """The server in this process (`--workers 1`): what `serve` always did."""
+    from jean_memory.app import build_app, build_embedder
+    from jean_memory.memory.embedder import EmbeddingError
+
+    log = logging.getLogger("jean_memory")
     try:
         embedder = build_embedder(settings)
     except EmbeddingError as exc:
@@ -116,7 +129,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.info("embeddings are off (JEAN_MEMORY_EMBEDDINGS=none): search is lexical only")
     else:
         log.info("embeddings: %s", embedder.model_name)
-    app = build_app(settings, engine, embedder=embedder)
+    app = build_app(settings, engine, migrate=False, embedder=embedder)
     configure_logging(settings.log_level, settings.log_format)  # the MCP SDK configured logging; ours wins
     server = uvicorn.Server(
         uvicorn.Config(
@@ -134,7 +147,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             if server.should_exit:
                 return
             await asyncio.sleep(0.05)
-        print(ready_message(settings, setup_link), flush=True)
+        print(announcement, flush=True)
 
     async def run() -> None:
         announcer = asyncio.create_task(announce_when_ready())
@@ -300,6 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
     serve.add_argument("--issuer", help="public base URL, e.g. https://memory.example.com (env JEAN_MEMORY_ISSUER)")
+    serve.add_argument(
+        "--workers",
+        help="server processes on the one port (env JEAN_MEMORY_WORKERS; default: every core memory allows)",
+    )
     serve.set_defaults(handler=cmd_serve)
 
     from jean_memory.cli_accounts import add_commands as add_account_commands

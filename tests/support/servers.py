@@ -88,6 +88,9 @@ def threaded_server(database_url: str, data_dir: Path, **overrides: object) -> I
 def cli_env(database_url: str, data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JEAN_MEMORY_")}
     env.update({"DATABASE_URL": database_url, "JEAN_MEMORY_DATA_DIR": str(data_dir), "JWT_SECRET_KEY": TEST_SECRET})
+    # One server process unless a test asks for more (tests/test_workers.py): the default would
+    # start a worker per core, each loading the model, for tests about one process's behaviour.
+    env["JEAN_MEMORY_WORKERS"] = "1"
     return env
 
 

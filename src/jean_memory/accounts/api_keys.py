@@ -18,6 +18,10 @@ from jean_memory.db.tables import api_keys, users
 
 PREFIX = "jm_sk_"
 SHOWN_PREFIX_LENGTH = 12
+#: A key's last use is written at most this often: `apikey list` and /keys show it to the
+#: minute, and a write on every legacy request was one more statement (and, on SQLite, one more
+#: lock on the single writer) for each call (issue 17).
+LAST_USED_EVERY_SECONDS = 60
 
 
 class ApiKeyError(ValueError):
@@ -47,19 +51,30 @@ def create_api_key(engine: Engine, user_id: str) -> str:
 
 def api_key_user_id(engine: Engine, key: str | None) -> str | None:
     """The owner of a key, or None (unknown, revoked, or the owner is disabled); records the use
-    so people can see stale keys."""
+    (at most once a minute per key) so people can see stale keys."""
     if not key or not key.startswith(PREFIX):
         return None
     key_hash = clock.sha256_hex(key)
-    with engine.begin() as conn:
+    with engine.connect() as conn:
         row = conn.execute(
-            sa.select(api_keys.c.user_id)
+            sa.select(api_keys.c.user_id, api_keys.c.last_used_at)
             .join(users, users.c.id == api_keys.c.user_id)
             .where(api_keys.c.key_hash == key_hash, users.c.disabled_at.is_(None))
         ).first()
-        if row:
-            conn.execute(api_keys.update().where(api_keys.c.key_hash == key_hash).values(last_used_at=clock.now()))
-    return row.user_id if row else None
+    if row is None:
+        return None
+    now = clock.now()
+    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_EVERY_SECONDS:
+        with engine.begin() as conn:
+            conn.execute(
+                api_keys.update()
+                .where(
+                    api_keys.c.key_hash == key_hash,
+                    sa.or_(api_keys.c.last_used_at.is_(None), api_keys.c.last_used_at <= now - LAST_USED_EVERY_SECONDS),
+                )
+                .values(last_used_at=now)
+            )
+    return row.user_id
 
 
 def list_api_keys(engine: Engine, user_id: str) -> list[ApiKeyInfo]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import math
 import unicodedata
@@ -68,7 +69,10 @@ class AddResult:
     similar: list[Memory] = field(default_factory=list)
 
 
+@functools.lru_cache(maxsize=65536)
 def iso_time(epoch: float) -> str:
+    """Cached: a search formats each hit's times three times, the same memories' times again on
+    every search (3.5% of the server's GIL time under load before, issue 17)."""
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 

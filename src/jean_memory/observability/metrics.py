@@ -2,9 +2,16 @@
 
 Off unless JEAN_MEMORY_METRICS=on: the endpoint reveals traffic patterns, so an operator opts in
 and keeps it behind the proxy or a private network.
+
+With `serve --workers N` every worker records into files in the directory named by
+PROMETHEUS_MULTIPROC_DIR (set by `serve` before the workers start, so prometheus_client stores
+its values there), and whichever worker answers /metrics reports the sum over all of them: a
+scrape through the one port sees the whole server, not one worker's share.
 """
 
 from __future__ import annotations
+
+import os
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.requests import Request
@@ -13,6 +20,7 @@ from starlette.responses import Response
 # The methods recorded by name; anything else a client sends is "other" (the HTTP parser accepts
 # any token as a method, and each new label value would be a series kept for the process's life).
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Metrics:
@@ -46,4 +54,10 @@ class Metrics:
         self.latency.labels(route).observe(seconds)
 
     async def endpoint(self, request: Request) -> Response:
-        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+        registry = self.registry
+        if os.environ.get(MULTIPROCESS_ENV):  # several workers: every worker's values, summed
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -33,6 +33,10 @@ class JsonFormatter(logging.Formatter):
 
     FIELDS = ("method", "route", "status", "duration_ms", "request_id", "client_id", "user_id", "client_ip")
 
+    def __init__(self, with_pid: bool = False) -> None:
+        super().__init__()
+        self.with_pid = with_pid  # `serve --workers N`: which worker wrote the line
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
@@ -40,6 +44,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self.with_pid:
+            entry["pid"] = record.process
         for name in self.FIELDS:
             if hasattr(record, name):
                 entry[name] = getattr(record, name)
@@ -92,31 +98,32 @@ class RequestLogMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             route = route_of(scope)
-            principal = state.get("principal")
-            client_id = printable(principal.client_id if principal else state.get("client_id", "-"))
-            user_id = printable(principal.user_id if principal else state.get("user_id", "-"))
-            client_ip = printable((scope.get("client") or ("-", 0))[0])
-            fields = {
-                "method": scope["method"],
-                "route": route,
-                "status": status,
-                "duration_ms": round(elapsed * 1000, 1),
-                "request_id": request_id,
-                "client_id": client_id,
-                "user_id": user_id,
-                "client_ip": client_ip,
-            }
-            logger.info(
-                "%s %s %d %.1fms request=%s client=%s user=%s ip=%s",
-                scope["method"],
-                route,
-                status,
-                elapsed * 1000,
-                request_id,
-                client_id,
-                user_id,
-                client_ip,
-                extra=fields,
-            )
             if self.metrics:
                 self.metrics.observe_request(scope["method"], route, status, elapsed)
+            if logger.isEnabledFor(logging.INFO):  # the record is built only when it is written
+                principal = state.get("principal")
+                client_id = printable(principal.client_id if principal else state.get("client_id", "-"))
+                user_id = printable(principal.user_id if principal else state.get("user_id", "-"))
+                client_ip = printable((scope.get("client") or ("-", 0))[0])
+                fields = {
+                    "method": scope["method"],
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 1),
+                    "request_id": request_id,
+                    "client_id": client_id,
+                    "user_id": user_id,
+                    "client_ip": client_ip,
+                }
+                logger.info(
+                    "%s %s %d %.1fms request=%s client=%s user=%s ip=%s",
+                    scope["method"],
+                    route,
+                    status,
+                    elapsed * 1000,
+                    request_id,
+                    client_id,
+                    user_id,
+                    client_ip,
+                    extra=fields,
+                )
