@@ -20,6 +20,7 @@ from jean_memory.db import rate_limits
 from jean_memory.db.rate_limits import AUTHORIZE_REQUESTS, REVOCATIONS
 from jean_memory.db.tables import authorization_requests, oauth_clients
 from tests.support.oauth import CLAUDE_REGISTRATION, FORM_HEADERS, McpHttp, new_flow
+from tests.support.rate_windows import to_window_start
 from tests.support.servers import RunningServer, threaded_server
 
 LOOPBACK_REGISTRATION = {
@@ -226,12 +227,6 @@ def test_expired_authorization_requests_are_swept_within_minutes(short_lived_req
     while count(server, authorization_requests) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert count(server, authorization_requests) == 0
-
-
-def to_window_start(limit: rate_limits.Limit) -> None:
-    """Move the clock to the start of a fresh fixed window, so counting up to the limit (hundreds
-    of writes, slow on a loaded machine) cannot cross into the next window and start over."""
-    clock.advance(limit.window_seconds - clock.now() % limit.window_seconds + 0.01)
 
 
 def test_authorize_is_rate_limited_per_address_after_a_generous_burst(server):

@@ -182,7 +182,11 @@ def test_a_memory_page_edits_keeps_history_and_refuses_bad_input(server: Running
         assert saved_page.status_code == 303
         page = client.get(saved_page.headers["location"])
         assert "Saved." in page.text and "I work at Globex now" in page.text
-        assert "Edited" in page.text and "Before:</span> I work at Initech" in page.text and "by you, on these pages" in page.text
+        assert (
+            "Edited" in page.text
+            and "Before:</span> I work at Initech" in page.text
+            and "by you, on these pages" in page.text
+        )
     found = mcp.call_tool("search_memory", {"query": "Globex"})["structuredContent"]["results"]
     assert found[0]["id"] == memory_id and found[0]["tags"] == ["work", "new job"]
 
