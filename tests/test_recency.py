@@ -11,7 +11,7 @@ from bench.people import ensure_people
 from jean_memory import clock
 from jean_memory.memory.context import context_for
 from jean_memory.memory.embeddings import LocalOnnxEmbedder
-from jean_memory.memory.recency import NEAR_DUPLICATE, NEWER_FIRST_COSINE, newer_first, newer_of
+from jean_memory.memory.recency import NEAR_DUPLICATE, NEWER_FIRST_COSINE, newer_first, newer_of, takes_part
 from jean_memory.memory.retrieval import SearchConfig
 from jean_memory.memory.service import MemoryService
 from jean_memory.memory.trash import DAY_SECONDS
@@ -74,7 +74,7 @@ def test_a_close_newer_memory_comes_first_and_the_older_is_marked_earlier(engine
 
 def test_unrelated_and_near_miss_pairs_keep_their_order_and_marks(engine, embedder):
     service = MemoryService(engine, embedder)
-    first, second = save_old_then_new(service, NEAR_FIRST, NEAR_SECOND)
+    save_old_then_new(service, NEAR_FIRST, NEAR_SECOND)
     a, b = embedder.embed([NEAR_FIRST, NEAR_SECOND])
     assert float(np.dot(a, b)) < NEWER_FIRST_COSINE
     plain = MemoryService(engine, embedder, SearchConfig(newer_first=False))
@@ -91,13 +91,17 @@ def test_the_rule_on_keys():
     x = np.array([1.0, 0.0], dtype=np.float32)
     near = np.array([0.8, 0.6], dtype=np.float32)  # cosine 0.8 to x
     far = np.array([0.0, 1.0], dtype=np.float32)
-    dated = {1: (10.0, x), 2: (5.0, far), 3: (20.0, near), 4: (30.0, x), 5: (1.0, near)}
+    day = DAY_SECONDS
+    dated = {1: (10 * day, x), 2: (5 * day, far), 3: (20 * day, near), 4: (30 * day, x), 5: (day, near)}
     assert newer_first([1, 2, 3], dated) == [3, 1, 2]
     assert newer_first([3, 1, 2], dated) == [3, 1, 2]  # already newer first
     assert newer_first([2, 1], dated) == [2, 1]  # not close
     assert newer_first([5, 1, 3], dated) == [3, 1, 5]  # 1 above 5, then 3 above 1
     assert newer_first([1, 4], dated) == [1, 4]  # cosine 1.0: a near duplicate, not a pair
     assert NEAR_DUPLICATE <= 1.0
+    assert newer_first([1, 6], {**dated, 6: (10 * day + 3600, near)}) == [1, 6]  # the same day: a conversation
+    assert takes_part("I live in Berlin.") and not takes_part("Where do you live now?")
+    assert not takes_part(" ".join(["word"] * 40))  # long: conversation or several facts
     assert newer_of(["1", "3"], {"1": dated[1], "3": dated[3]}) == {"1": "3"}
 
 

@@ -25,17 +25,28 @@ from sqlalchemy.engine import Connection
 
 from jean_memory.db.tables import memories, memory_vectors
 from jean_memory.memory.records import Memory
+from jean_memory.memory.supersession import SupersessionConfig
 
 #: Chosen by leave-one-out on the development set (bench/recency_threshold.py).
 NEWER_FIRST_COSINE = 0.525
 #: At and above this a save merges into the existing memory (service.NEAR_DUPLICATE): not a pair.
 NEAR_DUPLICATE = 0.95
-#: The newer must be saved at least this much later (0: any later save).
-MIN_GAP_SECONDS = 0.0
+#: The newer must be saved at least a day later: turns of one conversation are not updates of
+#: each other (LoCoMo, bench/README.md "recency": without the restrictions the rule reorders most
+#: of a chat's results).
+MIN_GAP_SECONDS = 86400.0
+#: Only short statements take part, as in the detector (SupersessionConfig.max_words, chosen
+#: there): a long memory holds several facts or is conversation, and a question states none.
+MAX_WORDS = SupersessionConfig().max_words
 #: Only the best this many of a ranking are reordered (one small query for their vectors).
 WINDOW = 10
 
 Dated = tuple[float, np.ndarray]  # created_at, unit vector
+
+
+def takes_part(text: str) -> bool:
+    """A short statement: at most MAX_WORDS words, not a question."""
+    return len(text.split()) <= MAX_WORDS and not text.rstrip().endswith("?")
 
 
 def is_close(a: np.ndarray, b: np.ndarray, threshold: float = NEWER_FIRST_COSINE) -> bool:
@@ -91,17 +102,17 @@ def dated_by_pk(conn: Connection, user_id: str, model: str, pks: Sequence[int]) 
     if not pks:
         return {}
     rows = conn.execute(
-        sa.select(memories.c.pk, memories.c.created_at, memory_vectors.c.vector)
+        sa.select(memories.c.pk, memories.c.text, memories.c.created_at, memory_vectors.c.vector)
         .join(memory_vectors, memory_vectors.c.memory_pk == memories.c.pk)
         .where(memories.c.user_id == user_id, memories.c.pk.in_(list(pks)), memory_vectors.c.model == model)
     ).all()
-    return {row.pk: (row.created_at, np.asarray(row.vector, dtype=np.float32)) for row in rows}
+    return {row.pk: (row.created_at, np.asarray(row.vector, dtype=np.float32)) for row in rows if takes_part(row.text)}
 
 
 def earlier_marks(conn: Connection, user_id: str, model: str, shown: Sequence[Memory]) -> dict[str, Memory]:
     """memory id -> the newer memory shown in the same context on the same subject, for each
     shown memory that has one (and is not already marked replaced)."""
-    by_id = {m.id: m for m in shown}
+    by_id = {m.id: m for m in shown if takes_part(m.text)}
     if len(by_id) < 2:
         return {}
     rows = conn.execute(
