@@ -130,7 +130,6 @@ def test_an_unknown_path_gets_the_pages_not_found_for_browsers_and_plain_404_for
         admin = browser.get("/admin")  # alice is no administrator
         memory = browser.get("/memories/" + "0" * 32)
     assert unknown.status_code == admin.status_code == memory.status_code == 404
-
     def main(page: httpx.Response) -> str:  # the navigation marks the current section
         return page.text[page.text.index("<main") :]
 
