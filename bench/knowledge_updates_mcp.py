@@ -140,6 +140,12 @@ def stale_in(context: str, old: str) -> bool:
     return any(flat in line and not line.startswith("- earlier:") for line in context.splitlines())
 
 
+def marked_earlier(context: str, text: str) -> bool:
+    """Whether `text` appears in the context on an "earlier:" line."""
+    flat = " ".join(text.split())
+    return any(flat in line and line.startswith("- earlier:") for line in context.splitlines())
+
+
 def measure(data_dir: Path, pool_size: int, conversation: str) -> dict[str, Any]:
     data = json.loads(DATA.read_text())
     pool = pool_texts(data_dir, conversation, pool_size)
@@ -187,14 +193,23 @@ def measure(data_dir: Path, pool_size: int, conversation: str) -> dict[str, Any]
                     }
                 )
             for n in group["near_misses"]:
-                first_id = person.ids.get(n["first"])
+                first_id, second_id = person.ids.get(n["first"]), person.ids.get(n["second"])
                 by = _superseded(person, first_id) if first_id else None
+                # The newer-first rule's cost (recency.py): asked with the first statement's own
+                # words, does the second come above it, or is the first shown as "earlier"?
+                hits = person.call("search_memory", {"query": n["first"], "limit": TOP})["structuredContent"]
+                ids = [h["id"] for h in hits["results"]]
+                reordered = second_id in ids and first_id in ids and ids.index(second_id) < ids.index(first_id)
+                context = person.call("jean_memory", {"user_message": n["first"], "is_new_conversation": True})
+                earlier = marked_earlier(context["content"][0]["text"], n["first"])
                 # Wrong when its own second statement replaced it; by anything else, reported apart.
                 near.append(
                     {
                         **n,
                         "wrongly_superseded": by is not None and by == person.ids.get(n["second"]),
                         "superseded_by_other": by is not None and by != person.ids.get(n["second"]),
+                        "second_above_first": reordered,
+                        "marked_earlier": earlier,
                     }
                 )
             person.http.close()
@@ -209,6 +224,8 @@ def measure(data_dir: Path, pool_size: int, conversation: str) -> dict[str, Any]
     report["near_misses"] = len(near)
     report["near_misses_wrongly_superseded"] = sum(r["wrongly_superseded"] for r in near)
     report["misses"] = [r for r in rows if not r["current_first"] or r["stale_in_context"]]
+    report["near_misses_second_above_first"] = sum(r["second_above_first"] for r in near)
+    report["near_misses_marked_earlier"] = sum(r["marked_earlier"] for r in near)
     report["near_misses_superseded_by_other"] = sum(r["superseded_by_other"] for r in near)
     report["wrong_near_misses"] = [r for r in near if r["wrongly_superseded"] or r["superseded_by_other"]]
     report["seconds"] = round(time.perf_counter() - started)
@@ -239,6 +256,10 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"  old marked         {report['old_marked_superseded']:.3f}")
     print(f"stale-in-context     {report['stale_in_context']:.3f}  (target <= 0.10)")
     print(f"near misses wrongly superseded: {report['near_misses_wrongly_superseded']}/{report['near_misses']}")
+    print(
+        f"near misses, asked with the first statement: second above it {report['near_misses_second_above_first']}"
+        f"/{report['near_misses']}, first shown as 'earlier' {report['near_misses_marked_earlier']}/{report['near_misses']}"
+    )
     for r in report["misses"]:
         flags = ("" if r["current_first"] else "NOT-FIRST ") + ("STALE" if r["stale_in_context"] else "")
         print(f"  {flags:16} {r['old']!r} -> {r['new']!r} (new rank {r['new_rank']}, old rank {r['old_rank']})")

@@ -44,6 +44,7 @@ import itertools
 import json
 import math
 import os
+import random
 import re
 import secrets
 import shutil
@@ -70,6 +71,7 @@ from jean_memory import clock
 from jean_memory.db.engine import create_engine
 from jean_memory.db.migrate import upgrade
 from jean_memory.db.tables import memories, memory_vectors
+from jean_memory.memory.context import context_for
 from jean_memory.memory.embedder import Embedder
 from jean_memory.memory.fusion import best_first, z_fusion
 from jean_memory.memory.lexical import lexical_search
@@ -81,8 +83,15 @@ from jean_memory.memory.vectors import bump_version
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "locomo"
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 MODES = ("lexical", "vector", "hybrid")
-NAMES = (*MODES, "rrf")  # columns of the report
-LABELS = {"lexical": "bm25", "vector": "vectors", "hybrid": "hybrid", "rrf": "rrf (before)"}
+# "plain": hybrid before recency.py's newer-first reordering (the offline fusion and neighbours)
+NAMES = (*MODES, "plain", "rrf")  # columns of the report
+LABELS = {
+    "lexical": "bm25",
+    "vector": "vectors",
+    "hybrid": "hybrid",
+    "plain": "hybrid without newer-first",
+    "rrf": "rrf (before)",
+}
 METRICS = ("hit@5", "hit@10", "recall@10")
 TOP = 10  # results kept per question: enough for every metric
 CANDIDATES = 100  # depth of the cached candidate lists the sweeps fuse
@@ -393,6 +402,10 @@ class Run:
     vectors: dict[str, np.ndarray]  # memory text -> its vector, reused by the scale test
     links: dict[int, tuple[int | None, int | None]]
     consistent: float  # share of questions whose offline hybrid top 10 equals the service's
+    # jean_memory's context per question (no profile): its memory lines, and (older, newer) texts
+    # of the lines marked "earlier" by recency.py
+    context_lines: int = 0
+    earlier: list[tuple[str, str]] = field(default_factory=list)
 
 
 def arrivals(turns: list[Turn], jitter: float, seed: int) -> list[tuple[Turn, float]]:
@@ -449,6 +462,8 @@ def build_and_ask(
     search_timer = Timer()
     rank_timers = {mode: Timer() for mode in MODES}
     consistent = 0
+    context_lines = 0
+    earlier: list[tuple[str, str]] = []
     progress = Progress(f"{conversation.name}: asking", len(conversation.questions))
     for question in conversation.questions:
         top: dict[str, list[int]] = {}
@@ -461,7 +476,11 @@ def build_and_ask(
         lexical = retriever.rank(user_id, question.text, CANDIDATES, mode="lexical")
         vector = retriever.rank(user_id, question.text, CANDIDATES, mode="vector")
         top["rrf"] = rrf_top(lexical, vector)
-        consistent += hybrid_top(lexical, vector, links, search) == top["hybrid"]
+        top["plain"] = hybrid_top(lexical, vector, links, search)
+        consistent += top["plain"] == top["hybrid"]
+        shown = context_for(service, user_id, question.text, False, True, None, save=False)
+        context_lines += len(shown.relevant or [])
+        earlier += [(m.text, shown.newer[m.id].text) for m in shown.relevant or [] if m.id in shown.newer]
         asked.append(
             Asked(
                 conversation.name,
@@ -493,6 +512,8 @@ def build_and_ask(
         {row.text: np.asarray(row.vector, dtype=np.float32) for row in stored},
         links,
         consistent / len(conversation.questions) if conversation.questions else 1.0,
+        context_lines,
+        earlier,
     )
 
 
@@ -865,10 +886,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "left_out_no_evidence": r.conversation.unanswerable,
             "evidence_ids_dropped": r.conversation.dropped_evidence,
             "offline_hybrid_matches_service": round(r.consistent, 3),
+            "context_lines": r.context_lines,
+            "context_lines_marked_earlier": len(r.earlier),
         }
         for r in runs
     }
     report["results"] = summary_by_category(asked, names)
+    marked = [pair for r in runs for pair in r.earlier]
+    report["earlier_marks"] = {
+        "context_lines": sum(r.context_lines for r in runs),
+        "marked_earlier": len(marked),
+        "sample": [list(p) for p in random.Random(args.seed).sample(marked, min(20, len(marked)))],
+    }
     report["per_conversation"] = {r.conversation.name: {n: summarise(r.asked, n) for n in names} for r in runs}
     report["timing"] = {
         "build_s": {r.conversation.name: round(r.build_seconds, 1) for r in runs},
@@ -955,9 +984,16 @@ def print_report(report: dict[str, Any]) -> None:
         + "; ".join(f"{k}: {n} / {', '.join(d) or 'none'}" for k, (n, d) in skipped.items())
     )
     print(
-        "the sweep's offline hybrid gives the service's top 10 for: "
+        "the offline hybrid (before newer-first) gives the service's top 10 for: "
         + ", ".join(f"{k} {v['offline_hybrid_matches_service']:.0%}" for k, v in report["data"].items())
     )
+    marks = report["earlier_marks"]
+    print(
+        f"jean_memory context lines marked 'earlier' (recency.py): {marks['marked_earlier']} / "
+        f"{marks['context_lines']}; a sample (older -> newer):"
+    )
+    for older, newer in marks["sample"]:
+        print(f"  {older!r} -> {newer!r}")
     if "hybrid_sweep" in report:
         sweep = report["hybrid_sweep"]
         print()

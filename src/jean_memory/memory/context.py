@@ -6,7 +6,9 @@ the assistant never waits on embedding or an LLM). `Context.text` renders it as 
 within a size budget, each saying when the fact was saved (and changed), so the assistant can
 tell an old fact from a newer one even when nothing marked the old one as replaced; one marked
 replaced (superseding.py) is left out of the profile and shown as "earlier: ... (until <date>)",
-after the current ones, among the relevant memories. The
+after the current ones, among the relevant memories. One with a newer memory on the same
+subject in the same context (recency.py: close vectors, saved later) is shown as "earlier"
+too, without being hidden, since nothing decided it was replaced. The
 assistant reads this on every message, so it must be short (Claude's tool results should stay
 far below 25k tokens) and plain: no JSON, no ids it has to ignore.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from jean_memory.memory.recency import earlier_marks
 from jean_memory.memory.records import Memory, MemoryInputError, iso_time
 from jean_memory.memory.service import MemoryService
 from jean_memory.memory.triage import facts_worth_keeping
@@ -35,13 +38,15 @@ class Context:
     relevant: list[Memory] | None = None
     saving: list[str] = field(default_factory=list)
     checking: bool = False  # the message went to the LLM extractor instead
+    # id -> a newer memory on the same subject in this context (recency.py): shown as "earlier"
+    newer: dict[str, Memory] = field(default_factory=dict)
 
     def text(self) -> str:
         parts: list[str] = []
         if self.profile is not None:
-            parts.append(format_memories(self.profile, "What you know about this person:"))
+            parts.append(format_memories(self.profile, "What you know about this person:", newer=self.newer))
         if self.relevant is not None:
-            parts.append(format_memories(self.relevant, "Memories relevant to this message:"))
+            parts.append(format_memories(self.relevant, "Memories relevant to this message:", newer=self.newer))
         if self.saving:
             parts.append("Saving to memory: " + " | ".join(self.saving))
         elif self.checking:
@@ -76,8 +81,9 @@ def context_for(
         found = [m for m in memory.search(user_id, message, CONTEXT_LIMIT, None) if m.id not in shown]
         if found or not is_new_conversation:
             relevant = found
+    newer = newer_in_context(memory, user_id, [*(profile or []), *(relevant or [])])
     if not save:
-        return Context(profile=profile, relevant=relevant)
+        return Context(profile=profile, relevant=relevant, newer=newer)
     facts = facts_worth_keeping(message)
     checking = False
     if facts:
@@ -85,10 +91,20 @@ def context_for(
     elif memory.extracts_with_llm and len(message.strip()) >= MIN_LLM_MESSAGE_CHARS:
         memory.enqueue_facts(user_id, [], client, message)
         checking = True
-    return Context(profile=profile, relevant=relevant, saving=facts, checking=checking)
+    return Context(profile=profile, relevant=relevant, saving=facts, checking=checking, newer=newer)
 
 
-def format_memories(memories: list[Memory], heading: str, budget: int = CONTEXT_BUDGET_CHARS) -> str:
+def newer_in_context(memory: MemoryService, user_id: str, shown: list[Memory]) -> dict[str, Memory]:
+    """id -> the newer memory on the same subject shown in the same context (recency.py)."""
+    if memory.embedder is None or len(shown) < 2:
+        return {}
+    with memory.engine.connect() as conn:
+        return earlier_marks(conn, user_id, memory.embedder.model_name, shown)
+
+
+def format_memories(
+    memories: list[Memory], heading: str, budget: int = CONTEXT_BUDGET_CHARS, newer: dict[str, Memory] | None = None
+) -> str:
     if not memories:
         return f"{heading}\n(nothing stored yet)"
     lines = [heading]
@@ -101,6 +117,9 @@ def format_memories(memories: list[Memory], heading: str, budget: int = CONTEXT_
         line = f"- {text}{source} ({saved_when(memory)})"
         if memory.superseded_at is not None:  # replaced by a newer memory: history, not a current fact
             line = f"- earlier: {text}{source} ({saved_when(memory)}, until {iso_time(memory.superseded_at)[:10]})"
+        elif newer and memory.id in newer:  # a newer memory on the same subject is in this context
+            later = iso_time(newer[memory.id].created_at)[:10]
+            line = f"- earlier: {text}{source} ({saved_when(memory)}; a newer memory on this subject, saved {later}, is shown too)"
         if used + len(line) + 1 > budget:
             break
         lines.append(line)

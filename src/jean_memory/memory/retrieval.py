@@ -16,6 +16,7 @@ from jean_memory.memory.fusion import best_first, z_fusion
 from jean_memory.memory.lexical import lexical_search
 from jean_memory.memory.neighbours import SPREAD_FROM, neighbours, pass_to_neighbours
 from jean_memory.memory.pg_vectors import PgVectorIndex
+from jean_memory.memory.recency import WINDOW, dated_by_pk, newer_first
 from jean_memory.memory.vectors import VectorCache
 
 # BM25 for a person with very many memories runs here while the request's thread scans vectors.
@@ -34,6 +35,7 @@ class SearchConfig:
     prev_share: float = 0.25  # ... and to the one saved right before it
     next2_share: float = 0.25  # ... to the one saved two after it
     prev2_share: float = 0.25  # ... and to the one saved two before it
+    newer_first: bool = True  # the newer of two close memories first (recency.py)
 
 
 def vector_index(engine: Engine) -> VectorCache | PgVectorIndex:
@@ -70,6 +72,8 @@ class Retriever:
         evidence turn in the top 5 for 0.726 of the questions (0.708 when the settings are
         chosen out of sample; 0.709 / 0.703 with the nearest neighbours only), against 0.654 for
         the reciprocal rank fusion it replaced and 0.614 for BM25.
+        Last, among the best WINDOW, the newer of two close short statements saved a day or more
+        apart moves directly above the older (recency.py; LoCoMo hit@5 and hit@10 unchanged).
         Without a model it is BM25 alone, as measured (the neighbours were tuned on the fusion)."""
         settings = self._search
         beside = None
@@ -89,9 +93,16 @@ class Retriever:
                 return lexical
             fused = z_fusion(lexical, vector, settings.lexical_weight)
             links = neighbours(conn, user_id, [pk for pk, _ in best_first(fused)[:SPREAD_FROM]])
-        return pass_to_neighbours(
-            fused, links, settings.next_share, settings.prev_share, settings.next2_share, settings.prev2_share
-        )
+            ranked = pass_to_neighbours(
+                fused, links, settings.next_share, settings.prev_share, settings.next2_share, settings.prev2_share
+            )
+            if not settings.newer_first or len(ranked) < 2:
+                return ranked
+            head = [pk for pk, _ in ranked[:WINDOW]]
+            dated = dated_by_pk(conn, user_id, self._embedder.model_name, head)
+        scores = dict(ranked)
+        # Order, not score, is the answer from here: a newer memory moved up keeps its own score.
+        return [(pk, scores[pk]) for pk in newer_first(head, dated)] + ranked[WINDOW:]
 
     def _lexical(self, user_id: str, query: str, depth: int) -> list[tuple[int, float]]:
         with self._engine.connect() as conn:
