@@ -17,6 +17,7 @@ from tests.support.oauth import (
     pkce_pair,
     redirect_params,
 )
+from tests.support.rate_windows import to_window_start
 
 
 def test_unknown_client_gets_an_error_page_not_a_redirect(server):
@@ -339,6 +340,7 @@ def test_prompt_none_never_shows_a_page(server, alice):
 def test_sign_in_failures_are_limited_per_address_but_a_burst_of_successes_is_not(server, alice):
     from jean_memory.db.rate_limits import SIGN_IN_FAILURES
 
+    to_window_start(SIGN_IN_FAILURES)
     for _ in range(30):  # a normal burst: many apps connected within minutes
         new_flow(server.base_url).get_code(alice.email)
     flow = new_flow(server.base_url)
@@ -354,6 +356,7 @@ def test_parallel_password_guesses_are_limited_too(server, alice):
     earlier guess's failure was recorded, so all of them were checked)."""
     from jean_memory.db.rate_limits import SIGN_IN_FAILURES
 
+    to_window_start(SIGN_IN_FAILURES)
     flow = new_flow(server.base_url)
     page = flow.authorize()
     form = parse_form(page.text)

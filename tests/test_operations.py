@@ -17,6 +17,7 @@ import pytest
 
 from jean_memory.accounts.users import create_user
 from tests.support.oauth import PASSWORD, McpHttp, new_flow, parse_form
+from tests.support.rate_windows import to_window_start
 from tests.support.servers import TEST_SECRET, cli_env, free_port, run_cli, threaded_server, wait_until_up
 
 
@@ -64,6 +65,7 @@ def test_sign_in_failures_from_one_ipv6_network_count_together(database_url, tmp
     """An IPv6 client holds a whole /64: rotating the address within it used to dodge the limit."""
     from jean_memory.db.rate_limits import SIGN_IN_FAILURES
 
+    to_window_start(SIGN_IN_FAILURES)
     with threaded_server(database_url, tmp_path / "d", trusted_proxies=("127.0.0.1",)) as running:
         user = create_user(running.engine, "v6@example.com", PASSWORD)
         flow = new_flow(running.base_url)

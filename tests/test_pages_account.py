@@ -18,6 +18,7 @@ from jean_memory.db import rate_limits
 from jean_memory.db.tables import invites, jobs, metadata, users
 from tests.support.oauth import PASSWORD, McpHttp, new_flow
 from tests.support.pages import csrf_of, post_form, signed_in_client
+from tests.support.rate_windows import to_window_start
 from tests.support.servers import RunningServer
 
 NEW_PASSWORD = "a much longer new passphrase"
@@ -61,6 +62,7 @@ def test_change_password_ends_the_other_sessions_and_keeps_this_one(server: Runn
 
 
 def test_wrong_current_passwords_count_against_the_sign_in_limit(server: RunningServer, alice: User) -> None:
+    to_window_start(rate_limits.SIGN_IN_FAILURES)
     with signed_in_client(server, alice.email) as browser:
         statuses = [
             post_form(

@@ -4,6 +4,7 @@ import httpx
 import pytest
 
 from tests.support.oauth import CLAUDE_REGISTRATION
+from tests.support.rate_windows import to_window_start
 
 
 def register(server, body, **kwargs) -> httpx.Response:
@@ -142,6 +143,7 @@ def test_aliases_register_too(server):
 def test_a_burst_of_registrations_is_fine_but_a_flood_is_limited(server):
     from jean_memory.db.rate_limits import REGISTRATIONS
 
+    to_window_start(REGISTRATIONS)
     statuses = [register(server, CLAUDE_REGISTRATION).status_code for _ in range(REGISTRATIONS.max_count + 1)]
     assert statuses[: REGISTRATIONS.max_count] == [201] * REGISTRATIONS.max_count
     assert statuses[-1] == 429
