@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
+import time
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -42,9 +44,9 @@ def create_engine(url: str) -> Engine:
             # WAL lets the CLI write while the server reads; a busy timeout makes writers queue
             # instead of failing with "database is locked".
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA busy_timeout=30000")
+            _switch_to_wal(cursor)
+            cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
             if database_file is not None:
@@ -52,6 +54,23 @@ def create_engine(url: str) -> Engine:
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _switch_to_wal(cursor: sqlite3.Cursor, seconds: float = 30.0) -> None:
+    """`PRAGMA journal_mode=WAL` on a new database needs it to itself, and SQLite answers
+    "database is locked" at once, without its busy handler, while another process is creating
+    the same file (instances starting together on a new database). Retried until `seconds`."""
+    deadline = time.monotonic() + seconds
+    delay = 0.01
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)  # a retry loop with a deadline, not a wait for an event
+            delay = min(delay * 2, 0.5)
 
 
 def _create_private(database_file: Path) -> None:
