@@ -6,8 +6,6 @@ The model is an outside service, so it is a small OpenAI-compatible HTTP server 
 answering scripted JSON; everything else is real (database, local embedding model, job handler)."""
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import sqlalchemy as sa
@@ -20,36 +18,15 @@ from jean_memory.memory.embeddings import LocalOnnxEmbedder
 from jean_memory.memory.extraction import LlmExtractor
 from jean_memory.memory.indexing import Indexer
 from jean_memory.memory.service import MemoryService
+from tests.support.chat_model import chat_model_server
 
 USER = "u"
 
 
-class ScriptedModel(BaseHTTPRequestHandler):
-    """Answers each /chat/completions with the next (status, content) of `server.script`."""
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.requests.append(body)
-        status, content = self.server.script.pop(0) if self.server.script else (500, "no answer scripted")
-        payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def model():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), ScriptedModel)
-    server.requests, server.script = [], []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
+    with chat_model_server(answer=(500, "no answer scripted")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

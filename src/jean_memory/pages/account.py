@@ -32,7 +32,7 @@ from jean_memory.off_loop import run_db
 from jean_memory.pages.context import PageDeps, checked_form, forbidden, render, see_other, signed_in_page
 from jean_memory.web.templating import PAGE_HEADERS
 
-WRONG_PASSWORD = "Your current password is not right. Type it again."
+CURRENT_PASSWORD_MISMATCH = "Your current password is not right. Type it again."
 LAST_ADMINISTRATOR = (
     "You are the only administrator, and other people use this server. Make another administrator "
     "first (jean-memory user add EMAIL --admin), or delete the others on the Admin page."
@@ -64,7 +64,7 @@ class AccountPages:
             await run_db(change_password, deps.engine, person.user_id, current, new, session_cookie(request))
         except WrongPasswordError:
             deps.oauth.metrics.sign_in_failures.inc()
-            return self._page(request, person, 400, password_error=WRONG_PASSWORD)
+            return self._page(request, person, 400, password_error=CURRENT_PASSWORD_MISMATCH)
         except WeakPasswordError as exc:
             await sign_in_succeeded(deps.engine, request)  # the current password was right
             return self._page(request, person, 400, password_error=f"The new {exc}. Choose a longer one.")

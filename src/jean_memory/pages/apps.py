@@ -14,7 +14,6 @@ from starlette.routing import BaseRoute, Route
 from jean_memory.accounts.browser_sessions import SignedIn
 from jean_memory.oauth.connected_apps import disconnect, list_connected_apps
 from jean_memory.off_loop import run_db
-from jean_memory.pages import when
 from jean_memory.pages.context import PageDeps, checked_form, forbidden, not_found, render, see_other, signed_in_page
 
 
@@ -25,7 +24,7 @@ class AppsPages:
     async def list(self, request: Request, person: SignedIn) -> Response:
         apps = await run_db(list_connected_apps, self._deps.engine, person.user_id)
         done = request.query_params.get("disconnected") == "1"
-        return render(self._deps, request, "pages/apps.html", person, apps=apps, when=when, disconnected=done)
+        return render(self._deps, request, "pages/apps.html", person, apps=apps, disconnected=done)
 
     async def disconnect(self, request: Request, person: SignedIn) -> Response:
         deps = self._deps

@@ -28,6 +28,7 @@ from jean_memory.oauth.errors import OAuthError
 from jean_memory.oauth.forms import read_form
 from jean_memory.oauth.service import OAuthService
 from jean_memory.off_loop import run_db
+from jean_memory.pages import when
 from jean_memory.web.csrf import CSRF_FIELD, csrf_cookie, csrf_token, csrf_valid, set_csrf_cookie
 from jean_memory.web.templating import PAGE_HEADERS, render_page
 
@@ -78,6 +79,8 @@ def render(
         csrf_field=CSRF_FIELD,
         csrf_token=csrf_token(deps.settings, cookie, pages_purpose(request)),
         connector_url=deps.settings.resource,
+        when=when.shown,
+        iso_time=when.iso,
         **context,
     )
     set_csrf_cookie(response, deps.settings, cookie)

@@ -14,7 +14,6 @@ from starlette.routing import BaseRoute, Route
 from jean_memory.accounts.api_keys import create_api_key, list_api_keys, revoke_own_api_key
 from jean_memory.accounts.browser_sessions import SignedIn
 from jean_memory.off_loop import run_db
-from jean_memory.pages import when
 from jean_memory.pages.context import PageDeps, checked_form, forbidden, not_found, render, see_other, signed_in_page
 
 
@@ -31,7 +30,6 @@ class KeysPages:
             person,
             status_code,
             keys=keys,
-            when=when,
             legacy_url=f"{self._deps.settings.issuer}/mcp/v2/claude/{person.user_id}",
             **context,
         )

@@ -23,7 +23,6 @@ from jean_memory.memory import browse
 from jean_memory.memory.records import MemoryInputError
 from jean_memory.off_loop import run_db
 from jean_memory.pages.context import PageDeps, checked_form, forbidden, not_found, render, see_other, signed_in_page
-from jean_memory.pages.when import iso, shown
 
 PAGE_SIZE = 50
 WEB_CLIENT = "web"  # how the pages' own changes appear in a memory's history
@@ -81,8 +80,6 @@ class MemoryPages:
             template,
             person,
             status,
-            when=shown,
-            iso_time=iso,
             history_labels=HISTORY_LABELS,
             notice=notice_of(request, self._deps.settings.trash_days),
             **context,

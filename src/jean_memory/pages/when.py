@@ -6,10 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from jean_memory import clock
-
-
-def iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+from jean_memory.memory.records import iso_time as iso  # noqa: F401 - the `datetime` value, as the tools give it
 
 
 def shown(timestamp: float | None, never: str = "never") -> str:
