@@ -5,6 +5,8 @@ row of the person is gone from every table, on both databases, and nobody else's
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import sqlalchemy as sa
@@ -213,3 +215,61 @@ def test_the_only_administrator_cannot_delete_themselves_while_others_use_the_se
         with server.engine.begin() as conn:
             conn.execute(users.delete().where(users.c.id == alice.id))
         assert post_form(client, "/account", "/account/delete", {"confirm_email": admin.email}).status_code == 303
+
+
+def delete_own_accounts_at_once(clients: list[httpx.Client], emails: list[str]) -> list[int]:
+    """POST "Delete my account" from every client, released together (forms fetched first)."""
+    tokens = [csrf_of(client.get("/account").text) for client in clients]
+    start = threading.Barrier(len(clients))
+
+    def delete(client: httpx.Client, token: str, email: str) -> int:
+        start.wait(timeout=10)
+        return client.post("/account/delete", data={"confirm_email": email, "csrf_token": token}).status_code
+
+    with ThreadPoolExecutor(len(clients)) as pool:
+        return sorted(pool.map(delete, clients, tokens, emails))
+
+
+def test_two_administrators_deleting_themselves_at_once_leave_one(server: RunningServer, alice: User) -> None:
+    """The check and the deletion are one transaction behind a lock on the administrators' rows.
+    Checked apart (before), both requests saw the other administrator still there and both
+    deleted: nobody was left to manage the people on the server (alice). Several rounds, so the
+    race gets its chances."""
+    for round_number in range(4):
+        admins = [
+            create_user(server.engine, f"admin{round_number}-{n}@example.com", PASSWORD, is_admin=True) for n in (1, 2)
+        ]
+        with signed_in_client(server, admins[0].email) as first, signed_in_client(server, admins[1].email) as second:
+            statuses = delete_own_accounts_at_once([first, second], [a.email for a in admins])
+        assert statuses == [303, 400], statuses
+        with server.engine.connect() as conn:
+            left = conn.execute(sa.select(users.c.id).where(users.c.is_admin.is_(True))).scalars().all()
+        assert len(left) == 1 and left[0] in {a.id for a in admins}
+        with server.engine.begin() as conn:  # the next round starts with no administrator again
+            conn.execute(users.delete().where(users.c.id == left[0]))
+
+
+def test_two_administrators_removing_each_other_at_once_leave_one(server: RunningServer, alice: User) -> None:
+    """From /admin, A disables B while B deletes A: the change that runs second finds its
+    administrator gone or disabled and is refused (404, as for anyone who is not one)."""
+    for round_number in range(3):
+        first, second = (
+            create_user(server.engine, f"peer{round_number}-{n}@example.com", PASSWORD, is_admin=True) for n in (1, 2)
+        )
+        with signed_in_client(server, first.email) as one, signed_in_client(server, second.email) as two:
+            tokens = [csrf_of(client.get("/admin").text) for client in (one, two)]
+            start = threading.Barrier(2)
+
+            def change(client: httpx.Client, token: str, path: str, barrier: threading.Barrier = start) -> int:
+                barrier.wait(timeout=10)
+                return client.post(path, data={"csrf_token": token}).status_code
+
+            paths = [f"/admin/people/{second.id}/disable", f"/admin/people/{first.id}/delete"]
+            with ThreadPoolExecutor(2) as pool:
+                statuses = sorted(pool.map(change, [one, two], tokens, paths))
+        assert statuses == [303, 404], statuses
+        with server.engine.begin() as conn:
+            enabled = users.c.is_admin.is_(True) & users.c.disabled_at.is_(None)
+            left = conn.execute(sa.select(users.c.id).where(enabled)).scalars().all()
+            assert len(left) == 1
+            conn.execute(users.delete().where(users.c.is_admin.is_(True)))

@@ -25,6 +25,14 @@ from jean_memory.db.tables import api_keys, grants, memories, metadata, refresh_
 DISABLED_REASON = "account_disabled"
 
 
+class LastAdministratorError(AccountError):
+    """The change would leave people on the server and no enabled administrator to manage them."""
+
+
+class NotAdministratorError(AccountError):
+    """The person acting from /admin stopped being an enabled administrator meanwhile."""
+
+
 @dataclass(frozen=True)
 class UserSummary:
     id: str
@@ -99,11 +107,13 @@ def set_password(engine: Engine, user_id: str, password: str) -> int:
         return end_sessions(conn, user_id)
 
 
-def disable_user(engine: Engine, user_id: str) -> int:
+def disable_user(engine: Engine, user_id: str, acting: str | None = None) -> int:
     """Mark the account disabled, revoke its live grants and end its sessions; how many grants
-    were revoked. Disabling a disabled account changes nothing."""
+    were revoked. Disabling a disabled account changes nothing. `acting`: see `delete_user`."""
     now = clock.now()
     with engine.begin() as conn:
+        if acting is not None:
+            keep_an_administrator(conn, user_id, acting)
         conn.execute(users.update().where(users.c.id == user_id, users.c.disabled_at.is_(None)).values(disabled_at=now))
         revoked = _revoke_grants(conn, user_id, now)
         end_sessions(conn, user_id)
@@ -121,31 +131,48 @@ def _revoke_grants(conn: Connection, user_id: str, now: float) -> int:
     return revoked
 
 
-def enable_user(engine: Engine, user_id: str) -> bool:
-    """Clear the disabled mark; False when the account was not disabled."""
+def enable_user(engine: Engine, user_id: str, acting: str | None = None) -> bool:
+    """Clear the disabled mark; False when the account was not disabled. `acting`: see
+    `delete_user` (enabling removes nobody, but the one acting must still be an administrator)."""
     with engine.begin() as conn:
+        if acting is not None:
+            keep_an_administrator(conn, None, acting)
         changed = conn.execute(
             users.update().where(users.c.id == user_id, users.c.disabled_at.is_not(None)).values(disabled_at=None)
         ).rowcount
     return bool(changed)
 
 
-def is_last_administrator(engine: Engine, user_id: str) -> bool:
-    """True when this person is the only enabled administrator while other people use the
-    server: deleting them would leave nobody to invite, disable or delete anyone from /admin.
-    (The only person of all may delete themselves: the server goes back to its first run.)"""
-    with engine.connect() as conn:
-        admins = (
-            conn.execute(sa.select(users.c.id).where(users.c.is_admin.is_(True), users.c.disabled_at.is_(None)))
-            .scalars()
-            .all()
-        )
-        others = conn.execute(sa.select(sa.func.count()).select_from(users).where(users.c.id != user_id)).scalar_one()
-    return admins == [user_id] and others > 0
+def keep_an_administrator(conn: Connection, leaving: str | None, acting: str) -> None:
+    """Refuse, inside the change's own transaction, a change made from the pages that would
+    leave people on the server and no enabled administrator (nobody could invite, disable or
+    delete anyone from /admin), or that an administrator makes after losing the role.
+
+    Checked and changed in one transaction behind a write lock on the administrators' rows:
+    checked apart, two administrators deleting themselves (or each other) at the same moment
+    both saw the other one still there, and both went. The no-op UPDATE is the lock: PostgreSQL
+    locks those rows, so a second change waits and then reads what the first committed (each
+    statement reads afresh at READ COMMITTED); SQLite's write lock is taken before anything
+    is read, so the second change's reads start after the first commits. The only person of
+    all may still leave: the server goes back to its first run."""
+    enabled_admin = sa.and_(users.c.is_admin.is_(True), users.c.disabled_at.is_(None))
+    conn.execute(users.update().where(enabled_admin).values(is_admin=users.c.is_admin))
+    admins = set(conn.execute(sa.select(users.c.id).where(enabled_admin)).scalars())
+    if acting != leaving and acting not in admins:
+        raise NotAdministratorError("you are no longer an administrator of this server")
+    if leaving is None or leaving not in admins or admins - {leaving}:
+        return
+    others = conn.execute(sa.select(sa.func.count()).select_from(users).where(users.c.id != leaving)).scalar_one()
+    if others:
+        raise LastAdministratorError("this would leave no administrator while other people use the server")
 
 
-def delete_user(engine: Engine, user_id: str) -> dict[str, int]:
+def delete_user(engine: Engine, user_id: str, acting: str | None = None) -> dict[str, int]:
     """Erase the account and everything of it, in one transaction; rows deleted per table.
+
+    `acting` is who asks from the pages (the person themselves, or an administrator): then the
+    change must keep an administrator (`keep_an_administrator`). None is the operator at the
+    command line, who may do anything.
 
     Every table with a column naming a person (`USER_COLUMNS`: `user_id`, and the invites they
     made or used) is cleared of the person's rows, and every table whose
@@ -159,6 +186,8 @@ def delete_user(engine: Engine, user_id: str) -> dict[str, int]:
     account gone."""
     deleted: dict[str, int] = {}
     with engine.begin() as conn:
+        if acting is not None:
+            keep_an_administrator(conn, user_id, acting)
         conn.execute(sa.select(users.c.id).where(users.c.id == user_id).with_for_update())
         for table in reversed(metadata.sorted_tables):
             condition = _owned_by(table, user_id)

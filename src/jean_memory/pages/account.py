@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Route
 
 from jean_memory import clock
 from jean_memory.accounts.browser_sessions import COOKIE_NAME, SignedIn
-from jean_memory.accounts.lifecycle import delete_user, is_last_administrator
+from jean_memory.accounts.lifecycle import LastAdministratorError, delete_user
 from jean_memory.accounts.own_account import WrongPasswordError, change_password
 from jean_memory.accounts.passwords import WeakPasswordError
 from jean_memory.accounts.users import AccountError, normalise_email
@@ -94,10 +94,11 @@ class AccountPages:
             typed = ""
         if typed != person.email:
             return self._page(request, person, 400, delete_error=EMAIL_MISMATCH)
-        if await run_db(is_last_administrator, deps.engine, person.user_id):
-            return self._page(request, person, 400, delete_error=LAST_ADMINISTRATOR)
         grant_ids = await run_db(grant_ids_of, deps.engine, person.user_id)
-        await run_db(delete_user, deps.engine, person.user_id)
+        try:
+            await run_db(delete_user, deps.engine, person.user_id, person.user_id)
+        except LastAdministratorError:
+            return self._page(request, person, 400, delete_error=LAST_ADMINISTRATOR)
         for grant_id in grant_ids:
             deps.oauth.revocations.mark_revoked(grant_id)
         response = see_other("/")

@@ -16,7 +16,13 @@ from starlette.routing import BaseRoute, Route
 
 from jean_memory.accounts.browser_sessions import SignedIn
 from jean_memory.accounts.invites import create_invite
-from jean_memory.accounts.lifecycle import delete_user, disable_user, enable_user, list_users
+from jean_memory.accounts.lifecycle import (
+    NotAdministratorError,
+    delete_user,
+    disable_user,
+    enable_user,
+    list_users,
+)
 from jean_memory.accounts.users import AccountError, User, get_user
 from jean_memory.oauth.connected_apps import grant_ids_of
 from jean_memory.off_loop import run_db
@@ -130,7 +136,10 @@ class AdminPages:
         if action != "enable" and target.id == admin.user_id:
             return await self._page(request, admin, 400, error=NOT_YOURSELF.format(action=action))
         grant_ids = await run_db(grant_ids_of, self._deps.engine, target.id) if action != "enable" else []
-        await run_db(CHANGES[action], self._deps.engine, target.id)
+        try:
+            await run_db(CHANGES[action], self._deps.engine, target.id, admin.user_id)
+        except NotAdministratorError:  # removed or disabled while this request was on its way
+            return not_found(self._deps, request, None)
         for grant_id in grant_ids:  # their tokens stop here at once, not when the cache ages out
             self._deps.oauth.revocations.mark_revoked(grant_id)
         return see_other(f"/admin?done={action}d")
