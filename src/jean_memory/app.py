@@ -127,7 +127,14 @@ def build_embedder(settings: Settings) -> Embedder | None:
     return embedder
 
 
-def build_app(settings: Settings, engine: Engine, migrate: bool = True, embedder: Embedder | None = None) -> Starlette:
+def build_app(
+    settings: Settings,
+    engine: Engine,
+    migrate: bool = True,
+    embedder: Embedder | None = None,
+    lean_mcp: bool = True,
+) -> Starlette:
+    """`lean_mcp=False` is for tests/test_mcp_lean.py only: every `/mcp` request through the SDK's transport."""
     if migrate:
         upgrade(engine)
     metrics = Metrics()
@@ -138,7 +145,7 @@ def build_app(settings: Settings, engine: Engine, migrate: bool = True, embedder
     memory = MemoryService(engine, embedder if embedder is not None else build_embedder(settings), extractor=extractor)
     worker = Worker(engine, Indexer(memory).job_handlers(), quick={SAVE_JOB})
     memory.set_enqueue_hook(worker.enqueued)
-    mcp = McpEndpoint(oauth.verifier, memory, settings, metrics)
+    mcp = McpEndpoint(oauth.verifier, memory, settings, metrics, lean=lean_mcp)
     metadata = MetadataEndpoints(settings)
     pages = PageDeps(engine, settings, memory, oauth)
     authorize = AuthorizationEndpoints(oauth)

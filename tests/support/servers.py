@@ -64,11 +64,13 @@ def make_settings(database_url: str, data_dir: Path, port: int, **overrides: obj
 
 
 @contextmanager
-def threaded_server(database_url: str, data_dir: Path, **overrides: object) -> Iterator[RunningServer]:
+def threaded_server(
+    database_url: str, data_dir: Path, *, lean_mcp: bool = True, **overrides: object
+) -> Iterator[RunningServer]:
     port = free_port()
     settings = make_settings(database_url, data_dir, port, **overrides)
     engine = create_engine(settings.database_url)
-    app = build_app(settings, engine)
+    app = build_app(settings, engine, lean_mcp=lean_mcp)
     # proxy_headers=False as `serve` has it: forwarded headers count only through the app's own
     # JEAN_MEMORY_TRUSTED_PROXIES middleware (uvicorn would otherwise trust them from 127.0.0.1).
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", proxy_headers=False)

@@ -24,10 +24,11 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS
 from starlette.datastructures import Headers
-from starlette.requests import ClientDisconnect
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import Message, Receive, Scope, Send
 
 from jean_memory.config import Settings, is_loopback_host
+from jean_memory.mcp_server.lean import answer, ordinary_request
 from jean_memory.mcp_server.principal import Principal, current_principal
 from jean_memory.mcp_server.profiles import PROFILE_TOOLS, profile_for
 from jean_memory.mcp_server.tools import ToolSet
@@ -70,17 +71,20 @@ def origin_allowed(origin: str, issuer: str) -> bool:
     return parts.scheme in ("http", "https") and is_loopback_host(parts.hostname or "") and not parts.path
 
 
-async def body_read_first(scope: Scope, receive: Receive, limit: int) -> Receive:
+async def body_read_first(scope: Scope, receive: Receive, limit: int) -> tuple[bytes | None, Receive]:
     """Read the request body (up to just past `limit`) before the SDK does, and hand the SDK a
     `receive` that replays it.
 
     A client that hangs up mid-body (or sends a chunked body uvicorn rejects) raises Starlette's
     ClientDisconnect here, which the request log records as 499 at INFO; inside the SDK it was
     an ERROR "Error handling POST request" with a traceback and a 500. A body past `limit` (or
-    declared to be) is left unread: the SDK's own check answers it 413 as before."""
+    declared to be) is left unread: the SDK's own check answers it 413 as before.
+
+    Also returns the whole body when it was read to its end within `limit` (None otherwise),
+    for the lean path (lean.py)."""
     declared = Headers(scope=scope).get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        return receive
+        return None, receive
     messages: list[Message] = []
     size, more = 0, True
     while more and size <= limit:
@@ -95,7 +99,8 @@ async def body_read_first(scope: Scope, receive: Receive, limit: int) -> Receive
     async def replay() -> Message:
         return next(pending, None) or await receive()
 
-    return replay
+    whole = not more and size <= limit
+    return (b"".join(m.get("body", b"") for m in messages) if whole else None), replay
 
 
 async def send_json(send: Send, status: int, body: dict, headers: list[tuple[bytes, bytes]]) -> None:
@@ -157,9 +162,17 @@ class McpEndpoint:
     """Knows the authorization server only by its one token check (`oauth/verify.py`)."""
 
     def __init__(
-        self, verifier: AccessTokenVerifier, memory: MemoryService, settings: Settings, metrics: Metrics
+        self,
+        verifier: AccessTokenVerifier,
+        memory: MemoryService,
+        settings: Settings,
+        metrics: Metrics,
+        lean: bool = True,
     ) -> None:
+        """`lean=False` sends every request through the SDK's transport (the differential
+        test's reference, tests/test_mcp_lean.py)."""
         self._verifier = verifier
+        self._lean = lean
         self._settings = settings
         self._metadata_url = f"{settings.issuer}/.well-known/oauth-protected-resource/mcp"
         tools = ToolSet(memory, settings.issuer, metrics)
@@ -296,11 +309,20 @@ class McpEndpoint:
                 cors,
             )
             return
-        receive = await body_read_first(scope, receive, self._settings.max_mcp_body_bytes)
+        body, receive = await body_read_first(scope, receive, self._settings.max_mcp_body_bytes)
         token = current_principal.set(principal)
         try:
             scope = with_lowercase_media_type(scope)
             manager = self._managers[(principal.profile, can_write(principal.scopes))]
+            if self._lean:
+                request = Request(scope, receive)
+                message = ordinary_request(request, body)
+                if message is not None:
+                    # The manager's lifespan state, as its own transport hands it to the server.
+                    state = manager._lifespan_state  # pinned SDK; tests/test_mcp_lean.py checks the answers
+                    response = await answer(manager.app, state, request, message)
+                    await response(scope, receive, send_with_cors)
+                    return
             await manager.handle_request(scope, receive, send_with_cors)
         finally:
             current_principal.reset(token)

@@ -97,15 +97,24 @@ def newer_of(
     return found
 
 
+# Built once: run on every search, and a statement built per call costs SQLAlchemy a compile and
+# a cache key each time.
+_DATED_BY_PK = (
+    sa.select(memories.c.pk, memories.c.text, memories.c.created_at, memory_vectors.c.vector)
+    .join(memory_vectors, memory_vectors.c.memory_pk == memories.c.pk)
+    .where(
+        memories.c.user_id == sa.bindparam("user_id"),
+        memories.c.pk.in_(sa.bindparam("pks", expanding=True)),
+        memory_vectors.c.model == sa.bindparam("model"),
+    )
+)
+
+
 def dated_by_pk(conn: Connection, user_id: str, model: str, pks: Sequence[int]) -> dict[int, Dated]:
     """pk -> (created_at, vector) of the person's memories among `pks` that have a vector."""
     if not pks:
         return {}
-    rows = conn.execute(
-        sa.select(memories.c.pk, memories.c.text, memories.c.created_at, memory_vectors.c.vector)
-        .join(memory_vectors, memory_vectors.c.memory_pk == memories.c.pk)
-        .where(memories.c.user_id == user_id, memories.c.pk.in_(list(pks)), memory_vectors.c.model == model)
-    ).all()
+    rows = conn.execute(_DATED_BY_PK, {"user_id": user_id, "pks": list(pks), "model": model}).all()
     return {row.pk: (row.created_at, np.asarray(row.vector, dtype=np.float32)) for row in rows if takes_part(row.text)}
 
 

@@ -6,10 +6,12 @@ through `mode`) call the same `Retriever.rank`, so what is measured is what answ
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from jean_memory.memory.embedder import Embedder
 from jean_memory.memory.fusion import best_first, z_fusion
@@ -18,6 +20,13 @@ from jean_memory.memory.neighbours import SPREAD_FROM, neighbours, pass_to_neigh
 from jean_memory.memory.pg_vectors import PgVectorIndex
 from jean_memory.memory.recency import WINDOW, dated_by_pk, newer_first
 from jean_memory.memory.vectors import VectorCache
+
+T = TypeVar("T")
+
+
+def _nothing(conn: Connection, ranking: list[tuple[int, float]]) -> None:
+    return None
+
 
 # BM25 for a person with very many memories runs here while the request's thread scans vectors.
 SEARCH_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="jean-memory-search")
@@ -75,34 +84,52 @@ class Retriever:
         Last, among the best WINDOW, the newer of two close short statements saved a day or more
         apart moves directly above the older (recency.py; LoCoMo hit@5 and hit@10 unchanged).
         Without a model it is BM25 alone, as measured (the neighbours were tuned on the fusion)."""
+        return self.rank_then(user_id, query, depth, _nothing, mode)[0]
+
+    def rank_then(
+        self,
+        user_id: str,
+        query: str,
+        depth: int,
+        then: Callable[[Connection, list[tuple[int, float]]], T],
+        mode: str = "hybrid",
+    ) -> tuple[list[tuple[int, float]], T]:
+        """`rank`, and `then(conn, ranking)` on the same connection: the service reads the hits'
+        rows there (issue 17: one pool checkout per search, not three)."""
         settings = self._search
         beside = None
         if mode == "hybrid" and isinstance(self.vectors, VectorCache) and self.vectors.is_large(user_id):
             # Both cores: BM25 in SQLite while this thread embeds the query and scores vectors.
             beside = SEARCH_POOL.submit(self._lexical, user_id, query, depth)
+        query_vector = None
         vector: list[tuple[int, float]] = []
         if mode in ("hybrid", "vector") and self._embedder is not None:
             query_vector = self._embedder.embed_query(query)
-            vector = self.vectors.nearest(user_id, self._embedder.model_name, query_vector, depth)
-        if mode == "vector":
-            return vector
-        # One connection for the BM25 list and the neighbours (on PostgreSQL each checkout pings).
+            if not isinstance(self.vectors, VectorCache):  # pgvector: its own transaction, as before
+                vector = self.vectors.nearest(user_id, self._embedder.model_name, query_vector, depth)
+                query_vector = None
+        # One connection for the cache's version check, the BM25 list, the neighbours and the
+        # caller's rows (on PostgreSQL each checkout pings).
         with self._engine.connect() as conn:
+            if query_vector is not None and isinstance(self.vectors, VectorCache) and self._embedder is not None:
+                vector = self.vectors.nearest(user_id, self._embedder.model_name, query_vector, depth, conn)
+            if mode == "vector":
+                return vector, then(conn, vector)
             lexical = beside.result() if beside is not None else lexical_search(conn, user_id, query, depth)
             if mode == "lexical" or self._embedder is None:
-                return lexical
+                return lexical, then(conn, lexical)
             fused = z_fusion(lexical, vector, settings.lexical_weight)
             links = neighbours(conn, user_id, [pk for pk, _ in best_first(fused)[:SPREAD_FROM]])
             ranked = pass_to_neighbours(
                 fused, links, settings.next_share, settings.prev_share, settings.next2_share, settings.prev2_share
             )
-            if not settings.newer_first or len(ranked) < 2:
-                return ranked
-            head = [pk for pk, _ in ranked[:WINDOW]]
-            dated = dated_by_pk(conn, user_id, self._embedder.model_name, head)
-        scores = dict(ranked)
-        # Order, not score, is the answer from here: a newer memory moved up keeps its own score.
-        return [(pk, scores[pk]) for pk in newer_first(head, dated)] + ranked[WINDOW:]
+            if settings.newer_first and len(ranked) >= 2:
+                head = [pk for pk, _ in ranked[:WINDOW]]
+                dated = dated_by_pk(conn, user_id, self._embedder.model_name, head)
+                scores = dict(ranked)
+                # Order, not score, is the answer from here: a newer memory moved up keeps its own score.
+                ranked = [(pk, scores[pk]) for pk in newer_first(head, dated)] + ranked[WINDOW:]
+            return ranked, then(conn, ranked)
 
     def _lexical(self, user_id: str, query: str, depth: int) -> list[tuple[int, float]]:
         with self._engine.connect() as conn:

@@ -402,10 +402,14 @@ class MemoryService:
         check_limit(limit)
         if not isinstance(query, str) or not query.strip():
             raise MemoryInputError("query is empty: say what to look for, e.g. 'favourite food'")
-        ranked = self._retriever.rank(user_id, query, self._search.depth if not tags else self._search.depth * 4)
         wanted = set(clean_tags(tags))
+
+        def top_rows(conn: Connection, ranked: list[tuple[int, float]]) -> dict[int, Memory]:
+            return rows_by_pk(conn, user_id, [pk for pk, _ in ranked[: limit if not wanted else len(ranked)]])
+
+        depth = self._search.depth if not tags else self._search.depth * 4
+        ranked, rows = self._retriever.rank_then(user_id, query, depth, top_rows)
         top = [pk for pk, _ in ranked[: limit if not wanted else len(ranked)]]
-        rows = self._rows_by_pk(user_id, top)
         scores = dict(ranked)
         hits = [replace(rows[pk], score=scores[pk]) for pk in top if pk in rows and wanted <= set(rows[pk].tags)]
         return current_first(hits[:limit])
