@@ -39,7 +39,7 @@ from tests.support.chromium import (
 from tests.support.oauth import PASSWORD, new_flow, pkce_pair
 from tests.support.servers import RunningServer
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.one_database]
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "browser"
 # Long enough, without a break, to push a careless layout past a phone's width.

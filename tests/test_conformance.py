@@ -39,7 +39,7 @@ from tests.conformance.proxy import running_proxy
 from tests.support.oauth import PASSWORD, new_flow, parse_form, redirect_params
 from tests.support.servers import RunningServer, cli_env, free_port, run_cli
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.one_database]
 
 PRE_REGISTERED_REDIRECT = "http://127.0.0.1:3000/callback"  # the suite's default callback
 SUITE_TIMEOUT = 120

@@ -146,7 +146,7 @@ def test_saves_promised_before_a_kill_9_are_made_within_a_minute_of_the_restart(
             promised = saving(answer)
             assert llm.received.acquire(timeout=30), "the save job never reached its LLM call"
             stored = mcp.call_tool(
-                "store_document", {"title": "Garden log", "content": document(3000), "document_type": "markdown"}
+                "store_document", {"title": "Garden log", "content": document(600), "document_type": "markdown"}
             )
             document_id = stored["structuredContent"]["document_id"]
             wait_for(
@@ -169,7 +169,7 @@ def test_saves_promised_before_a_kill_9_are_made_within_a_minute_of_the_restart(
             )
             assert took < RECOVERY_SECONDS
             # The document is taken up again within the minute (a new attempt, or already done);
-            # indexing its 3,000 chunks takes as long as the machine needs, so that gets more room.
+            # indexing its 600 chunks takes as long as the machine needs, so that gets more room.
             wait_for(
                 lambda: (
                     chunks(database_url, document_id)[0] == "ready"

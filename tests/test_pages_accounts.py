@@ -359,6 +359,7 @@ def test_admin_lists_memory_count_and_last_active(server: RunningServer, admin: 
 
 @pytest.mark.slow
 @pytest.mark.anyio
+@pytest.mark.one_database
 async def test_first_run_to_a_second_person_in_chromium(server: RunningServer) -> None:
     require_chromium()
     token = create_setup_link(server.engine)

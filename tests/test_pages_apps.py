@@ -139,6 +139,7 @@ def test_an_app_named_like_a_known_one_is_shown_with_its_real_host_and_escaped(
 
 @pytest.mark.slow
 @pytest.mark.anyio
+@pytest.mark.one_database
 async def test_apps_keys_and_account_in_chromium(server: RunningServer, alice: User) -> None:
     """The person's own pages as a person uses them: an app connected through the real OAuth
     flow is disconnected, a key created and revoked, the password changed."""

@@ -339,6 +339,7 @@ async def assert_nothing_ran(page, dialogs: list[str]) -> None:
 
 @pytest.mark.slow
 @pytest.mark.anyio
+@pytest.mark.one_database
 async def test_memories_in_chromium_list_edit_delete_restore_bulk_and_all(server, alice, browser) -> None:
     """One walk through the memory pages as a person makes it, with hostile texts saved through
     the official MCP SDK client, long words and URLs for the phone layout, and a page of 50 with

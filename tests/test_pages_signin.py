@@ -88,6 +88,7 @@ def test_a_failed_sign_in_shows_one_message_for_unknown_email_and_wrong_password
 
 @pytest.mark.slow
 @pytest.mark.anyio
+@pytest.mark.one_database
 async def test_home_and_sign_in_in_chromium(server: RunningServer, alice: User) -> None:
     require_chromium()
     async with chromium_page() as page:
