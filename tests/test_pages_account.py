@@ -14,8 +14,9 @@ from sqlalchemy.engine import Engine
 
 from jean_memory import clock
 from jean_memory.accounts.api_keys import create_api_key
-from jean_memory.accounts.lifecycle import user_columns
-from jean_memory.accounts.users import User, create_user
+from jean_memory.accounts.lifecycle import delete_user, disable_user, enable_user, user_columns
+from jean_memory.accounts.passwords import hash_password
+from jean_memory.accounts.users import AccountError, User, create_user, insert_user
 from jean_memory.db import rate_limits
 from jean_memory.db.tables import invites, jobs, metadata, users
 from tests.support.oauth import PASSWORD, McpHttp, new_flow
@@ -273,3 +274,43 @@ def test_two_administrators_removing_each_other_at_once_leave_one(server: Runnin
             left = conn.execute(sa.select(users.c.id).where(enabled)).scalars().all()
             assert len(left) == 1
             conn.execute(users.delete().where(users.c.is_admin.is_(True)))
+
+
+def test_many_removals_at_once_from_the_pages_never_deadlock(engine: Engine) -> None:
+    """Every removal from the pages takes the administrators' lock first; many at once (people
+    deleting their accounts while administrators disable and enable others) all finish, each
+    with its own answer. The lock was a no-op UPDATE of the administrators' rows, which
+    PostgreSQL locks in the order it meets them, and that order changes as the rows get new
+    versions: two removals each held a row the other wanted ("deadlock detected", a 500 on the
+    page; failed in every run before)."""
+    password_hash = hash_password(PASSWORD)  # one hash for all: hashing is the slow part
+
+    def people(prefix: str, count: int, is_admin: bool) -> list[str]:
+        with engine.begin() as conn:
+            return [insert_user(conn, f"{prefix}{n}@example.com", password_hash, is_admin).id for n in range(count)]
+
+    for round_number in range(2):
+        admins, others = people(f"lock{round_number}-admin", 4, True), people(f"lock{round_number}-p", 12, False)
+        start = threading.Barrier(16)
+
+        def act(
+            n: int, admins: list[str] = admins, others: list[str] = others, start: threading.Barrier = start
+        ) -> str:
+            start.wait(timeout=10)
+            try:
+                if n < 8:  # a person deletes their own account
+                    delete_user(engine, others[n], others[n])
+                for step in range(4):  # an administrator disables and enables the others
+                    change = disable_user if step % 2 == 0 else enable_user
+                    change(engine, others[(n * 5 + step * 7) % len(others)], admins[n % len(admins)])
+            except AccountError as exc:  # a refusal is an answer; a deadlock is not
+                return type(exc).__name__
+            except sa.exc.OperationalError as exc:
+                return f"failed: {exc.orig!r}"[:200]
+            return "ok"
+
+        with ThreadPoolExecutor(16) as pool:
+            outcomes = list(pool.map(act, range(16)))
+        assert outcomes == ["ok"] * 16, outcomes
+        with engine.begin() as conn:
+            conn.execute(users.delete().where(users.c.id.in_(admins + others)))

@@ -23,6 +23,8 @@ from jean_memory.accounts.users import AccountError, User, find_user_by_email
 from jean_memory.db.tables import api_keys, grants, memories, metadata, refresh_tokens, users
 
 DISABLED_REASON = "account_disabled"
+# Any constant: the advisory lock that serialises removals from the pages (keep_an_administrator).
+_ADMINISTRATORS_LOCK = 0x6A6D4144
 
 
 class LastAdministratorError(AccountError):
@@ -148,15 +150,21 @@ def keep_an_administrator(conn: Connection, leaving: str | None, acting: str) ->
     leave people on the server and no enabled administrator (nobody could invite, disable or
     delete anyone from /admin), or that an administrator makes after losing the role.
 
-    Checked and changed in one transaction behind a write lock on the administrators' rows:
-    checked apart, two administrators deleting themselves (or each other) at the same moment
-    both saw the other one still there, and both went. The no-op UPDATE is the lock: PostgreSQL
-    locks those rows, so a second change waits and then reads what the first committed (each
-    statement reads afresh at READ COMMITTED); SQLite's write lock is taken before anything
-    is read, so the second change's reads start after the first commits. The only person of
-    all may still leave: the server goes back to its first run."""
+    Checked and changed in one transaction behind one lock: checked apart, two administrators
+    deleting themselves (or each other) at the same moment both saw the other one still there,
+    and both went. PostgreSQL: a transaction-scoped advisory lock taken first, so a second
+    change waits and then reads what the first committed (each statement reads afresh at READ
+    COMMITTED). Not a lock on the administrators' rows: PostgreSQL locks rows in the order it
+    meets them, which changes as the rows get new versions, so two changes could each hold a
+    row the other wanted ("deadlock detected"). SQLite: a no-op UPDATE of those rows takes the
+    database's write lock before anything is read, so the second change's reads start after
+    the first commits (one writer at a time: no deadlock). The only person of all may still
+    leave: the server goes back to its first run."""
     enabled_admin = sa.and_(users.c.is_admin.is_(True), users.c.disabled_at.is_(None))
-    conn.execute(users.update().where(enabled_admin).values(is_admin=users.c.is_admin))
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADMINISTRATORS_LOCK})
+    else:
+        conn.execute(users.update().where(enabled_admin).values(is_admin=users.c.is_admin))
     admins = set(conn.execute(sa.select(users.c.id).where(enabled_admin)).scalars())
     if acting != leaving and acting not in admins:
         raise NotAdministratorError("you are no longer an administrator of this server")
