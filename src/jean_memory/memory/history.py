@@ -55,18 +55,28 @@ def record(
     at: float | None = None,
 ) -> None:
     """Add one event, in the caller's transaction (the one that made the change)."""
+    conn.execute(memory_history.insert().values(**event_row(user_id, memory_id, kind, client, text_before, at)))
+
+
+def event_row(
+    user_id: str,
+    memory_id: str,
+    kind: str,
+    client: str | None = None,
+    text_before: str | None = None,
+    at: float | None = None,
+) -> dict[str, object]:
+    """One event's row, checked: what `record` inserts, and what an import inserts by the thousand."""
     if kind not in KINDS:
         raise ValueError(f"unknown history event kind {kind!r}")
-    conn.execute(
-        memory_history.insert().values(
-            user_id=user_id,
-            memory_id=memory_id,
-            kind=kind,
-            at=clock.now() if at is None else at,
-            client=client[:MAX_CLIENT_CHARS] if client else None,
-            text_before=text_before,
-        )
-    )
+    return {
+        "user_id": user_id,
+        "memory_id": memory_id,
+        "kind": kind,
+        "at": clock.now() if at is None else at,
+        "client": client[:MAX_CLIENT_CHARS] if client else None,
+        "text_before": text_before,
+    }
 
 
 def events(conn: Connection, user_id: str, memory_id: str) -> list[HistoryEvent]:
