@@ -191,7 +191,28 @@ def delete_user(engine: Engine, user_id: str, acting: str | None = None) -> dict
 
     The user row is locked first: a write of a memory or document holds a shared lock on it
     (memory.owner.require_owner), so this waits for writes under way and later ones find the
-    account gone."""
+    account gone.
+
+    Writers lock the person's rows in their own orders (a save takes the person's version row
+    before its shared lock on the user row; an edit takes the memory's row first), and this
+    takes them table by table, so on PostgreSQL a write under way can meet it in a deadlock.
+    PostgreSQL then aborts one of the two. A write that loses is a write of an account being
+    erased, so its error is the right answer; when the deletion loses, it runs again (the
+    write has finished by then, or fails at once on the locked user row)."""
+    for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+        try:
+            return _delete_user_once(engine, user_id, acting)
+        except sa.exc.OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != DEADLOCK_DETECTED or attempt == DEADLOCK_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+DEADLOCK_ATTEMPTS = 3
+DEADLOCK_DETECTED = "40P01"  # PostgreSQL's SQLSTATE for "deadlock detected"
+
+
+def _delete_user_once(engine: Engine, user_id: str, acting: str | None) -> dict[str, int]:
     deleted: dict[str, int] = {}
     with engine.begin() as conn:
         if acting is not None:
