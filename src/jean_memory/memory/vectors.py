@@ -247,7 +247,8 @@ class VectorCache:
         depth = min(depth, scores.size)
         top = np.argpartition(-scores, depth - 1)[:depth]
         top = top[np.argsort(-scores[top])]
-        return [(int(snapshot.pks[i]), float(scores[i])) for i in top]
+        # One tolist() each: the same Python ints and floats as int()/float() per element, cheaper.
+        return list(zip(snapshot.pks[top].tolist(), scores[top].tolist(), strict=True))
 
     def note_write(
         self,
