@@ -8,6 +8,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import anyio
+import numpy as np
 import pytest
 import sqlalchemy as sa
 from bench.people import ensure_people
@@ -19,9 +20,11 @@ from jean_memory.memory.fusion import best_first, z_fusion
 from jean_memory.memory.indexing import Indexer
 from jean_memory.memory.jobs import Worker, pending_count
 from jean_memory.memory.neighbours import SPREAD_FROM, neighbours, pass_to_neighbours
+from jean_memory.memory.recency import _DATED_BY_PK
 from jean_memory.memory.records import AddResult, MemoryInputError
 from jean_memory.memory.retrieval import Retriever, SearchConfig
 from jean_memory.memory.service import MemoryService, rows_by_pk
+from jean_memory.memory.sqlite_direct import dated_rows, driver, hit_rows
 from jean_memory.memory.triage import facts_worth_keeping
 
 USER = "u1"
@@ -536,18 +539,48 @@ def test_sqlite_finds_rows_by_primary_key_not_by_walking_the_owners_index(engine
     owner is named in the form that keeps the rowid lookup (memory/owner.py)."""
     if engine.dialect.name != "sqlite":
         return
-    sent: list[tuple[str, tuple]] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany) -> None:
-        sent.append((statement, parameters))
-
+    sent: list[str] = []
     with engine.connect() as conn:
-        sa.event.listen(conn, "before_cursor_execute", record)
+        # What reaches SQLite, from SQLAlchemy or sent to the driver directly (sqlite_direct.py),
+        # with its values bound.
+        driver(conn).set_trace_callback(sent.append)
         rows_by_pk(conn, USER, [1, 2])
+        hit_rows(conn, USER, [1, 2])
         neighbours(conn, USER, [1, 2])
-        sa.event.remove(conn, "before_cursor_execute", record)
-        assert len(sent) == 2
-        for statement, parameters in sent:
-            assert "user_id = ?" in statement  # the owner is in the query itself
-            plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all()
+        driver(conn).set_trace_callback(None)
+        assert len(sent) == 3
+        for statement in sent:
+            assert f"user_id = '{USER}'" in statement  # the owner is in the query itself
+            plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement).all()
             assert "USING INTEGER PRIMARY KEY" in plan[0][-1], (statement, plan)
+
+
+def test_sqlite_direct_statements_read_what_sqlalchemy_reads(service, engine):
+    """On SQLite a search's statements go to the driver directly (sqlite_direct.py); they read
+    the same rows, values converted the same way, as the SQLAlchemy statements they replace
+    (which PostgreSQL still uses): tags, a document chunk's title, a changed and a trashed memory."""
+    if engine.dialect.name != "sqlite":
+        return
+    document_id = service.store_document(USER, "Garden notes", "The roses need pruning in March.\n\n" * 3)
+    run_jobs(service, engine)
+    kept = service.add(USER, "I grow tomatoes on the balcony", ["garden", "food"]).saved[0]
+    changed = service.add(USER, "My sister lives in Lisbon").saved[0]
+    service.update(USER, changed.id, "My sister lives in Porto now")
+    trashed = service.add(USER, "I used to keep bees").saved[0]
+    service.delete(USER, trashed.id)
+    model = service.embedder.model_name
+    with engine.connect() as conn:
+        pks = [row.pk for row in conn.execute(sa.select(memories.c.pk).where(memories.c.user_id == USER))]
+        assert len(pks) >= 4 and document_id
+        direct = hit_rows(conn, USER, pks)
+        assert direct == rows_by_pk(conn, USER, pks)
+        assert {m.id for m in direct.values()} >= {kept.id, changed.id} and trashed.id not in {
+            m.id for m in direct.values()
+        }
+        assert any(m.title == "Garden notes" for m in direct.values())
+        assert direct[pk_of(engine, kept.id)].tags == ["garden", "food"]
+        reference = conn.execute(_DATED_BY_PK, {"user_id": USER, "pks": pks, "model": model}).all()
+        rows = dated_rows(conn, USER, model, pks)
+        assert [(pk, text, at) for pk, text, at, _ in rows] == [(r.pk, r.text, r.created_at) for r in reference]
+        assert all(np.array_equal(v, r.vector) for (*_, v), r in zip(rows, reference, strict=True))
+        assert hit_rows(conn, "someone-else", pks) == {} and hit_rows(conn, USER, []) == {}

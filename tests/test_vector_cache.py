@@ -57,15 +57,22 @@ def write(engine: sa.Engine, first_pk: int, vectors: np.ndarray) -> int:
 
 @pytest.fixture
 def statements(sqlite_engine: sa.Engine) -> Iterator[list[str]]:
-    """Every statement the engine sends from now on."""
+    """Every statement SQLite runs from now on: SQLAlchemy's and those a search sends to the
+    driver directly (sqlite_direct.py), as SQLite's trace sees them on each checked-out connection."""
     sent: list[str] = []
+    tracing = [True]
 
-    def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        sent.append(statement)
+    def trace(statement: str) -> None:
+        if tracing[0]:
+            sent.append(statement)
 
-    sa.event.listen(sqlite_engine, "before_cursor_execute", before)
+    def checkout(dbapi_connection: Any, *_args: Any) -> None:
+        dbapi_connection.set_trace_callback(trace)
+
+    sa.event.listen(sqlite_engine, "checkout", checkout)
     yield sent
-    sa.event.remove(sqlite_engine, "before_cursor_execute", before)
+    tracing[0] = False
+    sa.event.remove(sqlite_engine, "checkout", checkout)
 
 
 def loads(sent: list[str]) -> int:

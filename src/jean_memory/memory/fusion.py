@@ -21,13 +21,20 @@ Ranking = Sequence[tuple[int, float]]  # (pk, score) best first; higher is bette
 
 def zscores(ranking: Ranking) -> tuple[dict[int, float], float]:
     """Each candidate's score in standard deviations from the list's mean, and the lowest one
-    (what a memory missing from the list is given: it was at best as good as the last one)."""
+    (what a memory missing from the list is given: it was at best as good as the last one).
+
+    The mean and spread are numpy's `mean()` and `std()` to the last bit (the same reductions
+    in the same order, numpy/_core/_methods.py) without their argument handling, and the
+    values leave numpy in one `tolist()`: run on every search (issue 17)."""
     if not ranking:
         return {}, 0.0
-    scores = np.fromiter((s for _, s in ranking), dtype=np.float64, count=len(ranking))
-    spread = float(scores.std())
-    z = (scores - scores.mean()) / spread if spread > 0 else np.zeros_like(scores)
-    return {pk: float(v) for (pk, _), v in zip(ranking, z, strict=True)}, float(z.min())
+    count = len(ranking)
+    scores = np.fromiter((s for _, s in ranking), dtype=np.float64, count=count)
+    deviations = scores - np.add.reduce(scores, keepdims=True) / count
+    spread = float(np.sqrt(np.add.reduce(np.square(deviations, out=deviations)) / count))
+    z = (scores - np.add.reduce(scores) / count) / spread if spread > 0 else np.zeros_like(scores)
+    values = z.tolist()
+    return {pk: v for (pk, _), v in zip(ranking, values, strict=True)}, min(values)
 
 
 def z_fusion(lexical: Ranking, vector: Ranking, lexical_weight: float) -> dict[int, float]:

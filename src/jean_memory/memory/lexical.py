@@ -16,6 +16,7 @@ import re
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from jean_memory.memory.sqlite_direct import fetch
 from jean_memory.memory.stopwords import STOPWORDS, guess_language
 
 ENGLISH_STOPWORDS = STOPWORDS["en"]
@@ -49,10 +50,10 @@ _SQLITE_SQL = """
     ORDER BY rank
     LIMIT :depth
     """
-# English: the Porter-stemmed index; otherwise the plain one (migration 0010).
-_SQLITE_SEARCH = {
-    english: sa.text(_SQLITE_SQL.format(table=t))
-    for english, t in ((True, "memories_fts"), (False, "memories_fts_plain"))
+# English: the Porter-stemmed index; otherwise the plain one (migration 0010). Sent to the
+# driver directly (sqlite_direct.py).
+SQLITE_SEARCH = {
+    english: _SQLITE_SQL.format(table=t) for english, t in ((True, "memories_fts"), (False, "memories_fts_plain"))
 }
 
 
@@ -111,5 +112,5 @@ def lexical_search(conn: Connection, user_id: str, query: str, depth: int) -> li
     if match is None:
         return []
     match = f'owner : "{owner_token(user_id)}" AND text : ({match})'
-    rows = conn.execute(_SQLITE_SEARCH[english], {"match": match, "user_id": user_id, "depth": depth}).all()
-    return [(row.pk, -row.rank) for row in rows]
+    rows = fetch(conn, SQLITE_SEARCH[english], {"match": match, "user_id": user_id, "depth": depth})
+    return [(pk, -rank) for pk, rank in rows]

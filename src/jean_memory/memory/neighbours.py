@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 
 from jean_memory.memory.fusion import best_first
 from jean_memory.memory.owner import owner_column_sql
+from jean_memory.memory.sqlite_direct import fetch
 
 WINDOW_SECONDS = 3600.0  # saved more than an hour apart: not the same conversation
 SPREAD_FROM = 20  # only the best candidates pass score on (one query, 80 index seeks)
@@ -51,13 +52,12 @@ _NEIGHBOURS_SQL = """
     FROM memories AS c
     WHERE c.pk IN :pks AND {owner} = :user_id AND c.superseded_by IS NULL
     """
-# Built once per dialect: a statement built per call costs SQLAlchemy time to compile and cache-key.
-_NEIGHBOURS = {
-    dialect: sa.text(_NEIGHBOURS_SQL.format(owner=owner_column_sql("c.user_id", dialect))).bindparams(
-        sa.bindparam("pks", expanding=True)
-    )
-    for dialect in ("sqlite", "postgresql")
-}
+# PostgreSQL: built once (a statement built per call costs SQLAlchemy time to compile and
+# cache-key). SQLite: sent to the driver directly (sqlite_direct.py).
+_NEIGHBOURS = sa.text(_NEIGHBOURS_SQL.format(owner=owner_column_sql("c.user_id", "postgresql"))).bindparams(
+    sa.bindparam("pks", expanding=True)
+)
+SQLITE_NEIGHBOURS = _NEIGHBOURS_SQL.format(owner=owner_column_sql("c.user_id", "sqlite"))
 
 
 Links = tuple[int | None, int | None, int | None, int | None]
@@ -72,8 +72,10 @@ def neighbours(conn: Connection, user_id: str, pks: Iterable[int]) -> dict[int, 
     wanted = list(dict.fromkeys(pks))
     if not wanted:
         return {}
-    statement = _NEIGHBOURS[conn.dialect.name]
-    rows = conn.execute(statement, {"pks": wanted, "window": WINDOW_SECONDS, "user_id": user_id})
+    if conn.dialect.name == "sqlite":
+        found = fetch(conn, SQLITE_NEIGHBOURS, {"window": WINDOW_SECONDS, "user_id": user_id}, wanted)
+        return {pk: (prev_pk, next_pk, prev2_pk, next2_pk) for pk, prev_pk, prev2_pk, next_pk, next2_pk in found}
+    rows = conn.execute(_NEIGHBOURS, {"pks": wanted, "window": WINDOW_SECONDS, "user_id": user_id})
     return {row.pk: (row.prev_pk, row.next_pk, row.prev2_pk, row.next2_pk) for row in rows}
 
 

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection
 
 from jean_memory.db.tables import memories, memory_vectors
 from jean_memory.memory.records import Memory
+from jean_memory.memory.sqlite_direct import dated_rows
 from jean_memory.memory.supersession import SupersessionConfig
 
 #: Chosen by leave-one-out on the development set (bench/recency_threshold.py).
@@ -114,8 +115,13 @@ def dated_by_pk(conn: Connection, user_id: str, model: str, pks: Sequence[int]) 
     """pk -> (created_at, vector) of the person's memories among `pks` that have a vector."""
     if not pks:
         return {}
-    rows = conn.execute(_DATED_BY_PK, {"user_id": user_id, "pks": list(pks), "model": model}).all()
-    return {row.pk: (row.created_at, np.asarray(row.vector, dtype=np.float32)) for row in rows if takes_part(row.text)}
+    if conn.dialect.name == "sqlite":  # the same statement, straight to the driver (sqlite_direct.py)
+        rows = dated_rows(conn, user_id, model, pks)
+    else:
+        rows = conn.execute(_DATED_BY_PK, {"user_id": user_id, "pks": list(pks), "model": model}).all()
+    return {
+        pk: (created, np.asarray(vector, dtype=np.float32)) for pk, text, created, vector in rows if takes_part(text)
+    }
 
 
 def earlier_marks(conn: Connection, user_id: str, model: str, shown: Sequence[Memory]) -> dict[str, Memory]:

@@ -42,6 +42,7 @@ from jean_memory.memory.records import (
     normalised_hash,
 )
 from jean_memory.memory.retrieval import Retriever, SearchConfig
+from jean_memory.memory.sqlite_direct import hit_rows
 from jean_memory.memory.superseding import current_first, supersede_older
 from jean_memory.memory.supersession import SupersessionConfig
 from jean_memory.memory.trash import LIVE, erase_all, move_to_trash, take_out, trashed_rows
@@ -405,7 +406,8 @@ class MemoryService:
         wanted = set(clean_tags(tags))
 
         def top_rows(conn: Connection, ranked: list[tuple[int, float]]) -> dict[int, Memory]:
-            return rows_by_pk(conn, user_id, [pk for pk, _ in ranked[: limit if not wanted else len(ranked)]])
+            pks = [pk for pk, _ in ranked[: limit if not wanted else len(ranked)]]
+            return hit_rows(conn, user_id, pks) if conn.dialect.name == "sqlite" else rows_by_pk(conn, user_id, pks)
 
         depth = self._search.depth if not tags else self._search.depth * 4
         ranked, rows = self._retriever.rank_then(user_id, query, depth, top_rows)

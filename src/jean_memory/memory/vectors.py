@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from jean_memory.db.tables import memory_vectors, memory_versions
+from jean_memory.memory.sqlite_direct import fetch
 
 MAX_CACHED_USERS = 256
 # Above this many vectors a search runs BM25 in a second thread beside the vector scan (see
@@ -39,10 +40,15 @@ def bump_version(conn: Connection, user_id: str) -> int:
 
 
 _VERSION = sa.select(memory_versions.c.version).where(memory_versions.c.user_id == sa.bindparam("user_id"))
+_SQLITE_VERSION = "SELECT memory_versions.version FROM memory_versions WHERE memory_versions.user_id = :user_id"
 
 
 def read_version(conn: Connection, user_id: str) -> int:
-    """Read on every search, so the statement is built once (SQLAlchemy cache-keys it per call)."""
+    """Read on every search, so the statement is built once (SQLAlchemy cache-keys it per call);
+    on SQLite sent to the driver directly (sqlite_direct.py), like the rest of a search's reads."""
+    if conn.dialect.name == "sqlite":
+        found = fetch(conn, _SQLITE_VERSION, {"user_id": user_id})
+        return (found[0][0] if found else None) or 0
     return conn.execute(_VERSION, {"user_id": user_id}).scalar() or 0
 
 
@@ -241,7 +247,8 @@ class VectorCache:
         depth = min(depth, scores.size)
         top = np.argpartition(-scores, depth - 1)[:depth]
         top = top[np.argsort(-scores[top])]
-        return [(int(snapshot.pks[i]), float(scores[i])) for i in top]
+        # One tolist() each: the same Python ints and floats as int()/float() per element, cheaper.
+        return list(zip(snapshot.pks[top].tolist(), scores[top].tolist(), strict=True))
 
     def note_write(
         self,
