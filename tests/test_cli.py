@@ -106,6 +106,7 @@ def test_serve_refuses_an_unknown_sign_up_policy(env):
     assert "JEAN_MEMORY_SIGNUP must be one of invite, open, closed, got 'sometimes'" in result.stderr
 
 
+@pytest.mark.one_database
 def test_serve_warns_about_plain_http_and_makes_a_secret_key_once(env, tmp_path):
     from tests.support.servers import server_process
 

@@ -28,6 +28,10 @@ from jean_memory.accounts.users import User, create_user
 from tests.support.oauth import PASSWORD, new_flow, parse_form, redirect_params
 from tests.support.servers import RunningServer, threaded_server
 
+# The two paths are compared over one database: what differs between them is the MCP framing,
+# and the tools' database work has tests on both backends.
+pytestmark = pytest.mark.one_database
+
 #: Headers that differ between any two servers or responses whatever they serve.
 VOLATILE_HEADERS = {"date", "server", "content-length", "x-request-id"}
 UUID = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}|[0-9a-f]{32}")

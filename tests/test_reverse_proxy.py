@@ -119,6 +119,7 @@ def secure_cookie_names(response: httpx.Response) -> set[str]:
     return names
 
 
+@pytest.mark.one_database
 def test_jean_memory_behind_caddy(deployment: Deployment, database_url: str, tmp_path: Path) -> None:
     """One deployment (two server starts in all) for the three checks, to keep the test short."""
     claude_connects_through_the_proxy(deployment)
