@@ -18,7 +18,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
-	bash scripts/pytest-no-empty.sh $(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+	bash scripts/pytest-no-empty.sh $(BIN)/python -m pytest -n 2 --dist worksteal $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.mcp_load
