@@ -19,7 +19,7 @@ from jean_memory.app import build_app
 from jean_memory.db import rate_limits
 from jean_memory.db.rate_limits import AUTHORIZE_REQUESTS, REVOCATIONS
 from jean_memory.db.tables import authorization_requests, oauth_clients
-from tests.support.oauth import CLAUDE_REGISTRATION, FORM_HEADERS, McpHttp, new_flow
+from tests.support.oauth import CLAUDE_REGISTRATION, FORM_HEADERS, McpHttp, new_flow, surrogate_multipart
 from tests.support.rate_windows import to_window_start
 from tests.support.servers import RunningServer, threaded_server
 
@@ -139,18 +139,6 @@ def test_a_lone_surrogate_in_registration_is_invalid_client_metadata(server, bod
     assert response.json()["error"] == "invalid_client_metadata"
     assert "Unicode" in response.json()["error_description"]
     assert count(server, oauth_clients) == clients
-
-
-def surrogate_multipart(fields: dict[str, str]) -> tuple[bytes, dict[str, str]]:
-    """A multipart body whose declared charset (`unicode-escape`) turns `\\udfff` into a lone
-    surrogate when the form is decoded: the one way a form field can carry one."""
-    boundary = "jm-boundary"
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
-        for name, value in fields.items()
-    ]
-    body = ("".join(parts) + f"--{boundary}--\r\n").encode()
-    return body, {"content-type": f"multipart/form-data; boundary={boundary}; charset=unicode-escape"}
 
 
 def test_a_lone_surrogate_in_a_form_is_refused(server):

@@ -12,7 +12,7 @@ import pytest
 from jean_memory import clock
 from jean_memory.accounts.users import User, create_user
 from jean_memory.memory.service import MemoryService
-from tests.support.oauth import FORM_HEADERS, PASSWORD, McpHttp, chunked_form, new_flow
+from tests.support.oauth import FORM_HEADERS, PASSWORD, McpHttp, chunked_form, new_flow, surrogate_multipart
 from tests.support.pages import csrf_of, post_form, signed_in_client
 from tests.support.servers import RunningServer
 
@@ -20,18 +20,6 @@ from tests.support.servers import RunningServer
 @pytest.fixture
 def admin(server: RunningServer) -> User:
     return create_user(server.engine, "admin@example.com", PASSWORD, is_admin=True)
-
-
-def surrogate_multipart(fields: dict[str, str]) -> tuple[bytes, dict[str, str]]:
-    """A multipart body whose declared charset (`unicode-escape`) turns `\\udfff` into a lone
-    surrogate when decoded (as tests/test_hostile_input.py sends the OAuth forms)."""
-    boundary = "jm-boundary"
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
-        for name, value in fields.items()
-    ]
-    body = ("".join(parts) + f"--{boundary}--\r\n").encode()
-    return body, {"content-type": f"multipart/form-data; boundary={boundary}; charset=unicode-escape"}
 
 
 def test_a_chunked_form_past_the_cap_is_refused_not_parsed(server: RunningServer, alice: User) -> None:

@@ -39,6 +39,18 @@ def chunked_form(fields: dict[str, str], padding: int) -> Iterator[bytes]:
         yield f"&pad{i}=".encode() + b"a" * 8192  # distinct names: a repeated parameter is refused
 
 
+def surrogate_multipart(fields: dict[str, str]) -> tuple[bytes, dict[str, str]]:
+    """A multipart body whose declared charset (`unicode-escape`) turns `\\udfff` into a lone
+    surrogate when the form is decoded: the one way a form field can carry one."""
+    boundary = "jm-boundary"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        for name, value in fields.items()
+    ]
+    body = ("".join(parts) + f"--{boundary}--\r\n").encode()
+    return body, {"content-type": f"multipart/form-data; boundary={boundary}; charset=unicode-escape"}
+
+
 def pkce_pair() -> tuple[str, str]:
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()

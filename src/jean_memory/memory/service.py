@@ -404,14 +404,15 @@ class MemoryService:
         if not isinstance(query, str) or not query.strip():
             raise MemoryInputError("query is empty: say what to look for, e.g. 'favourite food'")
         wanted = set(clean_tags(tags))
+        take = None if wanted else limit  # with tags, every candidate: the filter comes after
 
         def top_rows(conn: Connection, ranked: list[tuple[int, float]]) -> dict[int, Memory]:
-            pks = [pk for pk, _ in ranked[: limit if not wanted else len(ranked)]]
+            pks = [pk for pk, _ in ranked[:take]]
             return hit_rows(conn, user_id, pks) if conn.dialect.name == "sqlite" else rows_by_pk(conn, user_id, pks)
 
         depth = self._search.depth if not tags else self._search.depth * 4
         ranked, rows = self._retriever.rank_then(user_id, query, depth, top_rows)
-        top = [pk for pk, _ in ranked[: limit if not wanted else len(ranked)]]
+        top = [pk for pk, _ in ranked[:take]]
         scores = dict(ranked)
         hits = [replace(rows[pk], score=scores[pk]) for pk in top if pk in rows and wanted <= set(rows[pk].tags)]
         return current_first(hits[:limit])
