@@ -31,6 +31,7 @@ import time
 import urllib.request
 
 from jean_memory.config import ConfigError
+from jean_memory.cores import WORKERS_ENV, read_small_file, usable_cores
 
 logger = logging.getLogger("jean_memory")
 
@@ -43,46 +44,6 @@ WORKER_BUDGET_NO_MODEL = 256 * 1024 * 1024
 #: larger of 1 GiB and a quarter of what is available.
 MIN_HEADROOM = 1024 * 1024 * 1024
 HEADROOM_SHARE = 0.25
-#: Workers run with this environment variable set to their count (the app reads nothing else of it).
-WORKERS_ENV = "JEAN_MEMORY_WORKERS"
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity and cgroup quota, not the machine's)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    quota = _cgroup_cpu_quota()
-    if quota is not None:
-        cores = min(cores, max(1, int(quota)))
-    return max(1, cores)
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as handle:
-            return handle.read().strip()
-    except OSError:
-        return None
-
-
-def _cgroup_cpu_quota() -> float | None:
-    """Cores a container's CPU quota allows (cgroup v2 `cpu.max`, or v1's cfs files); None if unlimited."""
-    v2 = _read("/sys/fs/cgroup/cpu.max")  # "max 100000" or "200000 100000" (quota, period)
-    try:
-        if v2 is not None:
-            quota, period = v2.split()
-            return None if quota == "max" else int(quota) / int(period)
-        v1_quota, v1_period = (
-            _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
-            _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us"),
-        )
-        if v1_quota is not None and v1_period is not None and int(v1_quota) > 0:
-            return int(v1_quota) / int(v1_period)
-    except ValueError:
-        pass
-    return None
 
 
 def available_memory() -> int | None:
@@ -101,7 +62,7 @@ def available_memory() -> int | None:
         ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
         ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
     ):
-        limit, used = _read(limit_file), _read(used_file)
+        limit, used = read_small_file(limit_file), read_small_file(used_file)
         if limit is None or used is None:
             continue
         if limit.isdigit() and used.isdigit() and available is not None and int(limit) < 2**60:

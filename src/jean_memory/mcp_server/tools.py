@@ -23,7 +23,7 @@ from jean_memory.memory.records import Memory, MemoryInputError, iso_time
 from jean_memory.memory.service import DOCUMENT_TYPES, MemoryService
 from jean_memory.oauth.scopes import can_write
 from jean_memory.observability.metrics import Metrics
-from jean_memory.off_loop import run_db
+from jean_memory.off_loop import run_tool_work
 
 ToolFunction = Callable[..., Any]
 #: Tools that change or remove what is stored (their destructiveHint): a client may ask first.
@@ -114,7 +114,7 @@ def _items(memories: list[Memory]) -> list[MemoryItem]:
 
 async def _call(fn: Callable[..., Any], *args: Any) -> Any:
     try:
-        return await run_db(fn, *args)
+        return await run_tool_work(fn, *args)
     except MemoryInputError as exc:
         raise ToolError(str(exc)) from exc
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from jean_memory.cores import cores_per_worker
 from jean_memory.memory import int8_model
 from jean_memory.memory.concat_embedder import ConcatEmbedder
 from jean_memory.memory.embedder import Embedder, EmbeddingModelError, check_texts
@@ -125,10 +126,8 @@ def _load_model(path: Path, threads: int) -> _LoadedModel:
         raise EmbeddingModelError(f"onnxruntime could not load the model made from {path}: {exc}. {FIX_HINT}") from exc
     input_names = frozenset(i.name for i in session.get_inputs())
     # `serve --workers N` runs N processes, each with its own model, on the same cores: each
-    # admits its share of the runs (JEAN_MEMORY_WORKERS is set in each worker by `serve`).
-    workers = os.environ.get("JEAN_MEMORY_WORKERS", "1")
-    workers = int(workers) if workers.isdigit() else 1
-    at_once = max(1, (os.cpu_count() or 1) // threads // max(1, workers))
+    # admits its share of the runs.
+    at_once = max(1, cores_per_worker() // threads)
     loaded = _LoadedModel(tokenizer, session, input_names, threading.BoundedSemaphore(at_once))
     # One real call now, so a model that loads but cannot run fails at start-up rather than
     # on someone's first search, and the first query does not pay the warm-up.
