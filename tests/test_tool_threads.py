@@ -6,13 +6,22 @@ GIL between threads; `run_tool_work` admits `tool_threads()` of them at a time.
 
 from __future__ import annotations
 
+import json
+import shutil
 import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 
 from jean_memory import cores, off_loop
+from tests.conftest import person
+from tests.support.oauth import McpHttp, new_flow
+from tests.support.servers import threaded_server
 
 pytestmark = pytest.mark.anyio
 DEADLINE = 10.0
@@ -76,3 +85,91 @@ def test_tool_threads_follow_this_processs_share_of_the_cores(monkeypatch: pytes
     assert cores.cores_per_worker() == 1
     monkeypatch.setenv(cores.WORKERS_ENV, "junk")
     assert cores.workers() == 1
+
+
+# --- a wait on another service must not hold a tool thread -----------------------------------
+
+
+class _HeldEmbeddings(BaseHTTPRequestHandler):
+    """An OpenAI-compatible /embeddings endpoint (the provider is an outside service, so a
+    stand-in is fair) that answers at once, or, once `server.hold` is set, holds every request
+    until `server.release` is set: a slow or hung provider."""
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.server.hold.is_set():
+            with self.server.lock:
+                self.server.waiting += 1
+            self.server.release.wait(DEADLINE * 3)
+        data = [{"index": i, "embedding": [1.0 + len(t) % 7, 2.0, 3.0, 4.0]} for i, t in enumerate(body["input"])]
+        raw = json.dumps({"data": data}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def held_embeddings() -> Iterator[ThreadingHTTPServer]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _HeldEmbeddings)
+    httpd.daemon_threads = True
+    httpd.hold, httpd.release, httpd.lock, httpd.waiting = threading.Event(), threading.Event(), threading.Lock(), 0
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield httpd
+    finally:
+        httpd.release.set()
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+def test_a_hung_embeddings_provider_does_not_stop_other_peoples_tool_calls(
+    database_url: str, tmp_path: Path, held_embeddings: ThreadingHTTPServer, request: pytest.FixtureRequest
+) -> None:
+    """With JEAN_MEMORY_EMBEDDINGS=openai every search and save waits on the provider (up to its
+    30 s timeout): a call waiting there is not using a core, so it must not take one of the few
+    tool threads. Here one person's searches hang at the provider, and another's list_memories,
+    which needs no embedding, still answers."""
+    if database_url.startswith("sqlite:///"):  # as the `server` fixture does
+        target = Path(database_url.removeprefix("sqlite:///"))
+        if not target.exists():
+            shutil.copyfile(request.getfixturevalue("sqlite_template"), target)
+    base = f"http://127.0.0.1:{held_embeddings.server_address[1]}/v1"
+    with threaded_server(
+        database_url, tmp_path / "data", embeddings="openai", embeddings_base_url=base, embeddings_model="m"
+    ) as server:
+        alice, bob = person(server.engine, "alice@example.com"), person(server.engine, "bob@example.com")
+        alice_mcp = McpHttp(server.mcp_url, new_flow(server.base_url).tokens(alice.email)["access_token"])
+        bob_mcp = McpHttp(
+            server.mcp_url,
+            new_flow(server.base_url).tokens(bob.email)["access_token"],
+            httpx.Client(timeout=DEADLINE),
+        )
+        assert alice_mcp.call_tool("add_memories", {"text": "Lives in Lisbon"})["isError"] is False
+        assert bob_mcp.call_tool("add_memories", {"text": "Plays the cello"})["isError"] is False
+        held_embeddings.hold.set()
+        hung = [
+            threading.Thread(target=alice_mcp.call_tool, args=("search_memory", {"query": f"city {i}"}), daemon=True)
+            for i in range(off_loop.tool_threads())
+        ]
+        for thread in hung:
+            thread.start()
+        end = time.monotonic() + DEADLINE
+        while held_embeddings.waiting < len(hung):
+            assert time.monotonic() < end, f"{held_embeddings.waiting} of {len(hung)} searches reached the provider"
+            time.sleep(0.01)
+        try:
+            listed = bob_mcp.call_tool("list_memories", {"limit": 5})
+        except httpx.TimeoutException:
+            pytest.fail(f"list_memories waited over {DEADLINE:g} s behind searches hung at the embeddings provider")
+        finally:
+            held_embeddings.release.set()
+            for thread in hung:
+                thread.join(DEADLINE)
+        assert [m["text"] for m in listed["structuredContent"]["results"]] == ["Plays the cello"]
