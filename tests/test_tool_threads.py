@@ -17,11 +17,13 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from jean_memory import cores, off_loop
+from jean_memory.accounts.users import User
 from tests.conftest import person
 from tests.support.oauth import McpHttp, new_flow
-from tests.support.servers import threaded_server
+from tests.support.servers import RunningServer, threaded_server
 
 pytestmark = pytest.mark.anyio
 DEADLINE = 10.0
@@ -173,3 +175,70 @@ def test_a_hung_embeddings_provider_does_not_stop_other_peoples_tool_calls(
             for thread in hung:
                 thread.join(DEADLINE)
         assert [m["text"] for m in listed["structuredContent"]["results"]] == ["Plays the cello"]
+
+
+def test_saves_waiting_on_a_lock_do_not_stop_other_peoples_searches(
+    server: RunningServer, alice: User, bob: User
+) -> None:
+    """A long writer elsewhere (`jean-memory import` or `user delete` in their own process, the
+    whole-account delete of the web page) holds the database's write lock (SQLite) or the
+    person's row (PostgreSQL), and that person's saves wait on it, using no core, for up to the
+    busy timeout. Waiting, they must not hold the tool threads that other people's searches,
+    which need no lock, queue for."""
+    alice_mcp = McpHttp(server.mcp_url, new_flow(server.base_url).tokens(alice.email)["access_token"])
+    bob_mcp = McpHttp(
+        server.mcp_url, new_flow(server.base_url).tokens(bob.email)["access_token"], httpx.Client(timeout=DEADLINE)
+    )
+    assert bob_mcp.call_tool("add_memories", {"text": "Plays the cello"})["isError"] is False
+    assert alice_mcp.call_tool("add_memories", {"text": "Lives in Lisbon"})["isError"] is False
+    writes = 0
+    lock = threading.Lock()
+
+    def count_writes(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        nonlocal writes
+        if "memory_versions" in statement and statement.lstrip().upper().startswith("INSERT"):
+            with lock:
+                writes += 1
+
+    saves = off_loop.tool_threads()
+    postgresql = server.engine.dialect.name == "postgresql"
+    waiting: list[threading.Thread] = []
+    holder = server.engine.connect()
+    try:
+        if postgresql:  # what `user delete` takes first; a save's owner check waits on it
+            holder.execute(sa.text("SELECT id FROM users WHERE id = :id FOR UPDATE"), {"id": alice.id})
+        else:
+            holder.exec_driver_sql("BEGIN IMMEDIATE")
+        sa.event.listen(server.engine, "before_cursor_execute", count_writes)
+        waiting += [
+            threading.Thread(target=alice_mcp.call_tool, args=("add_memories", {"text": f"Fact {i}"}), daemon=True)
+            for i in range(saves)
+        ]
+        for thread in waiting:
+            thread.start()
+        end = time.monotonic() + DEADLINE
+        # Each save sent its write (SQLite: it waits there for the lock); on PostgreSQL each
+        # also waits on the row lock (pg_stat_activity).
+        while writes < saves or (postgresql and lock_waiters(server.engine) < saves):
+            assert time.monotonic() < end, f"{writes} of {saves} saves reached the lock"
+            time.sleep(0.01)
+        try:
+            found = bob_mcp.call_tool("search_memory", {"query": "cello"})
+        except httpx.TimeoutException:
+            pytest.fail(f"search_memory waited over {DEADLINE:g} s behind saves waiting on a lock")
+        assert [m["text"] for m in found["structuredContent"]["results"]] == ["Plays the cello"]
+    finally:
+        holder.rollback()
+        holder.close()
+        for thread in waiting:
+            thread.join(DEADLINE)
+        sa.event.remove(server.engine, "before_cursor_execute", count_writes)
+
+
+def lock_waiters(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        ).scalar_one()

@@ -171,9 +171,15 @@ class ToolSet:
         # A tool call is CPU in this process unless it waits on another service (see there).
         self._run = run_db if waits_on_other_services(memory) else run_tool_work
 
-    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _call(self, fn: Callable[..., Any], *args: Any, saves: bool = False) -> Any:
+        """`fn` in a worker thread; `saves` for a call that takes the person's write lock (the
+        row on PostgreSQL, the database's on SQLite). Those run on anyio's threads, not the tool
+        threads: while a long writer elsewhere (`import`, `user delete`, deleting everything)
+        holds the lock they wait, using no core, for up to the busy timeout, and two of them
+        would stop every other person's searches on this worker. Their CPU (the embedding) has
+        its own admission (embeddings.py)."""
         try:
-            return await self._run(fn, *args)
+            return await (run_db if saves else self._run)(fn, *args)
         except MemoryInputError as exc:
             raise ToolError(str(exc)) from exc
 
@@ -231,7 +237,7 @@ class ToolSet:
         jobs), call update_memory on that id instead of keeping both; one this save already
         replaced carries superseded_by."""
         principal = require_principal()
-        result = await self._call(self._memory.add, principal.user_id, text, tags, principal.profile)
+        result = await self._call(self._memory.add, principal.user_id, text, tags, principal.profile, saves=True)
         return AddResult(
             saved=[SavedMemory(id=m.id, text=m.text) for m in result.saved],
             similar=[
@@ -271,7 +277,7 @@ class ToolSet:
         """Delete one memory by id (when the person asks to forget it). It goes to the trash, where
         the person can restore it for 30 days. When a fact changed, call update_memory instead."""
         principal = require_principal()
-        if not await self._call(self._memory.delete, principal.user_id, memory_id, principal.profile):
+        if not await self._call(self._memory.delete, principal.user_id, memory_id, principal.profile, saves=True):
             raise ToolError(f"no memory with id {memory_id!r}; list_memories shows the ids that exist")
         return DeleteResult(deleted=memory_id)
 
@@ -287,7 +293,9 @@ class ToolSet:
         memory (add_memories names the memories about the same thing in similar); the old text
         stays in the memory's history."""
         principal = require_principal()
-        updated = await self._call(self._memory.update, principal.user_id, memory_id, text, tags, principal.profile)
+        updated = await self._call(
+            self._memory.update, principal.user_id, memory_id, text, tags, principal.profile, saves=True
+        )
         if updated is None:
             raise ToolError(f"no memory with id {memory_id!r}; list_memories shows the ids that exist")
         return UpdateResult(updated=updated.id, text=updated.text, tags=updated.tags)
@@ -311,6 +319,7 @@ class ToolSet:
             document_type,
             source_url,
             principal.profile,
+            saves=True,
         )
         return StoredDocument(
             document_id=document_id,
