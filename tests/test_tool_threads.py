@@ -1,7 +1,9 @@
 """MCP tool calls queue for a few threads instead of taking anyio's forty (issue 17).
 
 Sixteen searches at once in one process on two cores spent most of their extra CPU handing the
-GIL between threads; `run_tool_work` admits `tool_threads()` of them at a time.
+GIL between threads; `run_tool_work` admits `tool_threads()` of them at a time. A call that
+waits without using a core (on the embeddings provider, on the person's write lock) must not
+hold one of those few threads, or a handful of them stops every other person's calls.
 """
 
 from __future__ import annotations
