@@ -1,18 +1,31 @@
 """MCP tool calls queue for a few threads instead of taking anyio's forty (issue 17).
 
 Sixteen searches at once in one process on two cores spent most of their extra CPU handing the
-GIL between threads; `run_tool_work` admits `tool_threads()` of them at a time.
+GIL between threads; `run_tool_work` admits `tool_threads()` of them at a time. A call that
+waits without using a core (on the embeddings provider, on the person's write lock) must not
+hold one of those few threads, or a handful of them stops every other person's calls.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import anyio
+import httpx
 import pytest
+import sqlalchemy as sa
 
 from jean_memory import cores, off_loop
+from jean_memory.accounts.users import User
+from tests.conftest import person
+from tests.support.oauth import McpHttp, new_flow
+from tests.support.servers import RunningServer, threaded_server
 
 pytestmark = pytest.mark.anyio
 DEADLINE = 10.0
@@ -76,3 +89,158 @@ def test_tool_threads_follow_this_processs_share_of_the_cores(monkeypatch: pytes
     assert cores.cores_per_worker() == 1
     monkeypatch.setenv(cores.WORKERS_ENV, "junk")
     assert cores.workers() == 1
+
+
+# --- a wait on another service must not hold a tool thread -----------------------------------
+
+
+class _HeldEmbeddings(BaseHTTPRequestHandler):
+    """An OpenAI-compatible /embeddings endpoint (the provider is an outside service, so a
+    stand-in is fair) that answers at once, or, once `server.hold` is set, holds every request
+    until `server.release` is set: a slow or hung provider."""
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.server.hold.is_set():
+            with self.server.lock:
+                self.server.waiting += 1
+            self.server.release.wait(DEADLINE * 3)
+        data = [{"index": i, "embedding": [1.0 + len(t) % 7, 2.0, 3.0, 4.0]} for i, t in enumerate(body["input"])]
+        raw = json.dumps({"data": data}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def held_embeddings() -> Iterator[ThreadingHTTPServer]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _HeldEmbeddings)
+    httpd.daemon_threads = True
+    httpd.hold, httpd.release, httpd.lock, httpd.waiting = threading.Event(), threading.Event(), threading.Lock(), 0
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield httpd
+    finally:
+        httpd.release.set()
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+def test_a_hung_embeddings_provider_does_not_stop_other_peoples_tool_calls(
+    database_url: str, tmp_path: Path, held_embeddings: ThreadingHTTPServer, request: pytest.FixtureRequest
+) -> None:
+    """With JEAN_MEMORY_EMBEDDINGS=openai every search and save waits on the provider (up to its
+    30 s timeout): a call waiting there is not using a core, so it must not take one of the few
+    tool threads. Here one person's searches hang at the provider, and another's list_memories,
+    which needs no embedding, still answers."""
+    if database_url.startswith("sqlite:///"):  # as the `server` fixture does
+        target = Path(database_url.removeprefix("sqlite:///"))
+        if not target.exists():
+            shutil.copyfile(request.getfixturevalue("sqlite_template"), target)
+    base = f"http://127.0.0.1:{held_embeddings.server_address[1]}/v1"
+    with threaded_server(
+        database_url, tmp_path / "data", embeddings="openai", embeddings_base_url=base, embeddings_model="m"
+    ) as server:
+        alice, bob = person(server.engine, "alice@example.com"), person(server.engine, "bob@example.com")
+        alice_mcp = McpHttp(server.mcp_url, new_flow(server.base_url).tokens(alice.email)["access_token"])
+        bob_mcp = McpHttp(
+            server.mcp_url,
+            new_flow(server.base_url).tokens(bob.email)["access_token"],
+            httpx.Client(timeout=DEADLINE),
+        )
+        assert alice_mcp.call_tool("add_memories", {"text": "Lives in Lisbon"})["isError"] is False
+        assert bob_mcp.call_tool("add_memories", {"text": "Plays the cello"})["isError"] is False
+        held_embeddings.hold.set()
+        hung = [
+            threading.Thread(target=alice_mcp.call_tool, args=("search_memory", {"query": f"city {i}"}), daemon=True)
+            for i in range(off_loop.tool_threads())
+        ]
+        for thread in hung:
+            thread.start()
+        end = time.monotonic() + DEADLINE
+        while held_embeddings.waiting < len(hung):
+            assert time.monotonic() < end, f"{held_embeddings.waiting} of {len(hung)} searches reached the provider"
+            time.sleep(0.01)
+        try:
+            listed = bob_mcp.call_tool("list_memories", {"limit": 5})
+        except httpx.TimeoutException:
+            pytest.fail(f"list_memories waited over {DEADLINE:g} s behind searches hung at the embeddings provider")
+        finally:
+            held_embeddings.release.set()
+            for thread in hung:
+                thread.join(DEADLINE)
+        assert [m["text"] for m in listed["structuredContent"]["results"]] == ["Plays the cello"]
+
+
+def test_saves_waiting_on_a_lock_do_not_stop_other_peoples_searches(
+    server: RunningServer, alice: User, bob: User
+) -> None:
+    """A long writer elsewhere (`jean-memory import` or `user delete` in their own process, the
+    whole-account delete of the web page) holds the database's write lock (SQLite) or the
+    person's row (PostgreSQL), and that person's saves wait on it, using no core, for up to the
+    busy timeout. Waiting, they must not hold the tool threads that other people's searches,
+    which need no lock, queue for."""
+    alice_mcp = McpHttp(server.mcp_url, new_flow(server.base_url).tokens(alice.email)["access_token"])
+    bob_mcp = McpHttp(
+        server.mcp_url, new_flow(server.base_url).tokens(bob.email)["access_token"], httpx.Client(timeout=DEADLINE)
+    )
+    assert bob_mcp.call_tool("add_memories", {"text": "Plays the cello"})["isError"] is False
+    assert alice_mcp.call_tool("add_memories", {"text": "Lives in Lisbon"})["isError"] is False
+    writes = 0
+    lock = threading.Lock()
+
+    def count_writes(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        nonlocal writes
+        if "memory_versions" in statement and statement.lstrip().upper().startswith("INSERT"):
+            with lock:
+                writes += 1
+
+    saves = off_loop.tool_threads()
+    postgresql = server.engine.dialect.name == "postgresql"
+    waiting: list[threading.Thread] = []
+    holder = server.engine.connect()
+    try:
+        if postgresql:  # what `user delete` takes first; a save's owner check waits on it
+            holder.execute(sa.text("SELECT id FROM users WHERE id = :id FOR UPDATE"), {"id": alice.id})
+        else:
+            holder.exec_driver_sql("BEGIN IMMEDIATE")
+        sa.event.listen(server.engine, "before_cursor_execute", count_writes)
+        waiting += [
+            threading.Thread(target=alice_mcp.call_tool, args=("add_memories", {"text": f"Fact {i}"}), daemon=True)
+            for i in range(saves)
+        ]
+        for thread in waiting:
+            thread.start()
+        end = time.monotonic() + DEADLINE
+        # Each save sent its write (SQLite: it waits there for the lock); on PostgreSQL each
+        # also waits on the row lock (pg_stat_activity).
+        while writes < saves or (postgresql and lock_waiters(server.engine) < saves):
+            assert time.monotonic() < end, f"{writes} of {saves} saves reached the lock"
+            time.sleep(0.01)
+        try:
+            found = bob_mcp.call_tool("search_memory", {"query": "cello"})
+        except httpx.TimeoutException:
+            pytest.fail(f"search_memory waited over {DEADLINE:g} s behind saves waiting on a lock")
+        assert [m["text"] for m in found["structuredContent"]["results"]] == ["Plays the cello"]
+    finally:
+        holder.rollback()
+        holder.close()
+        for thread in waiting:
+            thread.join(DEADLINE)
+        sa.event.remove(server.engine, "before_cursor_execute", count_writes)
+
+
+def lock_waiters(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        ).scalar_one()

@@ -20,10 +20,11 @@ from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_seri
 from jean_memory.mcp_server.principal import require_principal
 from jean_memory.memory.context import context_for
 from jean_memory.memory.records import Memory, MemoryInputError, iso_time
+from jean_memory.memory.remote_embeddings import OpenAICompatibleEmbedder
 from jean_memory.memory.service import DOCUMENT_TYPES, MemoryService
 from jean_memory.oauth.scopes import can_write
 from jean_memory.observability.metrics import Metrics
-from jean_memory.off_loop import run_tool_work
+from jean_memory.off_loop import run_db, run_tool_work
 
 ToolFunction = Callable[..., Any]
 #: Tools that change or remove what is stored (their destructiveHint): a client may ask first.
@@ -112,11 +113,13 @@ def _items(memories: list[Memory]) -> list[MemoryItem]:
     return [MemoryItem(**m.as_dict()) for m in memories]
 
 
-async def _call(fn: Callable[..., Any], *args: Any) -> Any:
-    try:
-        return await run_tool_work(fn, *args)
-    except MemoryInputError as exc:
-        raise ToolError(str(exc)) from exc
+def waits_on_other_services(memory: MemoryService) -> bool:
+    """Whether a tool call may wait on a service elsewhere: the OpenAI-compatible embeddings
+    provider (every search and save, up to its 30 s timeout) or the LLM extractor (while more
+    than jobs.BACKLOG_LIMIT jobs wait, a call that queues a save runs the oldest one itself,
+    two model calls of up to 20 s each). Such calls must not queue for `tool_threads()`: a few
+    of them waiting on the provider, using no core, would stop every other person's calls."""
+    return isinstance(memory.embedder, OpenAICompatibleEmbedder) or memory.extracts_with_llm
 
 
 def _title(text: str) -> str:
@@ -165,6 +168,20 @@ class ToolSet:
         self._memory = memory
         self._issuer = issuer
         self._metrics = metrics
+        # A tool call is CPU in this process unless it waits on another service (see there).
+        self._run = run_db if waits_on_other_services(memory) else run_tool_work
+
+    async def _call(self, fn: Callable[..., Any], *args: Any, saves: bool = False) -> Any:
+        """`fn` in a worker thread; `saves` for a call that takes the person's write lock (the
+        row on PostgreSQL, the database's on SQLite). Those run on anyio's threads, not the tool
+        threads: while a long writer elsewhere (`import`, `user delete`, deleting everything)
+        holds the lock they wait, using no core, for up to the busy timeout, and two of them
+        would stop every other person's searches on this worker. Their CPU (the embedding) has
+        its own admission (embeddings.py)."""
+        try:
+            return await (run_db if saves else self._run)(fn, *args)
+        except MemoryInputError as exc:
+            raise ToolError(str(exc)) from exc
 
     def reads_only(self, name: str) -> bool:
         """Whether a read-only grant gets this tool: the ones that read, and `jean_memory`, which
@@ -196,7 +213,7 @@ class ToolSet:
         to the message (a short profile at the start of a conversation). Set needs_context=false
         for messages that need no personal context."""
         principal = require_principal()
-        context = await _call(
+        context = await self._call(
             context_for,
             self._memory,
             principal.user_id,
@@ -220,7 +237,7 @@ class ToolSet:
         jobs), call update_memory on that id instead of keeping both; one this save already
         replaced carries superseded_by."""
         principal = require_principal()
-        result = await _call(self._memory.add, principal.user_id, text, tags, principal.profile)
+        result = await self._call(self._memory.add, principal.user_id, text, tags, principal.profile, saves=True)
         return AddResult(
             saved=[SavedMemory(id=m.id, text=m.text) for m in result.saved],
             similar=[
@@ -238,7 +255,7 @@ class ToolSet:
     ) -> MemoryResults:
         """Search the person's memories by meaning and keywords."""
         principal = require_principal()
-        hits = await _call(self._memory.search, principal.user_id, query, limit, tags)
+        hits = await self._call(self._memory.search, principal.user_id, query, limit, tags)
         return MemoryResults(results=_items(hits))
 
     @tool(read_only=True)
@@ -249,7 +266,7 @@ class ToolSet:
     ) -> MemoryResults:
         """List the person's memories, newest first, page by page."""
         principal = require_principal()
-        items, next_cursor = await _call(self._memory.list, principal.user_id, limit, cursor)
+        items, next_cursor = await self._call(self._memory.list, principal.user_id, limit, cursor)
         return MemoryResults(results=_items(items), next_cursor=next_cursor)
 
     @tool(read_only=False)
@@ -260,7 +277,7 @@ class ToolSet:
         """Delete one memory by id (when the person asks to forget it). It goes to the trash, where
         the person can restore it for 30 days. When a fact changed, call update_memory instead."""
         principal = require_principal()
-        if not await _call(self._memory.delete, principal.user_id, memory_id, principal.profile):
+        if not await self._call(self._memory.delete, principal.user_id, memory_id, principal.profile, saves=True):
             raise ToolError(f"no memory with id {memory_id!r}; list_memories shows the ids that exist")
         return DeleteResult(deleted=memory_id)
 
@@ -276,7 +293,9 @@ class ToolSet:
         memory (add_memories names the memories about the same thing in similar); the old text
         stays in the memory's history."""
         principal = require_principal()
-        updated = await _call(self._memory.update, principal.user_id, memory_id, text, tags, principal.profile)
+        updated = await self._call(
+            self._memory.update, principal.user_id, memory_id, text, tags, principal.profile, saves=True
+        )
         if updated is None:
             raise ToolError(f"no memory with id {memory_id!r}; list_memories shows the ids that exist")
         return UpdateResult(updated=updated.id, text=updated.text, tags=updated.tags)
@@ -292,7 +311,7 @@ class ToolSet:
         """Store a long text (notes, a document, a web page) so its passages can be found later by
         search_memory and jean_memory."""
         principal = require_principal()
-        document_id = await _call(
+        document_id = await self._call(
             self._memory.store_document,
             principal.user_id,
             title,
@@ -300,6 +319,7 @@ class ToolSet:
             document_type,
             source_url,
             principal.profile,
+            saves=True,
         )
         return StoredDocument(
             document_id=document_id,
@@ -311,7 +331,7 @@ class ToolSet:
     async def search(self, query: Annotated[str, Field(description="What to look for")]) -> SearchHits:
         """Search the person's memories. Returns ids, titles and URLs."""
         principal = require_principal()
-        hits = await _call(self._memory.search, principal.user_id, query, 10, None)
+        hits = await self._call(self._memory.search, principal.user_id, query, 10, None)
         return SearchHits(
             results=[
                 SearchHit(id=m.id, title=m.title or _title(m.text), url=f"{self._issuer}/memories/{m.id}") for m in hits
@@ -322,7 +342,7 @@ class ToolSet:
     async def fetch(self, id: Annotated[str, Field(description="An id from search")]) -> FetchedDocument:
         """Fetch one memory by the id search returned."""
         principal = require_principal()
-        found = await _call(self._memory.get, principal.user_id, id)
+        found = await self._call(self._memory.get, principal.user_id, id)
         if found is None:
             raise ToolError(f"no memory with id {id!r}; use an id that search returned")
         return FetchedDocument(

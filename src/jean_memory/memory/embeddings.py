@@ -75,7 +75,8 @@ class _LoadedModel:
     """One tokenizer and one ONNX session, shared by every embedder and thread in the process:
     the session holds ~100 MB and onnxruntime's ``run`` is safe to call concurrently.
 
-    `runs` admits only as many runs at once as the cores can take (cpu_count // threads):
+    `runs` admits only as many runs at once as the cores can take (this worker's share of the
+    usable cores // threads, cores.py):
     more overlapping runs contend for the cores and cost more CPU each (sixteen overlapping
     searches on two cores, float32 model: 7.5 ms against 6.4 ms, bench/mcp_load.py), so the
     extra ones are better off waiting their turn."""
