@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from jean_memory import cores, off_loop
 from jean_memory.accounts.users import User
+from jean_memory.mcp_server import tool_threads
 from tests.conftest import person
 from tests.support.oauth import McpHttp, new_flow
 from tests.support.servers import RunningServer, threaded_server
@@ -32,7 +33,7 @@ DEADLINE = 10.0
 
 
 async def test_no_more_tool_calls_run_at_once_than_tool_threads() -> None:
-    limit = off_loop.tool_threads()
+    limit = tool_threads.tool_threads()
     inside = 0
     most = 0
     lock = threading.Lock()
@@ -49,8 +50,8 @@ async def test_no_more_tool_calls_run_at_once_than_tool_threads() -> None:
 
     async with anyio.create_task_group() as group:
         for _ in range(3 * limit):
-            group.start_soon(off_loop.run_tool_work, work)
-        limiter = off_loop._tool_limiter()
+            group.start_soon(tool_threads.run_tool_work, work)
+        limiter = tool_threads._tool_limiter()
         end = time.monotonic() + DEADLINE
         # The first `limit` calls are inside `work`, the others parked at the limiter: nothing
         # more can enter until one leaves, so the counts are final once both are reached.
@@ -66,25 +67,25 @@ async def test_a_failing_tool_call_gives_its_thread_back() -> None:
     def fail() -> None:
         raise ValueError("bad input")
 
-    for _ in range(off_loop.tool_threads() + 1):
+    for _ in range(tool_threads.tool_threads() + 1):
         with pytest.raises(ValueError, match="bad input"):
-            await off_loop.run_tool_work(fail)
-    assert off_loop._tool_limiter().statistics().borrowed_tokens == 0
-    assert await off_loop.run_tool_work(lambda: 42) == 42
+            await tool_threads.run_tool_work(fail)
+    assert tool_threads._tool_limiter().statistics().borrowed_tokens == 0
+    assert await tool_threads.run_tool_work(lambda: 42) == 42
 
 
 def test_tool_threads_follow_this_processs_share_of_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cores, "usable_cores", lambda: 8)
     monkeypatch.delenv(cores.WORKERS_ENV, raising=False)
     assert cores.cores_per_worker() == 8
-    assert off_loop.tool_threads() == 8
+    assert tool_threads.tool_threads() == 8
     monkeypatch.setenv(cores.WORKERS_ENV, "4")
     assert cores.cores_per_worker() == 2
-    assert off_loop.tool_threads() == 2
+    assert tool_threads.tool_threads() == 2
     # One worker per core (serve's default): still two threads, so a slow call does not stop the rest.
     monkeypatch.setenv(cores.WORKERS_ENV, "8")
     assert cores.cores_per_worker() == 1
-    assert off_loop.tool_threads() == 2
+    assert tool_threads.tool_threads() == 2
     monkeypatch.setenv(cores.WORKERS_ENV, "16")
     assert cores.cores_per_worker() == 1
     monkeypatch.setenv(cores.WORKERS_ENV, "junk")
@@ -160,7 +161,7 @@ def test_a_hung_embeddings_provider_does_not_stop_other_peoples_tool_calls(
         held_embeddings.hold.set()
         hung = [
             threading.Thread(target=alice_mcp.call_tool, args=("search_memory", {"query": f"city {i}"}), daemon=True)
-            for i in range(off_loop.tool_threads())
+            for i in range(tool_threads.tool_threads())
         ]
         for thread in hung:
             thread.start()
@@ -179,8 +180,20 @@ def test_a_hung_embeddings_provider_does_not_stop_other_peoples_tool_calls(
         assert [m["text"] for m in listed["structuredContent"]["results"]] == ["Plays the cello"]
 
 
+#: The saving calls, with the table each one's first write goes to.
+SAVING_CALLS = {
+    "add_memories": (lambda i: {"text": f"Fact {i}"}, "memory_versions"),
+    # jean_memory reads on the tool threads, then queues the facts it found: that write waits too.
+    "jean_memory": (
+        lambda i: {"user_message": f"I moved to city {i} and I work at Stripe now.", "is_new_conversation": False},
+        "jobs",
+    ),
+}
+
+
+@pytest.mark.parametrize("tool", sorted(SAVING_CALLS))
 def test_saves_waiting_on_a_lock_do_not_stop_other_peoples_searches(
-    server: RunningServer, alice: User, bob: User
+    server: RunningServer, alice: User, bob: User, tool: str
 ) -> None:
     """A long writer elsewhere (`jean-memory import` or `user delete` in their own process, the
     whole-account delete of the web page) holds the database's write lock (SQLite) or the
@@ -193,17 +206,20 @@ def test_saves_waiting_on_a_lock_do_not_stop_other_peoples_searches(
     )
     assert bob_mcp.call_tool("add_memories", {"text": "Plays the cello"})["isError"] is False
     assert alice_mcp.call_tool("add_memories", {"text": "Lives in Lisbon"})["isError"] is False
+    arguments, table = SAVING_CALLS[tool]
     writes = 0
     lock = threading.Lock()
 
     def count_writes(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
         nonlocal writes
-        if "memory_versions" in statement and statement.lstrip().upper().startswith("INSERT"):
+        if statement.lstrip().upper().startswith(f"INSERT INTO {table.upper()}"):
             with lock:
                 writes += 1
 
-    saves = off_loop.tool_threads()
+    saves = tool_threads.tool_threads()
     postgresql = server.engine.dialect.name == "postgresql"
+    if postgresql and tool == "jean_memory":
+        pytest.skip("on PostgreSQL queuing facts (a jobs row, no foreign key) waits on no lock a long writer holds")
     waiting: list[threading.Thread] = []
     holder = server.engine.connect()
     try:
@@ -213,8 +229,7 @@ def test_saves_waiting_on_a_lock_do_not_stop_other_peoples_searches(
             holder.exec_driver_sql("BEGIN IMMEDIATE")
         sa.event.listen(server.engine, "before_cursor_execute", count_writes)
         waiting += [
-            threading.Thread(target=alice_mcp.call_tool, args=("add_memories", {"text": f"Fact {i}"}), daemon=True)
-            for i in range(saves)
+            threading.Thread(target=alice_mcp.call_tool, args=(tool, arguments(i)), daemon=True) for i in range(saves)
         ]
         for thread in waiting:
             thread.start()
@@ -244,3 +259,27 @@ def lock_waiters(engine: sa.Engine) -> int:
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
             )
         ).scalar_one()
+
+
+@pytest.mark.one_database
+def test_tool_calls_queue_for_the_tool_threads_unless_they_wait_on_another_service(database_url: str) -> None:
+    """What the tests above rely on: with the local model (or none) a tool call's work is this
+    process's CPU and queues for the tool threads; with a remote embeddings provider it is not."""
+    from jean_memory.db.engine import create_engine
+    from jean_memory.mcp_server.tools import ToolSet
+    from jean_memory.memory.remote_embeddings import OpenAICompatibleEmbedder
+    from jean_memory.memory.service import MemoryService
+    from jean_memory.observability.metrics import Metrics
+
+    engine = create_engine(database_url)
+    try:
+        local = ToolSet(MemoryService(engine, None), "https://memory.example", Metrics())
+        remote = ToolSet(
+            MemoryService(engine, OpenAICompatibleEmbedder(base_url="http://127.0.0.1:9/v1", model="m")),
+            "https://memory.example",
+            Metrics(),
+        )
+        assert local._run is tool_threads.run_tool_work
+        assert remote._run is off_loop.run_db
+    finally:
+        engine.dispose()

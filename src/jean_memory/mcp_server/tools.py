@@ -18,13 +18,14 @@ from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 from jean_memory.mcp_server.principal import require_principal
-from jean_memory.memory.context import context_for
+from jean_memory.mcp_server.tool_threads import run_tool_work
+from jean_memory.memory.context import context_for, with_save_queued
 from jean_memory.memory.records import Memory, MemoryInputError, iso_time
 from jean_memory.memory.remote_embeddings import OpenAICompatibleEmbedder
 from jean_memory.memory.service import DOCUMENT_TYPES, MemoryService
 from jean_memory.oauth.scopes import can_write
 from jean_memory.observability.metrics import Metrics
-from jean_memory.off_loop import run_db, run_tool_work
+from jean_memory.off_loop import run_db
 
 ToolFunction = Callable[..., Any]
 #: Tools that change or remove what is stored (their destructiveHint): a client may ask first.
@@ -221,8 +222,12 @@ class ToolSet:
             is_new_conversation,
             needs_context,
             principal.profile,
-            can_write(principal.scopes),
+            False,
         )
+        if can_write(principal.scopes):  # a read-only grant saves nothing
+            context = await self._call(
+                with_save_queued, context, self._memory, principal.user_id, user_message, principal.profile, saves=True
+            )
         return context.text()
 
     @tool(read_only=False)

@@ -15,7 +15,7 @@ far below 25k tokens) and plain: no JSON, no ids it has to ignore.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from jean_memory.memory.recency import earlier_marks
 from jean_memory.memory.records import Memory, MemoryInputError, iso_time
@@ -82,16 +82,24 @@ def context_for(
         if found or not is_new_conversation:
             relevant = found
     newer = newer_in_context(memory, user_id, [*(profile or []), *(relevant or [])])
-    if not save:
-        return Context(profile=profile, relevant=relevant, newer=newer)
+    found = Context(profile=profile, relevant=relevant, newer=newer)
+    return with_save_queued(found, memory, user_id, message, client) if save else found
+
+
+def with_save_queued(
+    context: Context, memory: MemoryService, user_id: str, message: str, client: str | None
+) -> Context:
+    """`context` with what was queued for saving from `message`: the facts triage found, or the
+    whole message for the LLM extractor. Separate from the reading, because it writes: the MCP
+    tool runs it where a wait for the person's write lock holds no tool thread (tool_threads.py)."""
     facts = facts_worth_keeping(message)
-    checking = False
     if facts:
         memory.enqueue_facts(user_id, facts, client, message)
-    elif memory.extracts_with_llm and len(message.strip()) >= MIN_LLM_MESSAGE_CHARS:
+        return replace(context, saving=facts)
+    if memory.extracts_with_llm and len(message.strip()) >= MIN_LLM_MESSAGE_CHARS:
         memory.enqueue_facts(user_id, [], client, message)
-        checking = True
-    return Context(profile=profile, relevant=relevant, saving=facts, checking=checking, newer=newer)
+        return replace(context, checking=True)
+    return context
 
 
 def newer_in_context(memory: MemoryService, user_id: str, shown: list[Memory]) -> dict[str, Memory]:
