@@ -5,6 +5,7 @@ cache never stops the server from loading it."""
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 
 from jean_memory.memory import embeddings, int8_model
 from jean_memory.memory.embeddings import LocalOnnxEmbedder
-from jean_memory.memory.onnx_encoder import MODEL_SHA256, default_model_path
+from jean_memory.memory.onnx_encoder import MODEL_SHA256, default_model_path, sha256_of
 
 SENTENCES = [
     "My sister Ana moved to Lisbon in 2023 and works as a nurse.",
@@ -33,6 +34,27 @@ def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "cache" / "jean-memory" / "models" / int8_model.cached_name(MODEL_SHA256)
 
 
+@pytest.fixture(scope="session")
+def derived(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model this code derived and checked, as `model_file` hands it out (the machine's cache,
+    derived there when missing), copied once per test process with its digest. Tests about what
+    happens to a model already in the cache start from a copy instead of deriving their own: a
+    derivation is about 3 s, and these tests derive again anyway when the copy must be replaced.
+    (Session fixtures are set up before `own_cache` points XDG_CACHE_HOME elsewhere.)"""
+    kept = tmp_path_factory.mktemp("derived") / "model.onnx"
+    with int8_model.model_file(default_model_path(), MODEL_SHA256) as made:
+        shutil.copyfile(made, kept)
+        shutil.copyfile(digest_of(made), digest_of(kept))
+    return kept
+
+
+def seed(cache: Path, derived: Path) -> None:
+    """Put the derived model and its digest where `model_file` looks, as it leaves them."""
+    cache.parent.mkdir(parents=True, mode=0o700)
+    shutil.copyfile(derived, cache)
+    shutil.copyfile(digest_of(derived), digest_of(cache))
+
+
 def source_vectors(texts: list[str]) -> np.ndarray:
     """The pinned model as it ships (float32 MatMuls), mean-pooled like the embedder."""
     session = ort.InferenceSession(str(default_model_path()), providers=["CPUExecutionProvider"])
@@ -49,14 +71,14 @@ def source_vectors(texts: list[str]) -> np.ndarray:
     return np.stack(rows)
 
 
+def digest_of(model: Path) -> Path:
+    return model.with_name(model.name + ".sha256")
+
+
 def test_int8_vectors_agree_with_the_source_model() -> None:
     derived = LocalOnnxEmbedder().embed(SENTENCES)
     cosines = (derived * source_vectors(SENTENCES)).sum(axis=1)
     assert cosines.min() > 0.97, cosines
-
-
-def digest_of(model: Path) -> Path:
-    return model.with_name(model.name + ".sha256")
 
 
 def test_derived_once_then_reused(own_cache: Path) -> None:
@@ -66,6 +88,8 @@ def test_derived_once_then_reused(own_cache: Path) -> None:
     # The model and its digest, nothing else: no partial or work files left behind.
     assert sorted(own_cache.parent.iterdir()) == sorted([own_cache, digest_of(own_cache)])
     assert own_cache.parent.stat().st_mode & 0o777 == 0o700
+    assert digest_of(own_cache).read_text() == sha256_of(own_cache) + "\n"
+    assert (LocalOnnxEmbedder().embed(SENTENCES) * source_vectors(SENTENCES)).sum(axis=1).min() > 0.97
 
     embeddings._CACHE.clear()  # as a new process would
     LocalOnnxEmbedder().load()
@@ -81,15 +105,17 @@ def test_damaged_cache_file_is_derived_again(own_cache: Path) -> None:
     np.testing.assert_allclose(np.linalg.norm(vector), 1.0, atol=1e-5)
 
 
-def test_unusable_cache_directory_still_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unusable_cache_directory_still_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, derived: Path) -> None:
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file where the cache directory would go")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
     monkeypatch.setattr(embeddings, "_CACHE", {})
     expected = LocalOnnxEmbedder().embed(SENTENCES)  # derived in a temporary directory
     assert sorted(os.listdir(tmp_path)) == ["not-a-directory"]
-    # The same libraries quantise the same way, wherever the file was made.
+    # The same libraries quantise the same way, wherever the file was made (`derived`: by
+    # another child process, into the cache).
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    seed(tmp_path / "cache" / "jean-memory" / "models" / int8_model.cached_name(MODEL_SHA256), derived)
     embeddings._CACHE.clear()
     np.testing.assert_array_equal(LocalOnnxEmbedder().embed(SENTENCES), expected)
 
@@ -103,9 +129,10 @@ def test_a_failed_derivation_says_why(tmp_path: Path) -> None:
     assert sorted(os.listdir(tmp_path)) == ["model.onnx"]  # nothing half-written
 
 
-def test_a_cached_model_changed_after_it_was_made_is_made_again(own_cache: Path) -> None:
+def test_a_cached_model_changed_after_it_was_made_is_made_again(own_cache: Path, derived: Path) -> None:
     """Found in review: bytes flipped inside the cached model loaded silently (cosine to the
     real vectors 0.41). The digest recorded when it was made must match on every load."""
+    seed(own_cache, derived)
     expected = LocalOnnxEmbedder().embed(SENTENCES)
     good = own_cache.read_bytes()
     with own_cache.open("r+b") as fh:
@@ -117,9 +144,10 @@ def test_a_cached_model_changed_after_it_was_made_is_made_again(own_cache: Path)
 
 
 @pytest.mark.parametrize("how", ["owned by another user", "writable by others"])
-def test_a_cached_model_others_could_have_written_is_not_used(own_cache: Path, how: str) -> None:
+def test_a_cached_model_others_could_have_written_is_not_used(own_cache: Path, derived: Path, how: str) -> None:
     """Found in review: a model planted in the cache (another local user's, with HOME on a
     shared directory) was loaded as it was."""
+    seed(own_cache, derived)
     expected = LocalOnnxEmbedder().embed(SENTENCES)
     if how == "owned by another user":
         os.chown(own_cache, 65534, 65534)

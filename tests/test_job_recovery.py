@@ -7,6 +7,7 @@ import concurrent.futures
 import http.server
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,15 +19,19 @@ import sqlalchemy as sa
 
 from jean_memory.db.engine import create_engine
 from jean_memory.db.tables import documents, jobs, memories
-from jean_memory.memory.jobs import LEASE_SECONDS, job_slots
+from jean_memory.memory.jobs import HEARTBEAT_SECONDS, LEASE_SECONDS, job_slots
 from jean_memory.memory.service import INDEX_JOB
 from tests.support.oauth import PASSWORD, McpHttp, new_flow
-from tests.support.servers import cli_env, free_port, run_cli
+from tests.support.servers import cli_env, free_port, run_cli, wait_until_up
 from tests.test_operations import all_texts, distinct_fact, serve_process
 
 pytestmark = pytest.mark.slow
 
 RECOVERY_SECONDS = 60  # the issue's target, from the restart; LEASE_SECONDS is half of it
+#: The job lease (and heartbeat, in the product's proportion) of the servers the kill -9 test
+#: starts: a killed process's jobs are taken again once their lease lapses, and waiting out the
+#: product's 30 s was most of that test's time. That 30 s fits the minute is asserted on its own.
+SHORT_LEASE_SECONDS = 3.0
 
 
 class StandInLlm:
@@ -121,10 +126,26 @@ def chunks(database_url: str, document_id: str) -> tuple[str, int, int, int]:
         engine.dispose()
 
 
+def short_lease_serve(env: dict[str, str], port: int) -> subprocess.Popen:
+    """`jean-memory serve` as `serve_process` starts it, its job leases SHORT_LEASE_SECONDS long."""
+    heartbeat = SHORT_LEASE_SECONDS * HEARTBEAT_SECONDS / LEASE_SECONDS
+    code = (
+        "import sys; from jean_memory.memory import jobs; "
+        f"jobs.LEASE_SECONDS = {SHORT_LEASE_SECONDS}; jobs.HEARTBEAT_SECONDS = {heartbeat}; "
+        "from jean_memory.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    command = [sys.executable, "-c", code, "serve", "--port", str(port)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until_up(f"http://127.0.0.1:{port}", process=process)
+    return process
+
+
 def test_saves_promised_before_a_kill_9_are_made_within_a_minute_of_the_restart(database_url, tmp_path):
     """Found by the issue's harness: a job claimed when the process died stayed leased for 300 s,
     so the facts appeared five minutes after the restart, and a document killed halfway had
-    half its chunks until then."""
+    half its chunks until then. The servers here lease jobs for SHORT_LEASE_SECONDS; the product's
+    lease must leave the restart at least half of the minute."""
+    assert LEASE_SECONDS <= RECOVERY_SECONDS / 2
     if job_slots() < 2:
         pytest.skip("needs two job slots (two cores) to hold a save and a document at once")
     with StandInLlm().running() as llm:
@@ -135,7 +156,7 @@ def test_saves_promised_before_a_kill_9_are_made_within_a_minute_of_the_restart(
         )
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        process = serve_process(env, port, stderr=subprocess.DEVNULL)
+        process = short_lease_serve(env, port)
         try:
             token = new_flow(base).tokens("crash@example.com")["access_token"]
             mcp = McpHttp(f"{base}/mcp", token, httpx.Client(timeout=30))
@@ -161,7 +182,7 @@ def test_saves_promised_before_a_kill_9_are_made_within_a_minute_of_the_restart(
         assert chunks(database_url, document_id)[0] == "pending"
         llm.fail_fast()  # after the restart the worker keeps the message's sentences verbatim
 
-        process = serve_process(env, port, stderr=subprocess.DEVNULL)
+        process = short_lease_serve(env, port)
         try:
             mcp = McpHttp(f"{base}/mcp", token, httpx.Client(timeout=30))
             took = wait_for(

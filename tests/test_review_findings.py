@@ -22,8 +22,8 @@ from jean_memory.db import rate_limits
 from jean_memory.db.tables import browser_sessions, jobs, memories, oauth_clients
 from jean_memory.db.tables import rate_limits as rate_limits_table
 from jean_memory.maintenance import purge_expired
+from jean_memory.memory import jobs as job_queue
 from jean_memory.memory.jobs import (
-    HEARTBEAT_SECONDS,
     LEASE_SECONDS,
     Lease,
     LeaseLost,
@@ -219,12 +219,14 @@ def test_metadata_documents_fetched_for_nobody_are_swept_within_hours(cimd_serve
 # --- finding 6: a save run by a request (back-pressure) keeps its lease while it runs ----------
 
 
-def test_a_job_run_by_a_request_is_not_taken_by_a_worker_while_it_runs(engine):
+def test_a_job_run_by_a_request_is_not_taken_by_a_worker_while_it_runs(engine, monkeypatch):
     """Past BACKLOG_LIMIT the request that queues a save runs the oldest one itself
     (`Worker.enqueued` -> `run_claimed`), outside the worker, so without the worker's heartbeat;
     and a save never renews its lease (one LLM call: httpx's 20 s is per read, not in total).
     Once it ran past the 30 s lease a worker took the same job and ran it beside the first:
     the facts twice, or, with an LLM, two different extractions of one message."""
+    # Beats a fifth of a second apart: the test waits for one in real time (5 s otherwise).
+    monkeypatch.setattr(job_queue, "HEARTBEAT_SECONDS", 0.2)
     started, stop = threading.Event(), threading.Event()
 
     def slow_save(user_id: str, payload: dict, lease: Lease) -> None:
@@ -239,7 +241,7 @@ def test_a_job_run_by_a_request_is_not_taken_by_a_worker_while_it_runs(engine):
     try:
         assert started.wait(10)
         clock.advance(LEASE_SECONDS + 1)  # the claim's lease has lapsed ...
-        deadline = time.monotonic() + HEARTBEAT_SECONDS * 3
+        deadline = time.monotonic() + 10
         while True:  # ... until a beat renews it
             with engine.connect() as conn:
                 if conn.execute(sa.select(jobs.c.locked_until)).scalar_one() > clock.now():

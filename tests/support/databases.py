@@ -24,7 +24,17 @@ def start_embedded_postgres(base: Path) -> str:
     base.mkdir(parents=True, exist_ok=True)
     os.chmod(base, 0o755)  # noqa: S103 - the server runs as another system user when tests run as root
     server = embedded_postgres.get_server(base / "pgdata", cleanup_mode="stop")
-    return server.get_uri()
+    url = server.get_uri()
+    # Nothing in this server outlives the session, so nothing needs to survive a crash of the
+    # machine: without flushes to disk, dropping each test's database is a few milliseconds
+    # instead of a tenth of a second. What a transaction sees is unchanged.
+    admin = sa.create_engine(normalise_url(url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        for setting in ("fsync", "full_page_writes", "synchronous_commit"):
+            conn.execute(sa.text(f"ALTER SYSTEM SET {setting} = off"))
+        conn.execute(sa.text("SELECT pg_reload_conf()"))
+    admin.dispose()
+    return url
 
 
 def stop_embedded_postgres(base: Path) -> None:

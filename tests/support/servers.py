@@ -123,6 +123,30 @@ class PromptServer(uvicorn.Server):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the server did not come up within {timeout}s")
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's shutdown (uvicorn/server.py) without its fixed 0.1 s pause after asking the
+        connections to close, and polling every 5 ms instead of every 0.1 s: it still waits for
+        every connection and request task to end, then runs the app's lifespan shutdown. That
+        pause was a tenth of a second of every test that takes `server`."""
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        state = self.server_state
+        for connection in list(state.connections):
+            connection.shutdown()
+        try:
+            async with asyncio.timeout(self.config.timeout_graceful_shutdown):
+                while (state.connections or state.tasks) and not self.force_exit:
+                    await asyncio.sleep(0.005)
+        except TimeoutError:
+            for task in state.tasks:
+                task.cancel(msg="Task cancelled, timeout graceful shutdown exceeded")
+        for server in self.servers:
+            await server.wait_closed()
+        if not self.force_exit:
+            await self.lifespan.shutdown()
+
     def stop(self) -> None:
         self.should_exit = True
         if self._loop is not None and self._stop is not None:
