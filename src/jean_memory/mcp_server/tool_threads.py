@@ -31,9 +31,9 @@ def tool_threads() -> int:
     thread beyond what the cores can run only waits for the GIL: each time a thread lets it go
     (for each SQLite row, each model run) a waiting one takes it, and the first must be woken
     again. On anyio's forty threads, sixteen searches at once in one process on 2 cores cost
-    7.0 ms of CPU each against 4.5 ms one at a time, with about 200 context switches per call
-    against 66 for the bare SDK; queued for two threads they cost 5.1-5.3 ms (bench/README.md,
-    issue 17: 2 threads 1.18-1.22x the bare SDK's CPU, 4 threads 1.25x, 40 threads 1.39-1.60x)."""
+    6.6-7.3 ms of CPU each against 4.2-4.8 ms one at a time, with about 200 context switches per
+    call against 66 for the bare SDK; queued for two threads they cost 4.9 ms (bench/README.md,
+    issue 17: 2 threads 1.18-1.28x the bare SDK's CPU, 4 threads 1.25x, 40 threads 1.39-1.60x)."""
     return max(2, cores_per_worker())
 
 
