@@ -115,12 +115,12 @@ def _items(memories: list[Memory]) -> list[MemoryItem]:
 
 
 def waits_on_other_services(memory: MemoryService) -> bool:
-    """Whether a tool call may wait on a service elsewhere: the OpenAI-compatible embeddings
-    provider (every search and save, up to its 30 s timeout) or the LLM extractor (while more
-    than jobs.BACKLOG_LIMIT jobs wait, a call that queues a save runs the oldest one itself,
-    two model calls of up to 20 s each). Such calls must not queue for `tool_threads()`: a few
-    of them waiting on the provider, using no core, would stop every other person's calls."""
-    return isinstance(memory.embedder, OpenAICompatibleEmbedder) or memory.extracts_with_llm
+    """Whether every tool call may wait on a service elsewhere: the OpenAI-compatible embeddings
+    provider (every search and save, up to its 30 s timeout). Such calls must not queue for
+    `tool_threads()`: a few of them waiting on the provider, using no core, would stop every
+    other person's calls. (The LLM extractor is reached only through a queued save, and saves
+    never take the tool threads: see `_call`.)"""
+    return isinstance(memory.embedder, OpenAICompatibleEmbedder)
 
 
 def _title(text: str) -> str:

@@ -30,9 +30,9 @@ def zscores(ranking: Ranking) -> tuple[dict[int, float], float]:
         return {}, 0.0
     count = len(ranking)
     scores = np.fromiter((s for _, s in ranking), dtype=np.float64, count=count)
-    deviations = scores - np.add.reduce(scores, keepdims=True) / count
-    spread = float(np.sqrt(np.add.reduce(np.square(deviations, out=deviations)) / count))
-    z = (scores - np.add.reduce(scores) / count) / spread if spread > 0 else np.zeros_like(scores)
+    deviations = scores - np.add.reduce(scores) / count
+    spread = float(np.sqrt(np.add.reduce(deviations * deviations) / count))
+    z = deviations / spread if spread > 0 else np.zeros_like(scores)
     values = z.tolist()
     return {pk: v for (pk, _), v in zip(ranking, values, strict=True)}, min(values)
 
