@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, Engine
 
 from jean_memory.db.tables import documents, jobs, memories, memory_history, memory_vectors
+from jean_memory.memory.owner import owned_by
 from jean_memory.memory.records import Memory, check_limit, decode_cursor, encode_cursor
 from jean_memory.memory.service import INDEX_JOB, row_memory
 from jean_memory.memory.trash import LIVE
@@ -184,7 +185,9 @@ def delete_document(engine: Engine, user_id: str, document_id: str) -> bool:
         for start in range(0, len(pks), 10_000):
             part = pks[start : start + 10_000]
             conn.execute(
-                memory_vectors.delete().where(memory_vectors.c.user_id == user_id, memory_vectors.c.memory_pk.in_(part))
+                memory_vectors.delete().where(
+                    owned_by(memory_vectors.c.user_id, user_id), memory_vectors.c.memory_pk.in_(part)
+                )
             )
             conn.execute(
                 memory_history.delete().where(
@@ -192,7 +195,7 @@ def delete_document(engine: Engine, user_id: str, document_id: str) -> bool:
                     memory_history.c.memory_id.in_([c.id for c in chunks[start : start + 10_000]]),
                 )
             )
-            conn.execute(memories.delete().where(memories.c.user_id == user_id, memories.c.pk.in_(part)))
+            conn.execute(memories.delete().where(owned_by(memories.c.user_id, user_id), memories.c.pk.in_(part)))
         queued = conn.execute(
             sa.select(jobs.c.id, jobs.c.payload).where(jobs.c.user_id == user_id, jobs.c.kind == INDEX_JOB)
         ).all()

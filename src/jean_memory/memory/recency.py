@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from jean_memory.db.tables import memories, memory_vectors
+from jean_memory.memory.owner import owned_by
 from jean_memory.memory.records import Memory
 from jean_memory.memory.sqlite_direct import dated_rows
 from jean_memory.memory.supersession import SupersessionConfig
@@ -104,7 +105,7 @@ _DATED_BY_PK = (
     sa.select(memories.c.pk, memories.c.text, memories.c.created_at, memory_vectors.c.vector)
     .join(memory_vectors, memory_vectors.c.memory_pk == memories.c.pk)
     .where(
-        memories.c.user_id == sa.bindparam("user_id"),
+        owned_by(memories.c.user_id, sa.bindparam("user_id")),
         memories.c.pk.in_(sa.bindparam("pks", expanding=True)),
         memory_vectors.c.model == sa.bindparam("model"),
     )
@@ -133,7 +134,7 @@ def earlier_marks(conn: Connection, user_id: str, model: str, shown: Sequence[Me
     rows = conn.execute(
         sa.select(memories.c.id, memories.c.created_at, memory_vectors.c.vector)
         .join(memory_vectors, memory_vectors.c.memory_pk == memories.c.pk)
-        .where(memories.c.user_id == user_id, memories.c.id.in_(list(by_id)), memory_vectors.c.model == model)
+        .where(owned_by(memories.c.user_id, user_id), memories.c.id.in_(list(by_id)), memory_vectors.c.model == model)
     ).all()
     dated = {row.id: (row.created_at, np.asarray(row.vector, dtype=np.float32)) for row in rows}
     pairs = newer_of(by_id, dated)

@@ -93,7 +93,7 @@ def hit_rows(conn: Connection, user_id: str, pks: list[int]) -> dict[int, Memory
 DATED_SQL = """
     SELECT memories.pk, memories.text, memories.created_at, memory_vectors.vector
     FROM memories JOIN memory_vectors ON memory_vectors.memory_pk = memories.pk
-    WHERE memories.user_id = :user_id AND memories.pk IN :pks AND memory_vectors.model = :model
+    WHERE +memories.user_id = :user_id AND memories.pk IN :pks AND memory_vectors.model = :model
     """
 
 

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from jean_memory import clock
 from jean_memory.db.tables import documents, jobs, memories, memory_history, memory_vectors
 from jean_memory.memory import history
+from jean_memory.memory.owner import owned_by
 from jean_memory.memory.vectors import bump_version
 
 LIVE = memories.c.deleted_at.is_(None)
@@ -96,10 +97,10 @@ def purge(engine: Engine, trash_days: int) -> int:
                 pks = [r.pk for r in rows]
                 conn.execute(
                     memory_vectors.delete().where(
-                        memory_vectors.c.user_id == user_id, memory_vectors.c.memory_pk.in_(pks)
+                        owned_by(memory_vectors.c.user_id, user_id), memory_vectors.c.memory_pk.in_(pks)
                     )
                 )
-                conn.execute(memories.delete().where(memories.c.user_id == user_id, memories.c.pk.in_(pks)))
+                conn.execute(memories.delete().where(owned_by(memories.c.user_id, user_id), memories.c.pk.in_(pks)))
                 history.forget(conn, user_id, [r.id for r in rows])
                 bump_version(conn, user_id)
                 purged += len(rows)
