@@ -289,3 +289,34 @@ def test_tools_list_is_what_clients_were_shown_before(tmp_path):
 
     golden = Path(__file__).parent / "golden" / "tools_list.json"
     assert json.dumps(anyio.run(listed), indent=1, sort_keys=True, ensure_ascii=False) + "\n" == golden.read_text()
+
+
+def test_results_are_what_the_sdk_makes_of_the_model():
+    """search_memory and list_memories build their CallToolResult from the memories' dicts (a
+    shortcut for speed, issue 17): it must equal what the SDK makes of a MemoryResults model,
+    text and structured content, with and without the fields that do not always apply."""
+    from mcp.server.mcpserver.utilities.func_metadata import func_metadata
+
+    from jean_memory.mcp_server.tools import MemoryItem, MemoryResults, _results
+    from jean_memory.memory.records import Memory
+
+    memories = [
+        Memory(id="a" * 32, text="Ich wohne in Köln", tags=["home"], created_at=1_700_000_000.5, score=0.12345),
+        Memory(
+            id="b" * 32,
+            text="Garden notes: prune in March",
+            tags=[],
+            created_at=1_700_000_100.0,
+            updated_at=1_700_090_000.0,
+            title="Garden notes",
+            superseded_by="c" * 32,
+        ),
+    ]
+
+    def from_model() -> MemoryResults: ...
+
+    sdk = func_metadata(from_model)
+    for cursor in (None, "next-page"):
+        model = MemoryResults(results=[MemoryItem(**m.as_dict()) for m in memories], next_cursor=cursor)
+        expected = sdk.convert_result(model)
+        assert _results(memories, cursor).model_dump() == expected.model_dump()
