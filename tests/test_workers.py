@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +134,29 @@ def read_response(conn: socket.socket) -> bytes:
             break
         body += chunk
     return head + b"\r\n\r\n" + body
+
+
+def test_a_burst_of_keep_alive_connections_is_shared_by_both_workers(workers: Workers) -> None:
+    """Sixteen connections made at once, each kept open: asyncio accepts every waiting
+    connection in one go, so the first worker to wake took them all (16/0, 15/1 in the
+    benchmark) and kept them. Each worker now takes one per turn (serving.TakeTurnsAccepting)."""
+    port = int(workers.base_url.rsplit(":", 1)[1])
+
+    def healthz_answers() -> Counter[int]:
+        return Counter(int(pid) for pid, _, path, _ in ANSWERED.findall(workers.log()) if path == "/healthz")
+
+    before = healthz_answers()
+    conns = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(16)]
+    try:
+        for conn in conns:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        for conn in conns:
+            assert read_response(conn).startswith(b"HTTP/1.1 200")
+    finally:
+        for conn in conns:
+            conn.close()
+    burst = workers.wait_for("the burst's 16 log lines", lambda: (n := healthz_answers() - before).total() == 16 and n)
+    assert len(burst) == 2 and min(burst.values()) >= 4, burst
 
 
 def test_a_killed_worker_is_replaced_and_sigterm_drains_every_worker(workers: Workers) -> None:

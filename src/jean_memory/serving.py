@@ -21,6 +21,7 @@ which is why the default worker count is bounded by memory as well as by cores.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
@@ -29,6 +30,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from typing import Any
 
 from jean_memory.config import ConfigError
 from jean_memory.cores import WORKERS_ENV, read_small_file, usable_cores
@@ -97,6 +99,40 @@ def parse_workers(raw: str | int | None) -> int | None:
     return value
 
 
+class TakeTurnsAccepting(asyncio.SelectorEventLoop):
+    """asyncio's loop, taking one new connection each time the shared socket is ready.
+
+    asyncio accepts every connection waiting at once (up to the listen backlog), so of several
+    workers on one socket the first to wake took a whole burst, and a keep-alive connection
+    stays with the worker that took it: 16 clients that connected together were held 16/0,
+    15/1, 12/4 and 9/7 by two workers, and two workers served 310 requests/s instead of 500
+    (bench/README.md, issue 17). One per turn lets each idle worker take its share; a busy one,
+    which comes back to the socket later, takes fewer. The override is of a private method:
+    tests/test_workers.py checks the spread, so a Python that changes it fails there."""
+
+    def _accept_connection(  # type: ignore[override]
+        self,
+        protocol_factory: Any,
+        sock: Any,
+        sslcontext: Any = None,
+        server: Any = None,
+        backlog: int = 100,
+        *rest: Any,
+    ) -> None:
+        super()._accept_connection(protocol_factory, sock, sslcontext, server, 1, *rest)  # type: ignore[misc]
+
+
+def worker_loop() -> asyncio.AbstractEventLoop:
+    """A worker's event loop (uvicorn's `loop` setting): uvloop when installed (the `[fast]`
+    extra; libuv takes turns itself, with the UV_TCP_SINGLE_ACCEPT that `serve_workers` sets),
+    else asyncio's, taking turns as above."""
+    try:
+        import uvloop
+    except ImportError:
+        return TakeTurnsAccepting()
+    return uvloop.new_event_loop()  # type: ignore[no-any-return]
+
+
 def worker_app():  # type: ignore[no-untyped-def]
     """The app of one worker process (uvicorn's factory): settings from the environment the
     parent prepared, migrations already run by the parent. A setup problem (a model that does
@@ -151,6 +187,7 @@ def serve_workers(
 
     os.environ.update(environment)
     os.environ[WORKERS_ENV] = str(count)
+    os.environ.setdefault("UV_TCP_SINGLE_ACCEPT", "1")  # libuv's own turn-taking (worker_loop)
     # /metrics sums every worker's values (observability/metrics.py); a fresh directory per run.
     metrics_dir = tempfile.mkdtemp(prefix="jean-memory-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
@@ -160,6 +197,7 @@ def serve_workers(
         host=host,
         port=port,
         workers=count,
+        loop="jean_memory.serving:worker_loop",
         log_config=None,
         proxy_headers=False,  # forwarded headers are trusted only from JEAN_MEMORY_TRUSTED_PROXIES (app.py)
         timeout_graceful_shutdown=grace_seconds,
