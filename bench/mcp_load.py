@@ -393,6 +393,32 @@ class Window:
     client_cpu_seconds: float
     other_cpu_seconds: float | None  # everything else on the machine: noise
     latencies_ms: list[float] = field(repr=False)
+    spread: list[int] = field(default_factory=list)  # connections each server process held, largest first
+
+
+def connections_per_process(server: Server, conns: list[Connection]) -> list[int]:
+    """How many of `conns` each process of the server holds, largest first: with several
+    workers, which one accepted each keep-alive connection (it serves all of that connection's
+    requests, so the split bounds the window's req/s). From /proc/net/tcp and the descriptors."""
+    _, port = server.host_port
+    client_ports = {c.writer.get_extra_info("sockname")[1] for c in conns}
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                local, remote = (int(a.rsplit(":", 1)[1], 16) for a in fields[1:3])
+                if local == port and remote in client_ports:
+                    inodes.add(f"socket:[{fields[9]}]")
+    counts = []
+    for pid in server.tree():
+        held = 0
+        for fd in Path(f"/proc/{pid}/fd").glob("*"):
+            with contextlib.suppress(OSError):
+                held += os.readlink(fd) in inodes
+        if held:
+            counts.append(held)
+    return sorted(counts, reverse=True)
 
 
 async def closed_loop(server: Server, pool: list[bytes], concurrency: int, warmup: float, duration: float) -> Window:
@@ -404,6 +430,7 @@ async def closed_loop(server: Server, pool: list[bytes], concurrency: int, warmu
     measure_from = begin + warmup
     stop_at = measure_from + duration
     cpu_start: list[float | None] = [None]
+    spread: list[int] = []
     busy_start: list[float | None] = [None]
     client_cpu_start = [0.0]
     last_end = [measure_from]
@@ -411,6 +438,7 @@ async def closed_loop(server: Server, pool: list[bytes], concurrency: int, warmu
     async def mark_start() -> None:
         await asyncio.sleep(max(0.0, measure_from - clock()))
         cpu_start[0] = server.cpu_seconds()
+        spread.extend(connections_per_process(server, conns))  # each has been answered by now
         busy_start[0] = machine_busy_seconds()
         client_cpu_start[0] = time.process_time()
 
@@ -457,7 +485,9 @@ async def closed_loop(server: Server, pool: list[bytes], concurrency: int, warmu
     other = None
     if server_cpu is not None and busy_end is not None and busy_start[0] is not None:
         other = max(0.0, busy_end - busy_start[0] - server_cpu - client_cpu)
-    return Window(server.name, concurrency, seconds, len(latencies), errors, server_cpu, client_cpu, other, latencies)
+    return Window(
+        server.name, concurrency, seconds, len(latencies), errors, server_cpu, client_cpu, other, latencies, spread
+    )
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -721,6 +751,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             f"  c={concurrency:<3} round {round_no + 1}/{args.rounds} {server.name:<4} "
                             f"{window.requests / window.seconds:8.1f} req/s  "
                             f"p50 {percentile(window.latencies_ms, 0.5):6.2f} ms  errors {window.errors}"
+                            + (
+                                f"  connections per worker {'/'.join(map(str, window.spread))}"
+                                if server is ours
+                                else ""
+                            )
                         )
             rows = [
                 summarise([w for w in windows if w.server == s.name and w.concurrency == c])
@@ -728,6 +763,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for s in servers
             ]
             report["rows"] = [asdict(r) for r in rows]
+            # With several workers the kernel and the workers' accept loops decide which worker
+            # takes each of a window's keep-alive connections; req/s follows the split.
+            report["ours_spread"] = {
+                str(c): ["/".join(map(str, w.spread)) for w in windows if w.server == "ours" and w.concurrency == c]
+                for c in args.concurrency
+            }
 
             report["ratios"] = ratios(rows, args.concurrency)
             report["rss"] = {server.name: sorted(server.rss_bytes().values(), reverse=True) for server in servers}
@@ -801,6 +842,9 @@ def print_table(report: dict[str, Any]) -> None:
     print()
     for label, values in report["ratios"].items():
         print(f"{label:<28} " + "  ".join(f"c={c}: {v:.2f}" for c, v in values.items()))
+    if report.get("ours_workers", 1) > 1:
+        splits = "; ".join(f"c={c}: {', '.join(v)}" for c, v in report["ours_spread"].items() if v)
+        print(f"ours' connections per worker, each round: {splits}")
     print("\nRSS after the load, MB (largest process first; ours: supervisor, workers, resource tracker):")
     for name, sizes in report["rss"].items():
         print(f"  {name:<6} total {sum(sizes) / 2**20:7.1f}  each: " + ", ".join(f"{x / 2**20:.0f}" for x in sizes))
