@@ -1,9 +1,9 @@
 """Running `jean-memory serve` as several worker processes on one port (`--workers N`).
 
 One Python process uses one core for everything that holds the GIL (the SDK's request
-handling, SQLAlchemy, JSON), so on a machine with more cores the server runs N processes that
-share the listening socket and the database. uvicorn's own supervisor (`Multiprocess`) does the
-rest: it starts the workers, replaces one that dies or stops answering its health ping, and on
+handling, SQLAlchemy, JSON), so on a machine with more cores the server runs N processes on
+one port (on Linux each with a listening socket of its own, `listening_twin`) sharing the
+database. uvicorn's own supervisor (`Multiprocess`) does the rest: it starts the workers, replaces one that dies or stops answering its health ping, and on
 SIGTERM/SIGINT sends each worker SIGTERM and waits, so every worker drains its requests and
 queued saves (the app's lifespan) before the parent exits.
 
@@ -25,6 +25,7 @@ import asyncio
 import logging
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import threading
@@ -99,38 +100,60 @@ def parse_workers(raw: str | int | None) -> int | None:
     return value
 
 
-class TakeTurnsAccepting(asyncio.SelectorEventLoop):
-    """asyncio's loop, taking one new connection each time the shared socket is ready.
+#: Linux hands each new connection to one of the listening sockets bound to a port with
+#: SO_REUSEPORT, by a hash of the connection's addresses and ports; elsewhere the option does not
+#: spread connections, and the workers accept from the one shared socket.
+OWN_SOCKET_PER_WORKER = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
-    asyncio accepts every connection waiting at once (up to the listen backlog), so of several
-    workers on one socket the first to wake took a whole burst, and a keep-alive connection
-    stays with the worker that took it: 16 clients that connected together were held 16/0,
-    15/1, 12/4 and 9/7 by two workers, and two workers served 310 requests/s instead of 500
-    (bench/README.md, issue 17). One per turn lets each idle worker take its share; a busy one,
-    which comes back to the socket later, takes fewer. The override is of a private method:
-    tests/test_workers.py checks the spread, so a Python that changes it fails there."""
 
-    def _accept_connection(  # type: ignore[override]
-        self,
-        protocol_factory: Any,
-        sock: Any,
-        sslcontext: Any = None,
-        server: Any = None,
-        backlog: int = 100,
-        *rest: Any,
-    ) -> None:
-        super()._accept_connection(protocol_factory, sock, sslcontext, server, 1, *rest)  # type: ignore[misc]
+def listening_twin(shared: socket.socket) -> socket.socket:
+    """A socket of this worker's own, bound with SO_REUSEPORT to the shared socket's address.
+
+    A keep-alive connection stays with the worker that accepted it. From one shared socket the
+    worker that happened to be awake took the connections, even one at a time: the benchmark's
+    16 clients were held 16/0 by two workers in a third of its windows, and the other worker
+    idled (bench/README.md, issue 17). With a socket each, the kernel picks the worker when the
+    connection arrives, whoever is awake. The shared socket stays bound (it holds the port for
+    the replacements of workers that die) but never listens, so it takes no connections."""
+    own = socket.socket(shared.family, socket.SOCK_STREAM, shared.proto)
+    try:
+        own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        own.bind(shared.getsockname())
+        own.setblocking(False)
+    except OSError:
+        own.close()
+        raise
+    return own
+
+
+class OwnListeningSocket:
+    """Event loop mixin: uvicorn hands every worker the shared socket to serve; on Linux the
+    worker serves its `listening_twin` instead."""
+
+    async def create_server(self, protocol_factory: Any, host: Any = None, port: Any = None, **kwargs: Any) -> Any:
+        sock = kwargs.get("sock")
+        if OWN_SOCKET_PER_WORKER and sock is not None and sock.type == socket.SOCK_STREAM:
+            kwargs["sock"] = listening_twin(sock)
+        return await super().create_server(protocol_factory, host, port, **kwargs)  # type: ignore[misc]
+
+
+class AsyncioWorkerLoop(OwnListeningSocket, asyncio.SelectorEventLoop):
+    """asyncio's event loop, serving the worker's own socket."""
 
 
 def worker_loop() -> asyncio.AbstractEventLoop:
-    """A worker's event loop (uvicorn's `loop` setting): uvloop when installed (the `[fast]`
-    extra; libuv takes turns itself, with the UV_TCP_SINGLE_ACCEPT that `serve_workers` sets),
-    else asyncio's, taking turns as above."""
+    """A worker's event loop (uvicorn's `loop` setting): uvloop's when installed (the `[fast]`
+    extra), else asyncio's; either serves the worker's own socket."""
     try:
         import uvloop
     except ImportError:
-        return TakeTurnsAccepting()
-    return uvloop.new_event_loop()  # type: ignore[no-any-return]
+        return AsyncioWorkerLoop()
+
+    class UvloopWorkerLoop(OwnListeningSocket, uvloop.Loop):  # type: ignore[misc]
+        """uvloop's event loop, serving the worker's own socket."""
+
+    return UvloopWorkerLoop()
 
 
 def worker_app():  # type: ignore[no-untyped-def]
@@ -187,7 +210,6 @@ def serve_workers(
 
     os.environ.update(environment)
     os.environ[WORKERS_ENV] = str(count)
-    os.environ.setdefault("UV_TCP_SINGLE_ACCEPT", "1")  # libuv's own turn-taking (worker_loop)
     # /metrics sums every worker's values (observability/metrics.py); a fresh directory per run.
     metrics_dir = tempfile.mkdtemp(prefix="jean-memory-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
@@ -202,7 +224,9 @@ def serve_workers(
         proxy_headers=False,  # forwarded headers are trusted only from JEAN_MEMORY_TRUSTED_PROXIES (app.py)
         timeout_graceful_shutdown=grace_seconds,
     )
-    sock = config.bind_socket()
+    sock = config.bind_socket()  # refused (exit 3) when anything already listens on the port
+    if OWN_SOCKET_PER_WORKER:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # the workers bind beside it
     logger.info("starting %d worker processes on %s:%d", count, host, port)
     supervisor = Multiprocess(config, sockets=[sock])
     stop = threading.Event()
