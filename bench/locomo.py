@@ -715,7 +715,8 @@ def server_process(database: Path, workdir: Path) -> Iterator[tuple[subprocess.P
     )
     logfile = (workdir / "server.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "jean_memory.cli", "serve", "--port", str(port)],
+        # One process: its RSS is read by pid, and the runs before workers existed had one.
+        [sys.executable, "-m", "jean_memory.cli", "serve", "--port", str(port), "--workers", "1"],
         env=env,
         stdout=logfile,
         stderr=subprocess.STDOUT,

@@ -84,7 +84,11 @@ def server_rss(name: str) -> float | None:
 
 def _ready_rss(port: int, env: dict[str, str], log: Any) -> float | None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "jean_memory.cli", "serve", "--port", str(port)], env=env, stdout=log, stderr=log
+        # One process: with several workers the pid is the supervisor's (72 MB, no model).
+        [sys.executable, "-m", "jean_memory.cli", "serve", "--port", str(port), "--workers", "1"],
+        env=env,
+        stdout=log,
+        stderr=log,
     )
     try:
         deadline = time.monotonic() + 120

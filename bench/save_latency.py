@@ -309,7 +309,8 @@ def serving(url: str, workdir: Path, name: str) -> Iterator[Server]:
     if created.returncode != 0 and "already" not in created.stderr:
         raise RuntimeError(f"user add failed: {created.stderr}")
     port = free_port()
-    command = [sys.executable, "-m", "jean_memory.cli", "serve", "--port", str(port)]
+    # One process, whose RSS is sampled by its pid (with several workers: the supervisor's).
+    command = [sys.executable, "-m", "jean_memory.cli", "serve", "--port", str(port), "--workers", "1"]
     with start(name, command, env, port, workdir) as server:
         oauth = OAuthClient(server.url)
         server.token = oauth.access_token()
