@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from jean_memory.serving import default_workers, parse_workers
+from jean_memory.serving import default_workers, hold_port, listening_twin, parse_workers
 from tests.support.oauth import PASSWORD, Flow, McpHttp
 from tests.support.processes import stop_process
 from tests.support.servers import cli_env, free_port, run_cli, wait_until_up
@@ -256,3 +256,32 @@ def test_a_bad_worker_count_is_refused_with_a_message(value: str, tmp_path: Path
     result = run_cli(["serve", "--port", str(free_port())], env)
     assert result.returncode == 2
     assert "JEAN_MEMORY_WORKERS (--workers)" in result.stderr, result.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the workers' own sockets are Linux only")
+def test_the_port_is_held_while_no_worker_listens() -> None:
+    """Before the workers listen (they load the app first) and after all have died, the
+    parent's socket alone holds the port: a second server's bind (SO_REUSEADDR, as uvicorn's)
+    is refused then too, while a worker's socket still binds beside it."""
+
+    def second_server_binds(port: int) -> bool:
+        other = socket.socket()
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            other.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        finally:
+            other.close()
+        return True
+
+    shared = socket.socket()
+    shared.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn's Config.bind_socket
+    shared.bind(("127.0.0.1", 0))
+    with hold_port(shared):
+        port = shared.getsockname()[1]
+        assert not second_server_binds(port)  # the workers are still starting
+        twin = listening_twin(shared)
+        twin.listen()
+        twin.close()
+        assert not second_server_binds(port)  # every worker died

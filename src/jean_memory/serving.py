@@ -113,7 +113,7 @@ def listening_twin(shared: socket.socket) -> socket.socket:
     worker that happened to be awake took the connections, even one at a time: the benchmark's
     16 clients were held 16/0 by two workers in a third of its windows, and the other worker
     idled (bench/README.md, issue 17). With a socket each, the kernel picks the worker when the
-    connection arrives, whoever is awake. The shared socket stays bound (it holds the port for
+    connection arrives, whoever is awake. The shared socket stays bound (`hold_port`: it holds the port for
     the replacements of workers that die) but never listens, so it takes no connections."""
     own = socket.socket(shared.family, socket.SOCK_STREAM, shared.proto)
     try:
@@ -125,6 +125,21 @@ def listening_twin(shared: socket.socket) -> socket.socket:
         own.close()
         raise
     return own
+
+
+def hold_port(shared: socket.socket) -> socket.socket:
+    """The parent's socket (bound by uvicorn, with SO_REUSEADDR) made to hold the port for the
+    workers' `listening_twin`s and against everyone else (Linux).
+
+    It never listens, and a bound socket that does not listen holds nothing against another
+    with SO_REUSEADDR: whenever no worker listened (while they start, or after all died) a second
+    `serve`, or any local user, could bind the port and listen, and a second `serve` would then
+    join the workers' SO_REUSEPORT group and take part of their connections. Without SO_REUSEADDR
+    on it, only a socket with SO_REUSEPORT of the same user binds beside it."""
+    if OWN_SOCKET_PER_WORKER:
+        shared.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # the workers bind beside it
+        shared.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+    return shared
 
 
 class OwnListeningSocket:
@@ -224,9 +239,7 @@ def serve_workers(
         proxy_headers=False,  # forwarded headers are trusted only from JEAN_MEMORY_TRUSTED_PROXIES (app.py)
         timeout_graceful_shutdown=grace_seconds,
     )
-    sock = config.bind_socket()  # refused (exit 3) when anything already listens on the port
-    if OWN_SOCKET_PER_WORKER:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # the workers bind beside it
+    sock = hold_port(config.bind_socket())  # refused (exit 3) when anything already listens on the port
     logger.info("starting %d worker processes on %s:%d", count, host, port)
     supervisor = Multiprocess(config, sockets=[sock])
     stop = threading.Event()
