@@ -416,9 +416,17 @@ def connections_per_process(server: Server, conns: list[Connection]) -> list[int
         for fd in Path(f"/proc/{pid}/fd").glob("*"):
             with contextlib.suppress(OSError):
                 held += os.readlink(fd) in inodes
-        if held:
+        if held or is_worker(pid):  # an idle worker counts as 0, so 16/0 reads as such
             counts.append(held)
     return sorted(counts, reverse=True)
+
+
+def is_worker(pid: int) -> bool:
+    """A process multiprocessing spawned to run the app (not its resource tracker)."""
+    try:
+        return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 async def closed_loop(server: Server, pool: list[bytes], concurrency: int, warmup: float, duration: float) -> Window:

@@ -7,6 +7,7 @@ workers; the tests send until both have answered, within a deadline.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -285,3 +286,30 @@ def test_the_port_is_held_while_no_worker_listens() -> None:
         twin.listen()
         twin.close()
         assert not second_server_binds(port)  # every worker died
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the workers' own sockets are Linux only")
+def test_a_worker_that_cannot_listen_stops_the_supervisor() -> None:
+    """A worker whose own socket cannot bind exits with uvicorn's STARTUP_FAILURE, so the
+    supervisor stops instead of replacing it forever (each replacement loading the app again):
+    here the port is taken by a listener that does not share it."""
+    from uvicorn.config import STARTUP_FAILURE
+
+    from jean_memory.serving import AsyncioWorkerLoop
+
+    shared = socket.socket()
+    shared.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # not held: another binds beside it
+    shared.bind(("127.0.0.1", 0))
+    taken = socket.socket()
+    taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    taken.bind(shared.getsockname())
+    taken.listen()
+    loop = AsyncioWorkerLoop()
+    try:
+        with pytest.raises(SystemExit) as exited:
+            loop.run_until_complete(loop.create_server(asyncio.Protocol, sock=shared))
+        assert exited.value.code == STARTUP_FAILURE
+    finally:
+        loop.close()
+        taken.close()
+        shared.close()

@@ -113,8 +113,12 @@ def listening_twin(shared: socket.socket) -> socket.socket:
     worker that happened to be awake took the connections, even one at a time: the benchmark's
     16 clients were held 16/0 by two workers in a third of its windows, and the other worker
     idled (bench/README.md, issue 17). With a socket each, the kernel picks the worker when the
-    connection arrives, whoever is awake. The shared socket stays bound (`hold_port`: it holds the port for
-    the replacements of workers that die) but never listens, so it takes no connections."""
+    connection arrives, by a hash of its addresses and ports, not by which worker is awake.
+    The trade: it does not look at load either, so a worker that hangs holds the connections
+    the kernel gave it until the supervisor's health ping (5 s) replaces it, and they are reset
+    then, as are those queued at a worker that exits (unless `net.ipv4.tcp_migrate_req=1`).
+    The shared socket stays bound (`hold_port`: it holds the port, also for the replacements of
+    workers that die) but never listens, so it takes no connections."""
     own = socket.socket(shared.family, socket.SOCK_STREAM, shared.proto)
     try:
         own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -149,7 +153,13 @@ class OwnListeningSocket:
     async def create_server(self, protocol_factory: Any, host: Any = None, port: Any = None, **kwargs: Any) -> Any:
         sock = kwargs.get("sock")
         if OWN_SOCKET_PER_WORKER and sock is not None and sock.type == socket.SOCK_STREAM:
-            kwargs["sock"] = listening_twin(sock)
+            try:
+                kwargs["sock"] = listening_twin(sock)
+            except OSError as exc:  # every replacement would fail the same way: stop the supervisor
+                from uvicorn.config import STARTUP_FAILURE
+
+                print(f"error: a worker could not listen on the port: {exc}", file=sys.stderr, flush=True)
+                sys.exit(STARTUP_FAILURE)
         return await super().create_server(protocol_factory, host, port, **kwargs)  # type: ignore[misc]
 
 
@@ -197,8 +207,8 @@ def worker_app():  # type: ignore[no-untyped-def]
 
 
 def announce_when_listening(address: tuple[str, int], message: str, stop: threading.Event) -> None:
-    """Print `message` once a worker answers /healthz on the shared socket (any worker: all
-    load the same app, and the first answer means clients can connect)."""
+    """Print `message` once a worker answers /healthz on the port (any worker: all load the
+    same app, and the first answer means clients can connect)."""
     host, port = address[0], address[1]
     if host in ("0.0.0.0", "::", ""):  # noqa: S104 - listening everywhere: ask over loopback
         host = "127.0.0.1" if host != "::" else "::1"

@@ -49,8 +49,10 @@ class Memory:
         }
         if self.was_updated:
             item["updated_at"] = iso_time(self.updated_at or 0.0)
-        if self.score is not None:
-            item["score"] = round(self.score, 4)
+        # float(): a numpy scalar is not JSON's; NaN is not JSON either, and without a score the
+        # item says nothing about one (as the SDK wrote a MemoryItem whose score was NaN)
+        if self.score is not None and math.isfinite(score := float(self.score)):
+            item["score"] = round(score, 4)
         if self.title is not None:
             item["title"] = self.title
         if self.superseded_by is not None:
