@@ -153,6 +153,7 @@ def listening_sockets(port: int) -> dict[str, set[int]]:
     return inodes
 
 
+@pytest.mark.one_database  # the sockets, not the database
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreads connections on Linux")
 def test_each_worker_listens_on_its_own_socket_and_connections_are_spread(workers: Workers) -> None:
     """A keep-alive connection stays with the worker that accepted it, and from one shared
@@ -182,18 +183,19 @@ def test_each_worker_listens_on_its_own_socket_and_connections_are_spread(worker
     assert len(spread) == 2 and min(spread.values()) >= 16, spread
 
 
-@pytest.mark.parametrize("count", ["1", "2"])
-def test_a_second_server_on_the_same_port_is_refused(
-    workers: Workers, database_url: str, tmp_path: Path, count: str
-) -> None:
+@pytest.mark.one_database  # the port, not the database
+def test_a_second_server_on_the_same_port_is_refused(workers: Workers, database_url: str, tmp_path: Path) -> None:
     """The workers' sockets accept others bound with SO_REUSEPORT by the same user: a second
-    `serve` on the port must still be refused, not share the connections with the first."""
+    `serve` on the port, with one worker or several, must still be refused, not share the
+    connections with the first."""
     port = workers.base_url.rsplit(":", 1)[1]
     env = cli_env(database_url, tmp_path / "data")
     env["JEAN_MEMORY_EMBEDDINGS"] = "none"
-    second = run_cli(["serve", "--port", port, "--workers", count], env)
-    assert second.returncode != 0, second.stdout + second.stderr
-    assert "address already in use" in (second.stdout + second.stderr).lower(), second.stdout + second.stderr
+    for count in ("1", "2"):
+        second = run_cli(["serve", "--port", port, "--workers", count], env)
+        output = second.stdout + second.stderr
+        assert second.returncode != 0, output
+        assert "address already in use" in output.lower(), output
 
 
 def test_a_killed_worker_is_replaced_and_sigterm_drains_every_worker(workers: Workers) -> None:
