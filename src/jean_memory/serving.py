@@ -3,9 +3,10 @@
 One Python process uses one core for everything that holds the GIL (the SDK's request
 handling, SQLAlchemy, JSON), so on a machine with more cores the server runs N processes on
 one port (on Linux each with a listening socket of its own, `listening_twin`) sharing the
-database. uvicorn's own supervisor (`Multiprocess`) does the rest: it starts the workers, replaces one that dies or stops answering its health ping, and on
-SIGTERM/SIGINT sends each worker SIGTERM and waits, so every worker drains its requests and
-queued saves (the app's lifespan) before the parent exits.
+database. uvicorn's own supervisor (`Multiprocess`) does the rest: it starts the workers,
+replaces one that dies or stops answering its health ping, and on SIGTERM/SIGINT sends each
+worker SIGTERM and waits, so every worker drains its requests and queued saves (the app's
+lifespan) before the parent exits.
 
 Everything a worker keeps for itself is safe with several: rate limits count in the database;
 the revocation cache answers from memory for at most `JEAN_MEMORY_REVOCATION_CACHE_SECONDS`
