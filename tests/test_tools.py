@@ -280,8 +280,7 @@ def test_tools_list_is_what_clients_were_shown_before(tmp_path):
     async def listed() -> dict[str, list[dict]]:
         out = {}
         for profile, names in PROFILE_TOOLS.items():
-            server = ProfileServer(frozenset(names))
-            tools.register(server, names)
+            server = ProfileServer(tools.tools(names))
             async with Client(server) as client:
                 result = await client.list_tools()
             out[profile] = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in result.tools]
@@ -289,6 +288,49 @@ def test_tools_list_is_what_clients_were_shown_before(tmp_path):
 
     golden = Path(__file__).parent / "golden" / "tools_list.json"
     assert json.dumps(anyio.run(listed), indent=1, sort_keys=True, ensure_ascii=False) + "\n" == golden.read_text()
+
+
+def test_each_app_s_tools_call_its_own_service_though_their_schemas_are_built_once(tmp_path):
+    """The SDK's tool schemas are derived once per process and copied for every app (a tenth of
+    a second per app before): each copy must still call its own app's service and count in its
+    own metrics. Two apps on two databases in one process, as the test suite runs them."""
+    import anyio
+
+    from jean_memory.db.engine import create_engine
+    from jean_memory.db.migrate import upgrade
+    from jean_memory.mcp_server.principal import Principal, current_principal
+    from jean_memory.mcp_server.tools import ToolSet
+    from jean_memory.memory.service import MemoryService
+    from jean_memory.oauth.scopes import MEMORY_SCOPE
+    from jean_memory.observability.metrics import Metrics
+    from tests.conftest import person
+
+    names = ("add_memories", "list_memories")
+    apps = []
+    for name in ("first", "second"):
+        engine = create_engine(f"sqlite:///{tmp_path / name}.db")
+        upgrade(engine)
+        user_id = person(engine, "me@example.com").id
+        apps.append((ToolSet(MemoryService(engine, None), "https://memory.example", Metrics()), engine))
+    (first, first_engine), (second, second_engine) = apps
+    first_tools, second_tools = first.tools(names), second.tools(names)
+    assert [t.parameters for t in first_tools] == [t.parameters for t in second_tools]
+    assert all(a.fn_metadata is b.fn_metadata for a, b in zip(first_tools, second_tools, strict=True))
+
+    async def save(tools, text: str) -> None:
+        token = current_principal.set(Principal(user_id, "me@example.com", "default", "client-1", (MEMORY_SCOPE,)))
+        try:
+            await tools[0].fn(text=text)
+        finally:
+            current_principal.reset(token)
+
+    anyio.run(save, second_tools, "I keep bees")
+    assert MemoryService(second_engine, None).list(user_id, limit=5)[0][0].text == "I keep bees"
+    assert MemoryService(first_engine, None).list(user_id, limit=5)[0] == []
+    assert second._metrics.tool_calls.labels("add_memories", "ok")._value.get() == 1
+    assert first._metrics.tool_calls.labels("add_memories", "ok")._value.get() == 0
+    for engine in (first_engine, second_engine):
+        engine.dispose()
 
 
 def test_results_are_what_the_sdk_makes_of_the_model():

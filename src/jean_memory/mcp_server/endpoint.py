@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.tools import Tool
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
@@ -136,9 +137,9 @@ class ProfileServer(MCPServer):
     empty `prompts` capability was advertised and `prompts/get` answered error code 0 with an
     ERROR traceback in the log. (The SDK, pinned to 2.3, has no public way to unregister.)"""
 
-    def __init__(self, tool_names: frozenset[str]) -> None:
-        super().__init__(name="jean-memory", instructions=INSTRUCTIONS, version="0.1.0")
-        self._tool_names = tool_names
+    def __init__(self, tools: list[Tool]) -> None:
+        super().__init__(name="jean-memory", instructions=INSTRUCTIONS, version="0.1.0", tools=tools)
+        self._tool_names = frozenset(tool.name for tool in tools)
         for method in UNSERVED_METHODS:
             self._lowlevel_server._request_handlers.pop(method, None)
 
@@ -181,8 +182,7 @@ class McpEndpoint:
         # lists a server's tools, not a request's; a server per case keeps that in the SDK).
         self._managers: dict[tuple[str, bool], StreamableHTTPSessionManager] = {}
         for (profile, writes), names in served_tools(tools).items():
-            server = ProfileServer(frozenset(names))
-            tools.register(server, names)
+            server = ProfileServer(tools.tools(names))
             server.streamable_http_app(
                 json_response=True,
                 stateless_http=True,
