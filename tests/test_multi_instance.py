@@ -13,8 +13,9 @@ import sqlalchemy as sa
 
 from jean_memory.db.engine import create_engine
 from jean_memory.db.tables import refresh_tokens
-from tests.support.oauth import CLAUDE_CALLBACK, PASSWORD, Flow, McpHttp, redirect_params
-from tests.support.servers import cli_env, free_port, run_cli, server_process
+from tests.conftest import person
+from tests.support.oauth import CLAUDE_CALLBACK, Flow, McpHttp, redirect_params
+from tests.support.servers import cli_env, server_processes
 
 pytestmark = pytest.mark.slow
 ISSUER = "http://memory.localhost"  # http: the test reaches the instances without TLS, so cookies must not be Secure
@@ -22,7 +23,7 @@ RESOURCE = f"{ISSUER}/mcp"
 
 
 @pytest.fixture
-def two_instances(database_url, tmp_path):
+def two_instances(database_url, engine, tmp_path):
     env = cli_env(database_url, tmp_path / "data")
     env.update(
         {
@@ -31,8 +32,8 @@ def two_instances(database_url, tmp_path):
             "JEAN_MEMORY_EMBEDDINGS": "none",  # this is about shared state, not recall
         }
     )
-    assert run_cli(["user", "add", "me@example.com", "--password-stdin"], env, stdin=PASSWORD + "\n").returncode == 0
-    with server_process(env, port=free_port()) as first, server_process(env, port=free_port()) as second:
+    person(engine, "me@example.com")
+    with server_processes(env, 2) as (first, second):
         yield first, second
 
 

@@ -23,9 +23,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy.engine import Engine
 
 from jean_memory.serving import default_workers, hold_port, listening_twin, parse_workers
-from tests.support.oauth import PASSWORD, Flow, McpHttp
+from tests.conftest import person
+from tests.support.oauth import Flow, McpHttp
 from tests.support.processes import stop_process
 from tests.support.servers import cli_env, free_port, run_cli, wait_until_up
 
@@ -64,10 +66,10 @@ class Workers:
 
 
 @pytest.fixture
-def workers(database_url: str, tmp_path: Path) -> Iterator[Workers]:
+def workers(database_url: str, engine: Engine, tmp_path: Path) -> Iterator[Workers]:
     env = cli_env(database_url, tmp_path / "data")
     env.update({"JEAN_MEMORY_EMBEDDINGS": "none", "JEAN_MEMORY_METRICS": "on", "JEAN_MEMORY_SHUTDOWN_SECONDS": "30"})
-    assert run_cli(["user", "add", EMAIL, "--password-stdin"], env, stdin=PASSWORD + "\n").returncode == 0
+    person(engine, EMAIL)
     port = free_port()
     log_path = tmp_path / "serve.log"
     with open(log_path, "w") as log:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import httpx
 import uvicorn
@@ -182,13 +183,7 @@ def server_process(
     Its output goes to `log_path` (or nowhere) so a test can read what a person would see."""
     port = port or free_port()
     log = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jean_memory.cli", "serve", "--port", str(port), *(extra or [])],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = _serve(env, port, extra or [], log)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(url, process=process)
@@ -197,3 +192,29 @@ def server_process(
         stop_process(process)
         if log_path:
             log.close()
+
+
+@contextmanager
+def server_processes(env: dict[str, str], count: int) -> Iterator[list[str]]:
+    """`count` servers as `server_process` starts one, all started before any is waited for:
+    each takes a second or two to start, and one after another doubled a two-instance setup."""
+    ports = [free_port() for _ in range(count)]
+    processes = [_serve(env, port, [], subprocess.DEVNULL) for port in ports]
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    try:
+        for url, process in zip(urls, processes, strict=True):
+            wait_until_up(url, process=process)
+        yield urls
+    finally:
+        for process in processes:
+            stop_process(process)
+
+
+def _serve(env: dict[str, str], port: int, extra: list[str], log: IO[str] | int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "jean_memory.cli", "serve", "--port", str(port), *extra],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
