@@ -333,6 +333,30 @@ def test_each_app_s_tools_call_its_own_service_though_their_schemas_are_built_on
         engine.dispose()
 
 
+def test_the_cached_tool_schemas_keep_no_app_alive(tmp_path, monkeypatch):
+    """Found by review: the cache held the first app's function, and through it that app's
+    service, engine and model, for the life of the process."""
+    import gc
+    import weakref
+
+    from jean_memory.db.engine import create_engine
+    from jean_memory.mcp_server import tools as tools_module
+    from jean_memory.mcp_server.tools import ToolSet
+    from jean_memory.memory.service import MemoryService
+    from jean_memory.observability.metrics import Metrics
+
+    monkeypatch.setattr(tools_module, "_SCHEMAS", {})  # this test's set builds them
+    engine = create_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    first = ToolSet(MemoryService(engine, None), "https://memory.example", Metrics())
+    assert first.tools(("add_memories", "search_memory"))
+    gone = weakref.ref(first)
+    del first
+    gc.collect()
+    assert gone() is None
+    assert len(tools_module._SCHEMAS) == 2
+    engine.dispose()
+
+
 def test_results_are_what_the_sdk_makes_of_the_model():
     """search_memory and list_memories build their CallToolResult from the memories' dicts (a
     shortcut for speed, issue 17): it must equal what the SDK makes of a MemoryResults model,

@@ -18,13 +18,16 @@ import sqlalchemy as sa
 from jean_memory.db.engine import normalise_url
 
 
-def memory_backed_directory(needed_bytes: int = 2 << 30) -> str | None:
+def memory_backed_directory() -> str | None:
     """The shared-memory file system when it is writable with room to spare, else None (the
     default temp directory). The embedded server's data lives there: creating each test's
     database from the template took 15 ms there against 25 to 260 ms on this machine's disk,
     whose speed varied with the hour. What the database does is the same; only its files are in
     memory, as nothing of the server outlives the session anyway."""
     shm = Path("/dev/shm")  # noqa: S108 - the caller makes its own directory there with mkdtemp
+    # Each pytest-xdist worker starts its own server: a few hundred MB each at most (databases
+    # are dropped after each test, the log is bounded), so 1 GB a worker, 2 GB at least.
+    needed_bytes = max(2, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))) << 30
     try:
         if os.access(shm, os.W_OK) and shutil.disk_usage(shm).free >= needed_bytes:
             return str(shm)

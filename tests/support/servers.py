@@ -198,10 +198,15 @@ def server_process(
 def server_processes(env: dict[str, str], count: int) -> Iterator[list[str]]:
     """`count` servers as `server_process` starts one, all started before any is waited for:
     each takes a second or two to start, and one after another doubled a two-instance setup."""
-    ports = [free_port() for _ in range(count)]
-    processes = [_serve(env, port, [], subprocess.DEVNULL) for port in ports]
+    ports: list[int] = []
+    while len(ports) < count:  # none listens yet, so the same free port could come up twice
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    processes: list[subprocess.Popen] = []
     urls = [f"http://127.0.0.1:{port}" for port in ports]
     try:
+        processes.extend(_serve(env, port, [], subprocess.DEVNULL) for port in ports)
         for url, process in zip(urls, processes, strict=True):
             wait_until_up(url, process=process)
         yield urls

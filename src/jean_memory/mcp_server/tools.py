@@ -31,8 +31,12 @@ from jean_memory.off_loop import run_db
 ToolFunction = Callable[..., Any]
 #: Tools that change or remove what is stored (their destructiveHint): a client may ask first.
 DESTRUCTIVE = frozenset({"delete_memory", "update_memory"})
-#: The SDK's tool of each name as the first ToolSet of this process built it (ToolSet.tools).
-_SCHEMAS: dict[str, Tool] = {}
+#: The SDK's tool for each ToolSet method, built once per process, with no function (ToolSet.tools).
+_SCHEMAS: dict[Callable[..., Any], Tool] = {}
+
+
+async def _unbound(*_args: Any, **_kwargs: Any) -> Any:
+    raise RuntimeError("a cached tool schema was called; ToolSet.tools gives each set its own copy")
 
 
 class Compact(BaseModel):
@@ -212,9 +216,10 @@ class ToolSet:
             if not hasattr(fn, "read_only"):
                 raise ValueError(f"{name} is not a tool")
             wrapped = counted(name, fn, self._metrics)
-            schema = _SCHEMAS.get(name)
+            method = getattr(type(self), name)  # the key: a subclass's own method has its own schema
+            schema = _SCHEMAS.get(method)
             if schema is None:
-                schema = _SCHEMAS[name] = Tool.from_function(
+                tool = Tool.from_function(
                     wrapped,
                     name=name,
                     description=description_of(fn),
@@ -222,6 +227,8 @@ class ToolSet:
                         readOnlyHint=fn.read_only, destructiveHint=name in DESTRUCTIVE, openWorldHint=False
                     ),
                 )
+                # Kept without this set's function, which would keep its service alive for good.
+                schema = _SCHEMAS[method] = tool.model_copy(update={"fn": _unbound})
             built.append(schema.model_copy(update={"fn": wrapped}))
         return built
 

@@ -366,8 +366,9 @@ def _http_date(value: str) -> float | None:
 @functools.lru_cache(maxsize=16)
 def _tls_context(ca_file: str) -> ssl.SSLContext:
     """certifi's roots, plus `ca_file`'s when set. Loading the bundle is 24 ms, so each process
-    loads it once (the test suite starts a thousand apps); an SSLContext is safe to share
-    between threads, and nothing changes it after this."""
+    loads it once (the test suite starts a thousand apps). One context was already shared by
+    all of an app's fetches; httpcore sets the same ALPN list ("http/1.1") on it at each
+    connect, and nothing else changes it."""
     context = ssl.create_default_context(cafile=certifi.where())
     if ca_file:
         context.load_verify_locations(cafile=ca_file)
