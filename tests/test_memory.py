@@ -512,7 +512,26 @@ def test_postgresql_builds_the_vector_index_outside_requests(service, engine, mo
     assert not index_exists()  # the search did not build it
     assert Indexer(service).build_vector_index() is True
     assert index_exists() and Indexer(service).build_vector_index() is False  # built once
-    assert service.search(USER, "What's my dog called?", limit=3)[0].id == dog.id
+    sent: list[tuple[str, object]] = []
+
+    def capture(_conn, _cursor, statement, parameters, _context, _many) -> None:
+        if "<=>" in statement:
+            sent.append((statement, parameters))
+
+    sa.event.listen(engine, "before_cursor_execute", capture)
+    try:
+        assert service.search(USER, "What's my dog called?", limit=3)[0].id == dog.id
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", capture)
+    # At 501 vectors the planner rightly scans; with scans and sorts ruled out, the statement
+    # the search sent can be served by the HNSW index (its predicate and cast expression match).
+    statement, parameters = sent[-1]
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ANALYZE memory_vectors")
+        conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        conn.exec_driver_sql("SET LOCAL enable_sort = off")
+        plan = "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + statement, parameters))
+    assert pg_vectors.hnsw_index_name(model) in plan, plan
 
 
 def test_lookups_by_primary_key_name_the_owner_in_the_query(service, engine):
