@@ -24,10 +24,12 @@ from jean_memory.accounts.users import User, insert_user
 from jean_memory.db.engine import create_engine
 from jean_memory.db.migrate import upgrade
 from tests.support.databases import (
+    SERVER_DIRECTORY_PREFIX,
     admin_url,
     fresh_postgresql_database,
     memory_backed_directory,
     migrated_template,
+    remove_stale_servers,
     start_embedded_postgres,
     stop_embedded_postgres,
 )
@@ -72,7 +74,10 @@ def postgresql_server() -> Iterator[str]:
     if existing:
         yield existing
         return
-    base = Path(tempfile.mkdtemp(prefix="jm-test-pg-", dir=memory_backed_directory()))
+    memory = memory_backed_directory()
+    if memory:
+        remove_stale_servers(memory)
+    base = Path(tempfile.mkdtemp(prefix=SERVER_DIRECTORY_PREFIX, dir=memory))
     try:
         yield start_embedded_postgres(base)
     except ImportError:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +35,34 @@ def memory_backed_directory() -> str | None:
     except OSError:
         pass
     return None
+
+
+STALE_AFTER_SECONDS = 600
+SERVER_DIRECTORY_PREFIX = "jm-test-pg-"
+
+
+def remove_stale_servers(directory: str) -> list[Path]:
+    """Remove the directories of test servers that a killed run left in `directory` (in memory
+    when that is /dev/shm, until the machine restarts); returns what it removed. A directory is
+    stale when it is older than ten minutes (a run starting now may not have its pid file yet)
+    and no process has its server's pid. A pid that is alive, or that this user may not signal,
+    keeps the directory: when in doubt it stays."""
+    removed = []
+    for base in Path(directory).glob(SERVER_DIRECTORY_PREFIX + "*"):
+        try:
+            if time.time() - base.stat().st_mtime < STALE_AFTER_SECONDS:
+                continue
+            pid_file = base / "pgdata" / "postmaster.pid"
+            if pid_file.exists():
+                os.kill(int(pid_file.read_text().split()[0]), 0)
+                continue  # its server is running
+        except ProcessLookupError:
+            pass
+        except (OSError, ValueError, IndexError):
+            continue
+        shutil.rmtree(base, ignore_errors=True)
+        removed.append(base)
+    return removed
 
 
 def start_embedded_postgres(base: Path) -> str:
