@@ -24,7 +24,7 @@ from jean_memory.memory.recency import _DATED_BY_PK
 from jean_memory.memory.records import AddResult, MemoryInputError
 from jean_memory.memory.retrieval import Retriever, SearchConfig
 from jean_memory.memory.service import MemoryService, rows_by_pk
-from jean_memory.memory.sqlite_direct import dated_rows, driver, hit_rows
+from jean_memory.memory.sqlite_direct import dated_rows, hit_rows
 from jean_memory.memory.triage import facts_worth_keeping
 
 USER = "u1"
@@ -552,28 +552,6 @@ def test_lookups_by_primary_key_name_the_owner_in_the_query(service, engine):
             pks[0]: (None, pks[1], None, None),
             pks[1]: (pks[0], None, None, None),
         }
-
-
-def test_sqlite_finds_rows_by_primary_key_not_by_walking_the_owners_index(engine):
-    """With a plain `user_id = ?` beside `pk IN (...)`, SQLite (no statistics) walks the person's
-    whole (user_id, created_at) index: 8.4 ms at 100k memories against 0.035 ms by rowid. The
-    owner is named in the form that keeps the rowid lookup (memory/owner.py)."""
-    if engine.dialect.name != "sqlite":
-        return
-    sent: list[str] = []
-    with engine.connect() as conn:
-        # What reaches SQLite, from SQLAlchemy or sent to the driver directly (sqlite_direct.py),
-        # with its values bound.
-        driver(conn).set_trace_callback(sent.append)
-        rows_by_pk(conn, USER, [1, 2])
-        hit_rows(conn, USER, [1, 2])
-        neighbours(conn, USER, [1, 2])
-        driver(conn).set_trace_callback(None)
-        assert len(sent) == 3
-        for statement in sent:
-            assert f"user_id = '{USER}'" in statement  # the owner is in the query itself
-            plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement).all()
-            assert "USING INTEGER PRIMARY KEY" in plan[0][-1], (statement, plan)
 
 
 def test_sqlite_direct_statements_read_what_sqlalchemy_reads(service, engine):

@@ -28,9 +28,11 @@ from jean_memory.memory.browse import delete_document
 from jean_memory.memory.context import context_for
 from jean_memory.memory.embeddings import LocalOnnxEmbedder
 from jean_memory.memory.indexing import Indexer
-from jean_memory.memory.service import MemoryService
+from jean_memory.memory.neighbours import neighbours
+from jean_memory.memory.service import MemoryService, rows_by_pk
+from jean_memory.memory.sqlite_direct import driver, hit_rows
 from jean_memory.memory.trash import purge
-from tests.test_memory import run_jobs
+from tests.test_memory import USER, run_jobs
 
 DAY = 86400.0
 # A list of keys, or one key compared with `=`, in a statement's WHERE.
@@ -115,3 +117,25 @@ def test_no_statement_naming_keys_walks_the_owners_index(traced):
             if any(WALKS_OWNER.search(step) for step in plan):
                 walking.append((" ".join(statement.split())[:160], plan))
     assert walking == [], "\n".join(f"{statement}\n    {plan}" for statement, plan in walking)
+
+
+def test_sqlite_finds_rows_by_primary_key_not_by_walking_the_owners_index(engine):
+    """With a plain `user_id = ?` beside `pk IN (...)`, SQLite (no statistics) walks the person's
+    whole (user_id, created_at) index: 8.4 ms at 100k memories against 0.035 ms by rowid. The
+    owner is named in the form that keeps the rowid lookup (memory/owner.py)."""
+    if engine.dialect.name != "sqlite":
+        return
+    sent: list[str] = []
+    with engine.connect() as conn:
+        # What reaches SQLite, from SQLAlchemy or sent to the driver directly (sqlite_direct.py),
+        # with its values bound.
+        driver(conn).set_trace_callback(sent.append)
+        rows_by_pk(conn, USER, [1, 2])
+        hit_rows(conn, USER, [1, 2])
+        neighbours(conn, USER, [1, 2])
+        driver(conn).set_trace_callback(None)
+        assert len(sent) == 3
+        for statement in sent:
+            assert f"user_id = '{USER}'" in statement  # the owner is in the query itself
+            plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement).all()
+            assert "USING INTEGER PRIMARY KEY" in plan[0][-1], (statement, plan)
